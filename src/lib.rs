@@ -8,5 +8,7 @@
 
 pub mod error;
 pub mod fsutil;
+pub mod tensor;
 
 pub use error::{Error, Result};
+pub use tensor::Tensor;
