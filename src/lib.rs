@@ -3,12 +3,19 @@
 //! Train small convolutional networks from scratch and see, with saliency maps,
 //! where they look.
 //!
-//! The crate reads top to bottom in the order data flows:
-//! `tensor` -> `tape` -> `ops` -> `layers` -> `model` -> `train` / `saliency` -> `images`.
+//! The modules read in the order data flows:
+//! [`tensor`] → [`tape`] → [`ops`] → layers → model → training / saliency → images.
+//!
+//! A saliency map is the gradient of one class score with respect to the input
+//! image: one [`Tape::backward`] call seeded with a one-hot over the scores.
 
 pub mod error;
 pub mod fsutil;
+pub mod ops;
+pub mod tape;
 pub mod tensor;
 
 pub use error::{Error, Result};
+pub use ops::ReluRule;
+pub use tape::{Gradients, Tape, Var};
 pub use tensor::Tensor;

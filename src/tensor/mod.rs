@@ -1,5 +1,65 @@
 //! Tensors: `f32` arrays on `ndarray`, images in NCHW layout (batch, channels,
 //! height, width).
+//!
+//! Two small helpers live here because every op needs them: a [`Pool`] of
+//! buffers so that a training step reuses last step's memory, and [`gemm`], a
+//! checked wrapper around `matrixmultiply`'s sgemm.
+
+mod gemm;
+mod pool;
+
+pub use gemm::{gemm, Mat, MatMut};
+pub use pool::Pool;
+
+use crate::error::{Error, Result};
 
 /// The one tensor type: a dynamic-rank `f32` array. Images are `[N, C, H, W]`.
 pub type Tensor = ndarray::ArrayD<f32>;
+
+/// Returns the tensor's data as a contiguous row-major slice.
+///
+/// Every tensor made by this crate is in standard layout; a tensor from
+/// elsewhere (a transposed view turned owned, say) is refused with a clear error
+/// rather than silently copied.
+pub fn as_slice<'t>(t: &'t Tensor, op: &'static str) -> Result<&'t [f32]> {
+    t.as_slice().ok_or_else(|| {
+        Error::invalid(
+            op,
+            "tensor is not contiguous in row-major order (call .as_standard_layout())",
+        )
+    })
+}
+
+/// Checks that `t` has rank `rank`, naming the op and the operand.
+pub fn expect_rank(t: &Tensor, rank: usize, op: &'static str, name: &'static str) -> Result<()> {
+    if t.ndim() == rank {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            op,
+            format!(
+                "{name} must have rank {rank}, but has shape {:?}",
+                t.shape()
+            ),
+        ))
+    }
+}
+
+/// Builds the shape-mismatch error every op uses.
+pub(crate) fn shape_error(
+    op: &'static str,
+    what: impl Into<String>,
+    lhs_name: &'static str,
+    lhs: &[usize],
+    rhs_name: &'static str,
+    rhs: &[usize],
+) -> Error {
+    Error::Shape {
+        op,
+        what: what.into(),
+        lhs_name,
+        lhs: lhs.to_vec(),
+        rhs_name,
+        rhs: rhs.to_vec(),
+    }
+}

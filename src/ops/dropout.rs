@@ -1,0 +1,79 @@
+//! Inverted dropout.
+//!
+//! In training, each value is kept with probability `1 − rate` and scaled by
+//! `1 / (1 − rate)`, so its expected value is unchanged and inference needs no
+//! rescaling: `y = x ⊙ m` with `mᵢ ∈ {0, 1/(1 − rate)}`. The backward is the same
+//! product, `dx = dy ⊙ m`, so the forward saves the mask. At inference dropout
+//! is the identity (the layer simply does not call this op).
+//!
+//! The mask is drawn from a ChaCha8 stream per block of 4096 values, all seeded
+//! from one `seed`, so it is the same whatever the number of threads.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::tape::{Backward, GradArgs, Tape, Var};
+use crate::tensor::{Pool, Tensor};
+
+/// Values per random stream: fixed, so masks do not depend on the thread count.
+const BLOCK: usize = 4096;
+
+/// Draws an inverted-dropout mask of the given shape.
+pub fn dropout_mask(shape: &[usize], rate: f32, seed: u64, pool: &mut Pool) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&rate) {
+        return Err(Error::invalid(
+            "dropout",
+            format!("rate must be in [0, 1), got {rate}"),
+        ));
+    }
+    let scale = 1.0 / (1.0 - rate);
+    let mut mask = pool.zeros(shape);
+    mask.as_slice_mut()
+        .expect("pooled")
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(block, m)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(block as u64);
+            for v in m {
+                *v = if rng.random::<f32>() >= rate {
+                    scale
+                } else {
+                    0.0
+                };
+            }
+        });
+    Ok(mask)
+}
+
+struct Dropout {
+    mask: Tensor,
+}
+
+impl Backward for Dropout {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let mut dx = a.pool.copy_of(a.dy);
+        dx *= &self.mask;
+        vec![Some(dx)]
+    }
+
+    fn recycle(self: Box<Self>, pool: &mut Pool) {
+        pool.give(self.mask);
+    }
+}
+
+impl Tape<'_> {
+    /// Training-mode inverted dropout with the given drop `rate`; `seed` fixes the
+    /// mask.
+    pub fn dropout(&mut self, x: Var, rate: f32, seed: u64) -> Result<Var> {
+        let (y, mask) = self.compute(&[x], |v, pool| {
+            let mask = dropout_mask(v[0].shape(), rate, seed, pool)?;
+            let mut y = pool.copy_of(v[0]);
+            y *= &mask;
+            Ok((y, mask))
+        })?;
+        Ok(self.push(y, &[x], Box::new(Dropout { mask })))
+    }
+}

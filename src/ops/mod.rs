@@ -1,0 +1,30 @@
+//! The differentiable ops. Each file holds one family, its forward and its
+//! backward side by side, and adds its methods to [`Tape`](crate::Tape).
+//!
+//! | op | file | forward | backward (from `dy = ∂L/∂y`) | saved by forward |
+//! | --- | --- | --- | --- | --- |
+//! | `dense` | `dense.rs` | `y = x·Wᵀ + b` | `dx = dy·W`, `dW = dyᵀ·x`, `db = Σₙ dy` | — |
+//! | `conv2d` | `conv.rs` | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | im2col columns |
+//! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's argmax | argmax |
+//! | `dropout` | `dropout.rs` | `y = x ⊙ m` | `dx = dy ⊙ m` | mask `m` |
+//! | `relu` | `activation.rs` | `y = max(x, 0)` | `1[x > 0]·dy`, or a [`ReluRule`] | — (uses `y`) |
+//! | `identity` | `activation.rs` | `y = x` | `dx = dy` | — |
+//! | `softmax` | `activation.rs` | `y = eˣ / Σ eˣ` | `dx = y ⊙ (dy − Σ dy·y)` | — (uses `y`) |
+//! | `reshape`, `flatten` | `reshape.rs` | same values, new shape | `dx = dy` reshaped back | — |
+//! | `softmax_cross_entropy` | `loss.rs` | `L = mean(lse − x·t)` | `dx = (p − t) / N` | `p`, `t` |
+
+mod activation;
+mod conv;
+mod dense;
+mod dropout;
+mod loss;
+mod pool;
+mod reshape;
+
+pub use activation::{relu_inplace, softmax_rows, ReluRule};
+pub use conv::{col2im, conv2d_forward, im2col, Conv2dSpec, ConvGeometry, Padding};
+pub use dense::dense_forward;
+pub use dropout::dropout_mask;
+pub use loss::{one_hot, softmax_cross_entropy_forward};
+pub use pool::{max_pool2d_forward, MaxPool2dSpec};
+pub use reshape::reshape_forward;

@@ -1,0 +1,381 @@
+//! The tape: reverse-mode automatic differentiation, written out.
+//!
+//! Every op appends its output to the tape and, beside it, a small record of how
+//! to send a gradient back to its inputs. Values are addressed by [`Var`]
+//! handles, which are just positions on the tape. Because an op can only use
+//! values recorded before it, the tape is already in topological order:
+//! [`Tape::backward`] walks it once from the end to the start, and when it
+//! reaches a value, every consumer of that value has already added its share of
+//! the gradient (the chain rule's sum over paths).
+//!
+//! ```
+//! use salient::{Tape, Tensor, ReluRule};
+//! use ndarray::array;
+//!
+//! // y = relu(x), seeded with dy = 1: the gradient is 1 where x > 0.
+//! let mut tape = Tape::new();
+//! let x = tape.input(array![[-1.0f32, 2.0]].into_dyn());
+//! let y = tape.relu(x).unwrap();
+//! let seed = Tensor::ones(vec![1, 2]);
+//! let grads = tape.backward(y, &seed, ReluRule::Gradient).unwrap();
+//! assert_eq!(grads.get(x).unwrap().as_slice().unwrap(), &[0.0, 1.0]);
+//! ```
+
+use std::borrow::Cow;
+
+use crate::error::{Error, Result};
+use crate::ops::ReluRule;
+use crate::tensor::{Pool, Tensor};
+
+/// A handle to a value on a [`Tape`]: its position. Cheap to copy.
+///
+/// A `Var` is only meaningful on the tape that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Var(usize);
+
+impl Var {
+    /// The value's position on its tape.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// What an op's backward rule is given.
+pub(crate) struct GradArgs<'b> {
+    /// The op's inputs, in the order the op took them.
+    pub inputs: Vec<&'b Tensor>,
+    /// The op's forward output.
+    pub output: &'b Tensor,
+    /// The gradient of the result with respect to the output, `∂L/∂y`.
+    pub dy: &'b Tensor,
+    /// Which inputs need a gradient; rules skip the work for the others.
+    pub wants: Vec<bool>,
+    /// The ReLU backward rule in force for this pass.
+    pub relu: ReluRule,
+    /// Where to take buffers from.
+    pub pool: &'b mut Pool,
+}
+
+/// The backward half of an op: given `∂L/∂y`, return `∂L/∂x` for each input
+/// (`None` where `wants` is false). What the forward saved for this (im2col
+/// columns, argmax indices, a dropout mask) lives in the implementing struct.
+pub(crate) trait Backward: Send + Sync {
+    fn backward(&self, args: GradArgs<'_>) -> Vec<Option<Tensor>>;
+
+    /// Returns saved buffers to the pool when the tape is cleared.
+    fn recycle(self: Box<Self>, _pool: &mut Pool) {}
+}
+
+/// One recorded value: where it came from and how to differentiate through it.
+struct Node {
+    inputs: Vec<Var>,
+    rule: Option<Box<dyn Backward>>,
+    requires_grad: bool,
+}
+
+/// A reverse-mode autodiff tape.
+///
+/// Leaves enter through [`input`](Tape::input) (owned, differentiated),
+/// [`param`](Tape::param) (borrowed, differentiated: a model's weights are read in
+/// place, never copied), and [`constant`](Tape::constant) /
+/// [`constant_ref`](Tape::constant_ref) (not differentiated). Ops are methods
+/// defined next to their backward rules in [`crate::ops`].
+///
+/// A tape keeps a [`Pool`] of buffers. To reuse memory across training steps, end
+/// a step with [`into_pool`](Tape::into_pool) and start the next with
+/// [`with_pool`](Tape::with_pool). The tape has no global state: tapes in
+/// different threads are independent.
+pub struct Tape<'a> {
+    values: Vec<Cow<'a, Tensor>>,
+    nodes: Vec<Node>,
+    pool: Pool,
+    recording: bool,
+}
+
+impl Default for Tape<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Tape<'a> {
+    /// A tape that records backward rules.
+    pub fn new() -> Self {
+        Self::with_pool(Pool::new())
+    }
+
+    /// A recording tape that takes its buffers from `pool`.
+    pub fn with_pool(pool: Pool) -> Self {
+        Tape {
+            values: Vec::new(),
+            nodes: Vec::new(),
+            pool,
+            recording: true,
+        }
+    }
+
+    /// A tape for evaluation and prediction: ops compute their values but record
+    /// no backward rules and save nothing for a backward pass.
+    pub fn inference() -> Self {
+        Self::inference_with_pool(Pool::new())
+    }
+
+    /// [`inference`](Tape::inference) with buffers from `pool`.
+    pub fn inference_with_pool(pool: Pool) -> Self {
+        Tape {
+            recording: false,
+            ..Self::with_pool(pool)
+        }
+    }
+
+    /// Whether backward rules are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Clears the tape, returning every owned buffer to the pool, and hands the
+    /// pool back for the next step.
+    pub fn into_pool(mut self) -> Pool {
+        self.clear();
+        self.pool
+    }
+
+    /// Forgets every value and rule, keeping their buffers in the pool.
+    pub fn clear(&mut self) {
+        for value in self.values.drain(..) {
+            if let Cow::Owned(t) = value {
+                self.pool.give(t);
+            }
+        }
+        for node in self.nodes.drain(..) {
+            if let Some(rule) = node.rule {
+                rule.recycle(&mut self.pool);
+            }
+        }
+    }
+
+    /// Number of values on the tape.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the tape holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// A leaf we want the gradient of (typically the input image, for saliency).
+    pub fn input(&mut self, value: Tensor) -> Var {
+        self.leaf(Cow::Owned(value), true)
+    }
+
+    /// A borrowed leaf we want the gradient of (a model's weight, read in place).
+    pub fn param(&mut self, value: &'a Tensor) -> Var {
+        self.leaf(Cow::Borrowed(value), true)
+    }
+
+    /// A leaf that is not differentiated.
+    pub fn constant(&mut self, value: Tensor) -> Var {
+        self.leaf(Cow::Owned(value), false)
+    }
+
+    /// A borrowed leaf that is not differentiated (weights during saliency or
+    /// evaluation: their gradients are never computed).
+    pub fn constant_ref(&mut self, value: &'a Tensor) -> Var {
+        self.leaf(Cow::Borrowed(value), false)
+    }
+
+    fn leaf(&mut self, value: Cow<'a, Tensor>, requires_grad: bool) -> Var {
+        self.values.push(value);
+        self.nodes.push(Node {
+            inputs: Vec::new(),
+            rule: None,
+            requires_grad,
+        });
+        Var(self.values.len() - 1)
+    }
+
+    /// The value of `v`.
+    pub fn value(&self, v: Var) -> Result<&Tensor> {
+        self.values
+            .get(v.0)
+            .map(|c| c.as_ref())
+            .ok_or_else(|| self.foreign(v))
+    }
+
+    /// Whether a gradient will flow to `v` (it is, or depends on, a
+    /// differentiated leaf, and the tape is recording).
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.recording && self.nodes.get(v.0).is_some_and(|n| n.requires_grad)
+    }
+
+    fn foreign(&self, v: Var) -> Error {
+        Error::invalid(
+            "tape",
+            format!(
+                "variable #{} is not on this tape (it holds {} values)",
+                v.0,
+                self.values.len()
+            ),
+        )
+    }
+
+    /// Checks that every var is on this tape.
+    pub(crate) fn check(&self, vars: &[Var]) -> Result<()> {
+        match vars.iter().find(|v| v.0 >= self.values.len()) {
+            Some(&v) => Err(self.foreign(v)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs an op's forward computation on the values of `vars`, with the pool
+    /// to draw its output from (a split borrow the ops could not write alone).
+    pub(crate) fn compute<R>(
+        &mut self,
+        vars: &[Var],
+        f: impl FnOnce(&[&Tensor], &mut Pool) -> Result<R>,
+    ) -> Result<R> {
+        self.check(vars)?;
+        let inputs: Vec<&Tensor> = vars.iter().map(|v| self.values[v.0].as_ref()).collect();
+        f(&inputs, &mut self.pool)
+    }
+
+    /// Returns a buffer an op no longer needs to the pool.
+    pub(crate) fn give(&mut self, t: Tensor) {
+        self.pool.give(t);
+    }
+
+    /// Records an op's output. The rule is kept only when recording and when some
+    /// input needs a gradient; otherwise its saved state goes straight back to
+    /// the pool.
+    pub(crate) fn push(&mut self, value: Tensor, inputs: &[Var], rule: Box<dyn Backward>) -> Var {
+        let requires_grad = self.recording && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
+        let rule = if requires_grad {
+            Some(rule)
+        } else {
+            rule.recycle(&mut self.pool);
+            None
+        };
+        self.values.push(Cow::Owned(value));
+        self.nodes.push(Node {
+            inputs: inputs.to_vec(),
+            rule,
+            requires_grad,
+        });
+        Var(self.values.len() - 1)
+    }
+
+    /// Reverse-mode pass: the gradient of `Σ seed ⊙ output` with respect to
+    /// every recorded value that depends on a differentiated leaf.
+    ///
+    /// The seed is any upstream gradient of `output`'s shape: `1` for a scalar
+    /// loss, or a one-hot over class scores, which makes the result the gradient
+    /// of one class score (what a saliency map is). `relu` picks the ReLU
+    /// backward rule for this pass only. The tape is unchanged, so `backward`
+    /// may be called again with another seed.
+    pub fn backward(&mut self, output: Var, seed: &Tensor, relu: ReluRule) -> Result<Gradients> {
+        self.check(&[output])?;
+        if !self.recording {
+            return Err(Error::invalid(
+                "backward",
+                "this tape was made with Tape::inference() and recorded no backward rules",
+            ));
+        }
+        let out_shape = self.values[output.0].shape();
+        if seed.shape() != out_shape {
+            return Err(crate::tensor::shape_error(
+                "backward",
+                "the seed must have the output's shape",
+                "output",
+                out_shape,
+                "seed",
+                seed.shape(),
+            ));
+        }
+        let Tape {
+            values,
+            nodes,
+            pool,
+            ..
+        } = self;
+        let mut grads: Vec<Option<Tensor>> = (0..values.len()).map(|_| None).collect();
+        if nodes[output.0].requires_grad {
+            grads[output.0] = Some(pool.copy_of(seed));
+        }
+        // Walk backwards: every consumer of value i sits after i on the tape, so
+        // by the time we reach i its gradient is complete.
+        for i in (0..=output.0).rev() {
+            // Leaves keep their gradient; only ops pass it on.
+            let Some(rule) = nodes[i].rule.as_ref() else {
+                continue;
+            };
+            let Some(dy) = grads[i].take() else {
+                continue;
+            };
+            let node = &nodes[i];
+            let input_grads = rule.backward(GradArgs {
+                inputs: node.inputs.iter().map(|v| values[v.0].as_ref()).collect(),
+                output: values[i].as_ref(),
+                dy: &dy,
+                wants: node
+                    .inputs
+                    .iter()
+                    .map(|v| nodes[v.0].requires_grad)
+                    .collect(),
+                relu,
+                pool,
+            });
+            for (v, dx) in node.inputs.iter().zip(input_grads) {
+                let Some(dx) = dx else { continue };
+                match &mut grads[v.0] {
+                    Some(acc) => {
+                        *acc += &dx;
+                        pool.give(dx);
+                    }
+                    slot @ None => *slot = Some(dx),
+                }
+            }
+            grads[i] = Some(dy);
+        }
+        Ok(Gradients { grads })
+    }
+
+    /// [`backward`](Tape::backward) from a scalar loss, seeded with 1.
+    pub fn backward_scalar(&mut self, loss: Var) -> Result<Gradients> {
+        let shape = self.value(loss)?.shape().to_vec();
+        if shape.iter().product::<usize>() != 1 {
+            return Err(Error::invalid(
+                "backward_scalar",
+                format!("the loss must hold one value, but has shape {shape:?}"),
+            ));
+        }
+        let seed = Tensor::ones(shape);
+        self.backward(loss, &seed, ReluRule::Gradient)
+    }
+
+    /// Returns the buffers of a finished gradient set to the pool.
+    pub fn recycle(&mut self, grads: Gradients) {
+        for g in grads.grads.into_iter().flatten() {
+            self.pool.give(g);
+        }
+    }
+}
+
+/// The result of a backward pass: one gradient per value on the tape, for the
+/// values that depend on a differentiated leaf.
+#[derive(Debug)]
+pub struct Gradients {
+    grads: Vec<Option<Tensor>>,
+}
+
+impl Gradients {
+    /// `∂L/∂v`, if a gradient reached `v`.
+    pub fn get(&self, v: Var) -> Option<&Tensor> {
+        self.grads.get(v.0).and_then(Option::as_ref)
+    }
+
+    /// Takes `∂L/∂v` out, leaving `None`.
+    pub fn take(&mut self, v: Var) -> Option<Tensor> {
+        self.grads.get_mut(v.0).and_then(Option::take)
+    }
+}

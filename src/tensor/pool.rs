@@ -1,0 +1,69 @@
+//! A pool of `f32` buffers, so that repeated steps of the same shapes allocate
+//! nothing after the first.
+
+use std::collections::HashMap;
+
+use ndarray::IxDyn;
+
+use super::Tensor;
+
+/// Free buffers, keyed by length.
+///
+/// A training step asks for the same sizes every time (activations, gradients,
+/// im2col columns); giving buffers back at the end of a step and taking them
+/// out again at the next turns the allocator into a lookup. The pool belongs to
+/// one tape (no global state), so tapes in different threads never share it.
+#[derive(Default, Debug)]
+pub struct Pool {
+    free: HashMap<usize, Vec<Vec<f32>>>,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A zero-filled buffer of `len` values, reused if one is free.
+    pub fn vec(&mut self, len: usize) -> Vec<f32> {
+        match self.free.get_mut(&len).and_then(Vec::pop) {
+            Some(mut v) => {
+                v.fill(0.0);
+                v
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    /// A zero-filled tensor of the given shape.
+    pub fn zeros(&mut self, shape: &[usize]) -> Tensor {
+        let len = shape.iter().product();
+        let data = self.vec(len);
+        Tensor::from_shape_vec(IxDyn(shape), data).expect("length is the shape's product")
+    }
+
+    /// A copy of `t` in a pooled buffer (standard layout).
+    pub fn copy_of(&mut self, t: &Tensor) -> Tensor {
+        let mut out = self.zeros(t.shape());
+        out.assign(t);
+        out
+    }
+
+    /// Gives a buffer back for reuse.
+    pub fn give_vec(&mut self, v: Vec<f32>) {
+        if v.capacity() > 0 {
+            self.free.entry(v.len()).or_default().push(v);
+        }
+    }
+
+    /// Gives a tensor's buffer back for reuse.
+    pub fn give(&mut self, t: Tensor) {
+        let (v, _offset) = t.into_raw_vec_and_offset();
+        self.give_vec(v);
+    }
+
+    /// Number of free buffers held (for tests of reuse).
+    pub fn free_buffers(&self) -> usize {
+        self.free.values().map(Vec::len).sum()
+    }
+}
