@@ -1,0 +1,235 @@
+//! Shared test helpers: f64 reference implementations of every op, written as
+//! plainly as the formulas, and a central finite-difference gradient checker.
+//!
+//! Why f64 references: the checker differentiates the *reference* numerically,
+//! in f64, and compares the result with the crate's analytic f32 backward. The
+//! two share no code, and f64 makes the numerical side accurate to ~1e-9, so the
+//! tolerance only has to cover the f32 rounding of the analytic side.
+#![allow(dead_code)]
+
+use ndarray::{ArrayD, IxDyn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use salient::{ReluRule, Tape, Tensor, Var};
+
+pub type T64 = ArrayD<f64>;
+
+pub fn to64(t: &Tensor) -> T64 {
+    t.mapv(f64::from)
+}
+
+/// A tensor of uniform values in `[-1, 1)` from `seed`.
+pub fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Tensor::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
+}
+
+/// Uniform values in `±[margin, 1)`: kept away from ReLU's kink at 0, so a
+/// finite-difference step never crosses it.
+pub fn random_away_from_zero(shape: &[usize], seed: u64, margin: f32) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Tensor::from_shape_fn(IxDyn(shape), |_| {
+        let m = rng.random_range(margin..1.0);
+        if rng.random::<bool>() {
+            m
+        } else {
+            -m
+        }
+    })
+}
+
+/// Distinct values at least `gap` apart, in random order: max pooling has no
+/// near-ties, so a finite-difference step never changes a window's winner.
+pub fn random_distinct(shape: &[usize], seed: u64, gap: f32) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let len: usize = shape.iter().product();
+    let mut values: Vec<f32> = (0..len).map(|i| (i as f32 - len as f32 / 2.0) * gap).collect();
+    for i in (1..len).rev() {
+        values.swap(i, rng.random_range(0..=i));
+    }
+    Tensor::from_shape_vec(IxDyn(shape), values).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// f64 reference ops: direct loops over the definitions.
+
+/// Direct convolution (cross-correlation) with zero padding.
+pub fn conv2d_ref(x: &T64, w: &T64, b: &T64, stride: usize, pad_top: usize, pad_left: usize, ho: usize, wo: usize) -> T64 {
+    let (n, cin, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (cout, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
+    let mut y = T64::zeros(IxDyn(&[n, cout, ho, wo]));
+    for i in 0..n {
+        for o in 0..cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut s = b[[o]];
+                    for c in 0..cin {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride + ky) as isize - pad_top as isize;
+                                let ix = (ox * stride + kx) as isize - pad_left as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    s += w[[o, c, ky, kx]] * x[[i, c, iy as usize, ix as usize]];
+                                }
+                            }
+                        }
+                    }
+                    y[[i, o, oy, ox]] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+pub fn max_pool_ref(x: &T64, ph: usize, pw: usize, sh: usize, sw: usize) -> T64 {
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (ho, wo) = ((h - ph) / sh + 1, (w - pw) / sw + 1);
+    let mut y = T64::zeros(IxDyn(&[n, c, ho, wo]));
+    for i in 0..n {
+        for ch in 0..c {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut m = f64::NEG_INFINITY;
+                    for a in 0..ph {
+                        for b in 0..pw {
+                            m = m.max(x[[i, ch, oy * sh + a, ox * sw + b]]);
+                        }
+                    }
+                    y[[i, ch, oy, ox]] = m;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// `y = x·Wᵀ + b`.
+pub fn dense_ref(x: &T64, w: &T64, b: &T64) -> T64 {
+    let (n, fan_in, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    T64::from_shape_fn(IxDyn(&[n, out]), |ix| {
+        let (i, o) = (ix[0], ix[1]);
+        b[[o]] + (0..fan_in).map(|k| x[[i, k]] * w[[o, k]]).sum::<f64>()
+    })
+}
+
+pub fn relu_ref(x: &T64) -> T64 {
+    x.mapv(|v| v.max(0.0))
+}
+
+pub fn softmax_ref(x: &T64) -> T64 {
+    let mut y = x.clone();
+    for mut row in y.outer_iter_mut() {
+        let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        row.mapv_inplace(|v| (v - m).exp());
+        let s = row.sum();
+        row.mapv_inplace(|v| v / s);
+    }
+    y
+}
+
+/// Mean over rows of `−Σ t · log softmax(x)`.
+pub fn cross_entropy_ref(x: &T64, t: &T64) -> T64 {
+    let p = softmax_ref(x);
+    let n = x.shape()[0] as f64;
+    let l: f64 = p.iter().zip(t.iter()).map(|(p, t)| -t * p.ln()).sum::<f64>() / n;
+    T64::from_elem(IxDyn(&[]), l)
+}
+
+// ---------------------------------------------------------------------------
+// The checker.
+
+/// Tolerance for comparing an f32 analytic gradient with an f64 numerical one.
+///
+/// Every gradient entry here is a sum of at most a few hundred products of
+/// values of order 1, computed in f32. Such a sum's rounding error is at most
+/// `K·u·Σ|terms|` with `u = 2⁻²⁴ ≈ 6e-8` (Higham, *Accuracy and Stability*,
+/// §3.1): for `K ≤ 500` about `3e-5` of the absolute sum. The absolute sum can
+/// exceed the largest gradient entry by a small factor, so we allow `2e-4`
+/// relative to the largest entry, a margin of a few times the bound. The
+/// numerical side contributes ~1e-9 (f64, step 1e-6). A wrong backward rule
+/// (a missing term, a transposed weight) errs by O(1) relative and fails.
+pub const REL_TOL: f64 = 2e-4;
+
+/// Finite-difference step: in f64, truncation error ~h² and rounding ~1e-16/h
+/// are both far below the tolerance at 1e-6.
+pub const STEP: f64 = 1e-6;
+
+/// Compares `analytic` with the central difference of `loss` around `x`,
+/// perturbing each element in turn. Returns a description of the worst
+/// mismatch on failure.
+pub fn check_gradient(name: &str, x: &T64, analytic: &Tensor, loss: impl Fn(&T64) -> f64, step: f64, rel_tol: f64) -> Result<(), String> {
+    if analytic.shape() != x.shape() {
+        return Err(format!("{name}: gradient shape {:?} != input shape {:?}", analytic.shape(), x.shape()));
+    }
+    let mut numeric = T64::zeros(x.raw_dim());
+    let mut probe = x.clone();
+    for (i, g) in numeric.iter_mut().enumerate() {
+        let orig = probe.as_slice().unwrap()[i];
+        probe.as_slice_mut().unwrap()[i] = orig + step;
+        let plus = loss(&probe);
+        probe.as_slice_mut().unwrap()[i] = orig - step;
+        let minus = loss(&probe);
+        probe.as_slice_mut().unwrap()[i] = orig;
+        *g = (plus - minus) / (2.0 * step);
+    }
+    let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    let tol = rel_tol * scale.max(1.0);
+    for (i, (&a, &n)) in analytic.iter().zip(numeric.iter()).enumerate() {
+        if (f64::from(a) - n).abs() > tol || !a.is_finite() {
+            return Err(format!(
+                "{name}[{i}] (shape {:?}): analytic {a} vs numeric {n} (tolerance {tol:e})",
+                x.shape()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Compares an f32 forward value with its f64 reference.
+pub fn check_forward(name: &str, got: &Tensor, want: &T64) -> Result<(), String> {
+    if got.shape() != want.shape() {
+        return Err(format!("{name}: forward shape {:?} != reference {:?}", got.shape(), want.shape()));
+    }
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
+        if (f64::from(g) - w).abs() > REL_TOL * scale {
+            return Err(format!("{name}: forward[{i}] = {g}, reference {w}"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one op end to end: records it on a tape with `inputs` as
+/// differentiated leaves, compares the forward with `reference`, seeds the
+/// backward with a random `r`, and checks the gradient of `Σ r ⊙ f(inputs)`
+/// with respect to each input in `check` against central differences of the
+/// reference.
+pub fn check_op(
+    name: &str,
+    inputs: &[Tensor],
+    check: &[usize],
+    build: impl Fn(&mut Tape, &[Var]) -> salient::Result<Var>,
+    reference: impl Fn(&[T64]) -> T64,
+    seed: u64,
+) -> Result<(), String> {
+    let mut tape = Tape::new();
+    let vars: Vec<Var> = inputs.iter().map(|t| tape.input(t.clone())).collect();
+    let y = build(&mut tape, &vars).map_err(|e| format!("{name}: {e}"))?;
+    let inputs64: Vec<T64> = inputs.iter().map(to64).collect();
+    let want = reference(&inputs64);
+    check_forward(name, tape.value(y).unwrap(), &want)?;
+    let r = random(want.shape(), seed ^ 0x5eed);
+    let grads = tape.backward(y, &r, ReluRule::Gradient).map_err(|e| e.to_string())?;
+    let r64 = to64(&r);
+    for &i in check {
+        let analytic = grads.get(vars[i]).ok_or_else(|| format!("{name}: no gradient for input {i}"))?;
+        let loss = |xi: &T64| {
+            let mut args = inputs64.clone();
+            args[i] = xi.clone();
+            (&reference(&args) * &r64).sum()
+        };
+        check_gradient(&format!("{name} d/dinput{i}"), &inputs64[i], analytic, loss, STEP, REL_TOL)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Property tests: every op's backward against central finite differences of an
+//! independent f64 reference, on random shapes and values (odd sizes, several
+//! channels, stride 2, both paddings, batches > 1). 64 cases per op.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use salient::ops::{dropout_mask, one_hot, Conv2dSpec, MaxPool2dSpec, Padding};
+use salient::tensor::Pool;
+use salient::Tensor;
+
+/// Output size and leading padding along one axis, derived here from the
+/// TensorFlow conventions rather than taken from the crate.
+fn axis(len: usize, k: usize, s: usize, same: bool) -> (usize, usize) {
+    if same {
+        let out = len.div_ceil(s);
+        let total = ((out - 1) * s + k).saturating_sub(len);
+        (out, total / 2)
+    } else {
+        ((len - k) / s + 1, 0)
+    }
+}
+
+fn cases() -> ProptestConfig {
+    ProptestConfig::with_cases(64)
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn conv2d_matches_finite_differences(
+        n in 1usize..=3, cin in 1usize..=3, cout in 1usize..=4,
+        kh in 1usize..=3, kw in 1usize..=3, extra_h in 0usize..=6, extra_w in 0usize..=6,
+        stride in 1usize..=2, same in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let (h, w) = (kh + extra_h, kw + extra_w);
+        let x = random(&[n, cin, h, w], seed);
+        let wt = random(&[cout, cin, kh, kw], seed + 1);
+        let b = random(&[cout], seed + 2);
+        let spec = Conv2dSpec { stride, padding: if same { Padding::Same } else { Padding::Valid } };
+        let (ho, pt) = axis(h, kh, stride, same);
+        let (wo, pl) = axis(w, kw, stride, same);
+        let result = check_op(
+            "conv2d", &[x, wt, b], &[0, 1, 2],
+            |t, v| t.conv2d(v[0], v[1], v[2], spec),
+            |a| conv2d_ref(&a[0], &a[1], &a[2], stride, pt, pl, ho, wo),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn dense_matches_finite_differences(
+        n in 1usize..=4, fan_in in 1usize..=13, out in 1usize..=9, seed in any::<u64>(),
+    ) {
+        let x = random(&[n, fan_in], seed);
+        let w = random(&[out, fan_in], seed + 1);
+        let b = random(&[out], seed + 2);
+        let result = check_op(
+            "dense", &[x, w, b], &[0, 1, 2],
+            |t, v| t.dense(v[0], v[1], v[2]),
+            |a| dense_ref(&a[0], &a[1], &a[2]),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn max_pool2d_matches_finite_differences(
+        n in 1usize..=2, c in 1usize..=3, ph in 1usize..=3, pw in 1usize..=3,
+        sh in 1usize..=3, sw in 1usize..=3, extra_h in 0usize..=6, extra_w in 0usize..=6,
+        seed in any::<u64>(),
+    ) {
+        let (h, w) = (ph + extra_h, pw + extra_w);
+        // Distinct values 0.01 apart: a step of 1e-6 cannot change a winner.
+        let x = random_distinct(&[n, c, h, w], seed, 0.01);
+        let spec = MaxPool2dSpec { pool: (ph, pw), stride: (sh, sw) };
+        let result = check_op(
+            "max_pool2d", &[x], &[0],
+            |t, v| t.max_pool2d(v[0], spec),
+            |a| max_pool_ref(&a[0], ph, pw, sh, sw),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn dropout_matches_finite_differences(
+        dims in proptest::collection::vec(1usize..=7, 1..=4), rate in 0.0f32..0.9, seed in any::<u64>(),
+    ) {
+        let x = random(&dims, seed);
+        // The reference multiplies by the mask the same seed draws.
+        let mask = to64(&dropout_mask(&dims, rate, seed, &mut Pool::new()).unwrap());
+        let result = check_op(
+            "dropout", &[x], &[0],
+            |t, v| t.dropout(v[0], rate, seed),
+            |a| &a[0] * &mask,
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn relu_matches_finite_differences(
+        dims in proptest::collection::vec(1usize..=7, 1..=4), seed in any::<u64>(),
+    ) {
+        // |x| ≥ 1e-3: a step of 1e-6 never crosses the kink at 0.
+        let x = random_away_from_zero(&dims, seed, 1e-3);
+        let result = check_op("relu", &[x], &[0], |t, v| t.relu(v[0]), |a| relu_ref(&a[0]), seed);
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn identity_matches_finite_differences(
+        dims in proptest::collection::vec(1usize..=7, 1..=4), seed in any::<u64>(),
+    ) {
+        let x = random(&dims, seed);
+        let result = check_op("identity", &[x], &[0], |t, v| t.identity(v[0]), |a| a[0].clone(), seed);
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn softmax_matches_finite_differences(n in 1usize..=4, k in 1usize..=11, seed in any::<u64>()) {
+        let x = random(&[n, k], seed) * 3.0;
+        let result = check_op("softmax", &[x], &[0], |t, v| t.softmax(v[0]), |a| softmax_ref(&a[0]), seed);
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn reshape_and_flatten_match_finite_differences(
+        dims in proptest::collection::vec(1usize..=5, 2..=4), seed in any::<u64>(),
+    ) {
+        let x = random(&dims, seed);
+        let flat = [dims[0], dims[1..].iter().product()];
+        let result = check_op(
+            "flatten", std::slice::from_ref(&x), &[0],
+            |t, v| t.flatten(v[0]),
+            |a| a[0].clone().into_shape_with_order(flat.to_vec()).unwrap(),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+        let reversed: Vec<usize> = dims.iter().rev().copied().collect();
+        let result = check_op(
+            "reshape", &[x], &[0],
+            |t, v| t.reshape(v[0], &reversed),
+            |a| a[0].clone().into_shape_with_order(reversed.clone()).unwrap(),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn softmax_cross_entropy_matches_finite_differences(
+        n in 1usize..=5, k in 2usize..=10, soft in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let logits = random(&[n, k], seed) * 4.0;
+        let targets: Tensor = if soft {
+            // Random distributions over the classes.
+            let mut t = random(&[n, k], seed + 1).mapv(|v| v + 1.0);
+            for mut row in t.outer_iter_mut() {
+                let s = row.sum();
+                row.mapv_inplace(|v| v / s);
+            }
+            t
+        } else {
+            let labels: Vec<usize> = (0..n).map(|i| (seed as usize).wrapping_add(i * 7) % k).collect();
+            one_hot(&labels, k).unwrap()
+        };
+        let t64 = to64(&targets);
+        let result = check_op(
+            "softmax_cross_entropy", &[logits], &[0],
+            |t, v| t.softmax_cross_entropy(v[0], targets.clone()),
+            |a| cross_entropy_ref(&a[0], &t64),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
+
+/// The checker is not blind: a gradient that is wrong by 1% in one entry fails,
+/// and so does a too-small step in f32-like precision.
+#[test]
+fn checker_rejects_a_slightly_wrong_gradient() {
+    let x = to64(&random(&[3, 4], 7));
+    let w = to64(&random(&[2, 4], 8));
+    let b = to64(&random(&[2], 9));
+    // L = Σ dense(x, w, b); ∂L/∂x[i, k] = Σₒ w[o, k].
+    let loss = |x: &T64| dense_ref(x, &w, &b).sum();
+    let exact = Tensor::from_shape_fn(x.raw_dim(), |ix| (w[[0, ix[1]]] + w[[1, ix[1]]]) as f32);
+    assert!(check_gradient("exact", &x, &exact, loss, STEP, REL_TOL).is_ok());
+    let mut wrong = exact.clone();
+    wrong[[1, 2]] *= 1.01;
+    assert!(check_gradient("wrong", &x, &wrong, loss, STEP, REL_TOL).is_err());
+    // In f64 a step of 1e-14 is swamped by rounding (1e-16 / 1e-14 = 1%).
+    let big = |x: &T64| 1e3 * dense_ref(x, &w, &b).sum();
+    let exact_big = exact.mapv(|v| v * 1e3);
+    assert!(check_gradient("tiny step", &x, &exact_big, big, 1e-14, REL_TOL).is_err());
+}
