@@ -25,18 +25,38 @@ fn conv2d_by_hand() {
     // y00 = 1·1 + 2·2 + 0·0 + 1·(−1) + .5 = 4.5    y01 = 2 + 0 + 0 − 3 + .5 = −0.5
     // y10 = 0 + 2 + 0 − 1 + .5 = 1.5               y11 = 1 + 6 + 0 − 0 + .5 = 7.5
     let mut tape = Tape::new();
-    let x = tape.input(t(array![[[[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [2.0, 1.0, 0.0]]]]));
+    let x = tape.input(t(array![[[
+        [1.0, 2.0, 0.0],
+        [0.0, 1.0, 3.0],
+        [2.0, 1.0, 0.0]
+    ]]]));
     let w = tape.input(t(array![[[[1.0, 2.0], [0.0, -1.0]]]]));
     let b = tape.input(t(array![0.5]));
     let y = tape.conv2d(x, w, b, Conv2dSpec::default()).unwrap();
-    close(tape.value(y).unwrap(), &t(array![[[[4.5, -0.5], [1.5, 7.5]]]]));
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[[[4.5, -0.5], [1.5, 7.5]]]]),
+    );
     // Seed dy = [[1, 0], [0, 1]]: the gradient of y00 + y11.
     // dW = window at (0,0) + window at (1,1) = [[1,2],[0,1]] + [[1,3],[1,0]]; db = 2;
     // dx = W placed at (0,0) plus W placed at (1,1).
-    let g = tape.backward(y, &t(array![[[[1.0, 0.0], [0.0, 1.0]]]]), ReluRule::Gradient).unwrap();
+    let g = tape
+        .backward(
+            y,
+            &t(array![[[[1.0, 0.0], [0.0, 1.0]]]]),
+            ReluRule::Gradient,
+        )
+        .unwrap();
     close(g.get(w).unwrap(), &t(array![[[[2.0, 5.0], [1.0, 1.0]]]]));
     close(g.get(b).unwrap(), &t(array![2.0]));
-    close(g.get(x).unwrap(), &t(array![[[[1.0, 2.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, -1.0]]]]));
+    close(
+        g.get(x).unwrap(),
+        &t(array![[[
+            [1.0, 2.0, 0.0],
+            [0.0, 0.0, 2.0],
+            [0.0, 0.0, -1.0]
+        ]]]),
+    );
 }
 
 #[test]
@@ -48,9 +68,15 @@ fn conv2d_same_padding_stride_two_pads_bottom_right() {
     let x = tape.input(Tensor::ones(vec![1, 1, 4, 4]));
     let w = tape.input(Tensor::ones(vec![1, 1, 3, 3]));
     let b = tape.input(Tensor::zeros(vec![1]));
-    let spec = Conv2dSpec { stride: 2, padding: Padding::Same };
+    let spec = Conv2dSpec {
+        stride: 2,
+        padding: Padding::Same,
+    };
     let y = tape.conv2d(x, w, b, spec).unwrap();
-    close(tape.value(y).unwrap(), &t(array![[[[9.0, 6.0], [6.0, 4.0]]]]));
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[[[9.0, 6.0], [6.0, 4.0]]]]),
+    );
 }
 
 #[test]
@@ -68,8 +94,17 @@ fn max_pool2d_by_hand_with_ties() {
         [0.0, 6.0, 1.0, 9.0]
     ]]]));
     let y = tape.max_pool2d(x, MaxPool2dSpec::square(2)).unwrap();
-    close(tape.value(y).unwrap(), &t(array![[[[4.0, 2.0], [6.0, 9.0]]]]));
-    let g = tape.backward(y, &t(array![[[[1.0, 2.0], [3.0, 4.0]]]]), ReluRule::Gradient).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[[[4.0, 2.0], [6.0, 9.0]]]]),
+    );
+    let g = tape
+        .backward(
+            y,
+            &t(array![[[[1.0, 2.0], [3.0, 4.0]]]]),
+            ReluRule::Gradient,
+        )
+        .unwrap();
     let want = t(array![[[
         [0.0, 0.0, 2.0, 0.0],
         [1.0, 0.0, 0.0, 0.0],
@@ -84,9 +119,14 @@ fn overlapping_pool_windows_sum_their_gradients() {
     // 1x3 input [0, 5, 1], windows of 1x2 with stride 1: both windows pick the 5.
     let mut tape = Tape::new();
     let x = tape.input(t(array![[[[0.0, 5.0, 1.0]]]]));
-    let spec = MaxPool2dSpec { pool: (1, 2), stride: (1, 1) };
+    let spec = MaxPool2dSpec {
+        pool: (1, 2),
+        stride: (1, 1),
+    };
     let y = tape.max_pool2d(x, spec).unwrap();
-    let g = tape.backward(y, &t(array![[[[1.0, 10.0]]]]), ReluRule::Gradient).unwrap();
+    let g = tape
+        .backward(y, &t(array![[[[1.0, 10.0]]]]), ReluRule::Gradient)
+        .unwrap();
     close(g.get(x).unwrap(), &t(array![[[[0.0, 11.0, 0.0]]]]));
 }
 
@@ -101,9 +141,14 @@ fn dense_by_hand() {
     let b = tape.input(t(array![0.5, 0.0, -1.0]));
     let y = tape.dense(x, w, b).unwrap();
     close(tape.value(y).unwrap(), &t(array![[1.5, 0.0, 5.0]]));
-    let g = tape.backward(y, &Tensor::ones(vec![1, 3]), ReluRule::Gradient).unwrap();
+    let g = tape
+        .backward(y, &Tensor::ones(vec![1, 3]), ReluRule::Gradient)
+        .unwrap();
     close(g.get(x).unwrap(), &t(array![[3.0, 2.0]]));
-    close(g.get(w).unwrap(), &t(array![[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]));
+    close(
+        g.get(w).unwrap(),
+        &t(array![[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]),
+    );
     close(g.get(b).unwrap(), &t(array![1.0, 1.0, 1.0]));
 }
 
@@ -119,9 +164,18 @@ fn relu_rules_differ_as_their_definitions_say() {
     close(tape.value(y).unwrap(), &t(array![[0.0, 2.0, 3.0]]));
     let seed = t(array![[5.0, -4.0, 6.0]]);
     let grad = |tape: &mut Tape, rule| tape.backward(y, &seed, rule).unwrap().take(x).unwrap();
-    close(&grad(&mut tape, ReluRule::Gradient), &t(array![[0.0, -4.0, 6.0]]));
-    close(&grad(&mut tape, ReluRule::Rectified), &t(array![[5.0, 0.0, 6.0]]));
-    close(&grad(&mut tape, ReluRule::Guided), &t(array![[0.0, 0.0, 6.0]]));
+    close(
+        &grad(&mut tape, ReluRule::Gradient),
+        &t(array![[0.0, -4.0, 6.0]]),
+    );
+    close(
+        &grad(&mut tape, ReluRule::Rectified),
+        &t(array![[5.0, 0.0, 6.0]]),
+    );
+    close(
+        &grad(&mut tape, ReluRule::Guided),
+        &t(array![[0.0, 0.0, 6.0]]),
+    );
 }
 
 #[test]
@@ -129,7 +183,9 @@ fn relu_uses_subgradient_zero_at_zero() {
     let mut tape = Tape::new();
     let x = tape.input(t(array![[0.0]]));
     let y = tape.relu(x).unwrap();
-    let g = tape.backward(y, &t(array![[1.0]]), ReluRule::Gradient).unwrap();
+    let g = tape
+        .backward(y, &t(array![[1.0]]), ReluRule::Gradient)
+        .unwrap();
     close(g.get(x).unwrap(), &t(array![[0.0]]));
 }
 
@@ -138,7 +194,9 @@ fn identity_by_hand() {
     let mut tape = Tape::new();
     let x = tape.input(t(array![[1.0, -2.0]]));
     let y = tape.identity(x).unwrap();
-    let g = tape.backward(y, &t(array![[3.0, 4.0]]), ReluRule::Guided).unwrap();
+    let g = tape
+        .backward(y, &t(array![[3.0, 4.0]]), ReluRule::Guided)
+        .unwrap();
     close(tape.value(y).unwrap(), &t(array![[1.0, -2.0]]));
     close(g.get(x).unwrap(), &t(array![[3.0, 4.0]]));
 }
@@ -151,7 +209,9 @@ fn softmax_by_hand() {
     let x = tape.input(t(array![[0.0, 3f32.ln()]]));
     let y = tape.softmax(x).unwrap();
     close(tape.value(y).unwrap(), &t(array![[0.25, 0.75]]));
-    let g = tape.backward(y, &t(array![[1.0, 0.0]]), ReluRule::Gradient).unwrap();
+    let g = tape
+        .backward(y, &t(array![[1.0, 0.0]]), ReluRule::Gradient)
+        .unwrap();
     close(g.get(x).unwrap(), &t(array![[0.1875, -0.1875]]));
 }
 
@@ -163,12 +223,17 @@ fn softmax_cross_entropy_by_hand() {
     let mut tape = Tape::new();
     let l3 = 3f32.ln();
     let x = tape.input(t(array![[0.0, l3], [l3, 0.0]]));
-    let loss = tape.softmax_cross_entropy(x, one_hot(&[1, 0], 2).unwrap()).unwrap();
+    let loss = tape
+        .softmax_cross_entropy(x, one_hot(&[1, 0], 2).unwrap())
+        .unwrap();
     let value = tape.value(loss).unwrap();
     assert_eq!(value.ndim(), 0);
     assert!((value.sum() - 0.287_682_1).abs() < 1e-6);
     let g = tape.backward_scalar(loss).unwrap();
-    close(g.get(x).unwrap(), &t(array![[0.125, -0.125], [-0.125, 0.125]]));
+    close(
+        g.get(x).unwrap(),
+        &t(array![[0.125, -0.125], [-0.125, 0.125]]),
+    );
 }
 
 #[test]
@@ -176,19 +241,30 @@ fn softmax_cross_entropy_is_stable_for_huge_logits() {
     // A naive log(softmax) would compute log(0) = −∞ for the second class.
     let mut tape = Tape::new();
     let x = tape.input(t(array![[1000.0, 0.0]]));
-    let loss = tape.softmax_cross_entropy(x, one_hot(&[1], 2).unwrap()).unwrap();
+    let loss = tape
+        .softmax_cross_entropy(x, one_hot(&[1], 2).unwrap())
+        .unwrap();
     assert!((tape.value(loss).unwrap().sum() - 1000.0).abs() < 1e-3);
 }
 
 #[test]
 fn reshape_and_flatten_by_hand() {
     let mut tape = Tape::new();
-    let x = tape.input(t(array![[[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]]])); // [1, 2, 2, 2]
+    let x = tape.input(t(array![[
+        [[1.0, 2.0], [3.0, 4.0]],
+        [[5.0, 6.0], [7.0, 8.0]]
+    ]])); // [1, 2, 2, 2]
     let f = tape.flatten(x).unwrap();
-    close(tape.value(f).unwrap(), &t(array![[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]]));
+    close(
+        tape.value(f).unwrap(),
+        &t(array![[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]]),
+    );
     let seed = t(array![[8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]]);
     let g = tape.backward(f, &seed, ReluRule::Gradient).unwrap();
-    close(g.get(x).unwrap(), &t(array![[[[8.0, 7.0], [6.0, 5.0]], [[4.0, 3.0], [2.0, 1.0]]]]));
+    close(
+        g.get(x).unwrap(),
+        &t(array![[[[8.0, 7.0], [6.0, 5.0]], [[4.0, 3.0], [2.0, 1.0]]]]),
+    );
     assert!(tape.reshape(x, &[3, 3]).is_err());
 }
 
@@ -199,12 +275,17 @@ fn dropout_keeps_the_right_share_and_scales_it() {
     let kept = mask.iter().filter(|&&m| m > 0.0).count();
     // Binomial(100000, 0.75): standard deviation 137, so ±1000 is over 7σ.
     assert!((kept as i64 - 75_000).abs() < 1000, "kept {kept}");
-    assert!(mask.iter().all(|&m| m == 0.0 || (m - 1.0 / 0.75).abs() < 1e-6));
+    assert!(mask
+        .iter()
+        .all(|&m| m == 0.0 || (m - 1.0 / 0.75).abs() < 1e-6));
     // Same seed, same mask; another seed, another mask.
     assert_eq!(mask, dropout_mask(&[100_000], 0.25, 42, &mut pool).unwrap());
     assert_ne!(mask, dropout_mask(&[100_000], 0.25, 43, &mut pool).unwrap());
     // Rate 0 keeps everything unscaled; rate 1 and negative rates are refused.
-    assert!(dropout_mask(&[10], 0.0, 1, &mut pool).unwrap().iter().all(|&m| m == 1.0));
+    assert!(dropout_mask(&[10], 0.0, 1, &mut pool)
+        .unwrap()
+        .iter()
+        .all(|&m| m == 1.0));
     assert!(dropout_mask(&[10], 1.0, 1, &mut pool).is_err());
     assert!(dropout_mask(&[10], -0.1, 1, &mut pool).is_err());
 }
@@ -216,7 +297,12 @@ fn dropout_backward_is_the_mask() {
     let x = tape.input(t(array![1.0, 2.0, 3.0, 4.0]));
     let y = tape.dropout(x, 0.5, 3).unwrap();
     let m = dropout_mask(&[4], 0.5, 3, &mut Pool::new()).unwrap();
-    close(tape.value(y).unwrap(), &(&m * &t(array![1.0, 2.0, 3.0, 4.0])));
-    let g = tape.backward(y, &Tensor::ones(vec![4]), ReluRule::Gradient).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &(&m * &t(array![1.0, 2.0, 3.0, 4.0])),
+    );
+    let g = tape
+        .backward(y, &Tensor::ones(vec![4]), ReluRule::Gradient)
+        .unwrap();
     close(g.get(x).unwrap(), &m);
 }

@@ -10,6 +10,7 @@
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use salient::{ReluRule, Tape, Tensor, Var};
 
 pub type T64 = ArrayD<f64>;
@@ -43,7 +44,9 @@ pub fn random_away_from_zero(shape: &[usize], seed: u64, margin: f32) -> Tensor 
 pub fn random_distinct(shape: &[usize], seed: u64, gap: f32) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let len: usize = shape.iter().product();
-    let mut values: Vec<f32> = (0..len).map(|i| (i as f32 - len as f32 / 2.0) * gap).collect();
+    let mut values: Vec<f32> = (0..len)
+        .map(|i| (i as f32 - len as f32 / 2.0) * gap)
+        .collect();
     for i in (1..len).rev() {
         values.swap(i, rng.random_range(0..=i));
     }
@@ -53,63 +56,88 @@ pub fn random_distinct(shape: &[usize], seed: u64, gap: f32) -> Tensor {
 // ---------------------------------------------------------------------------
 // f64 reference ops: direct loops over the definitions.
 
-/// Direct convolution (cross-correlation) with zero padding.
-pub fn conv2d_ref(x: &T64, w: &T64, b: &T64, stride: usize, pad_top: usize, pad_left: usize, ho: usize, wo: usize) -> T64 {
+/// Direct convolution (cross-correlation) with zero padding:
+/// `y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] · x[n, c, oy·s+ky−pt, ox·s+kx−pl]`.
+/// (Flat indexing on slices: `IxDyn` indexing would make the whole-network
+/// finite-difference test minutes long.)
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_ref(
+    x: &T64,
+    w: &T64,
+    b: &T64,
+    stride: usize,
+    pad_top: usize,
+    pad_left: usize,
+    ho: usize,
+    wo: usize,
+) -> T64 {
     let (n, cin, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (cout, kh, kw) = (w.shape()[0], w.shape()[2], w.shape()[3]);
-    let mut y = T64::zeros(IxDyn(&[n, cout, ho, wo]));
+    let (xs, ws, bs) = (
+        x.as_slice().unwrap(),
+        w.as_slice().unwrap(),
+        b.as_slice().unwrap(),
+    );
+    let mut y = vec![0.0; n * cout * ho * wo];
     for i in 0..n {
         for o in 0..cout {
             for oy in 0..ho {
                 for ox in 0..wo {
-                    let mut s = b[[o]];
+                    let mut s = bs[o];
                     for c in 0..cin {
                         for ky in 0..kh {
+                            let iy = (oy * stride + ky) as isize - pad_top as isize;
+                            if iy < 0 || iy as usize >= h {
+                                continue;
+                            }
                             for kx in 0..kw {
-                                let iy = (oy * stride + ky) as isize - pad_top as isize;
                                 let ix = (ox * stride + kx) as isize - pad_left as isize;
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    s += w[[o, c, ky, kx]] * x[[i, c, iy as usize, ix as usize]];
+                                if ix >= 0 && (ix as usize) < wd {
+                                    s += ws[((o * cin + c) * kh + ky) * kw + kx]
+                                        * xs[((i * cin + c) * h + iy as usize) * wd + ix as usize];
                                 }
                             }
                         }
                     }
-                    y[[i, o, oy, ox]] = s;
+                    y[((i * cout + o) * ho + oy) * wo + ox] = s;
                 }
             }
         }
     }
-    y
+    T64::from_shape_vec(IxDyn(&[n, cout, ho, wo]), y).unwrap()
 }
 
+/// Maximum over each `ph × pw` window, windows `sh`, `sw` apart.
 pub fn max_pool_ref(x: &T64, ph: usize, pw: usize, sh: usize, sw: usize) -> T64 {
     let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (ho, wo) = ((h - ph) / sh + 1, (w - pw) / sw + 1);
-    let mut y = T64::zeros(IxDyn(&[n, c, ho, wo]));
-    for i in 0..n {
-        for ch in 0..c {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut m = f64::NEG_INFINITY;
-                    for a in 0..ph {
-                        for b in 0..pw {
-                            m = m.max(x[[i, ch, oy * sh + a, ox * sw + b]]);
-                        }
+    let xs = x.as_slice().unwrap();
+    let mut y = vec![f64::NEG_INFINITY; n * c * ho * wo];
+    for plane in 0..n * c {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let out = &mut y[(plane * ho + oy) * wo + ox];
+                for a in 0..ph {
+                    for b in 0..pw {
+                        *out = out.max(xs[(plane * h + oy * sh + a) * w + ox * sw + b]);
                     }
-                    y[[i, ch, oy, ox]] = m;
                 }
             }
         }
     }
-    y
+    T64::from_shape_vec(IxDyn(&[n, c, ho, wo]), y).unwrap()
 }
 
 /// `y = x·Wᵀ + b`.
 pub fn dense_ref(x: &T64, w: &T64, b: &T64) -> T64 {
     let (n, fan_in, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    let (xs, ws) = (x.as_slice().unwrap(), w.as_slice().unwrap());
     T64::from_shape_fn(IxDyn(&[n, out]), |ix| {
-        let (i, o) = (ix[0], ix[1]);
-        b[[o]] + (0..fan_in).map(|k| x[[i, k]] * w[[o, k]]).sum::<f64>()
+        let (row, col) = (
+            &xs[ix[0] * fan_in..][..fan_in],
+            &ws[ix[1] * fan_in..][..fan_in],
+        );
+        b[[ix[1]]] + row.iter().zip(col).map(|(a, b)| a * b).sum::<f64>()
     })
 }
 
@@ -132,7 +160,12 @@ pub fn softmax_ref(x: &T64) -> T64 {
 pub fn cross_entropy_ref(x: &T64, t: &T64) -> T64 {
     let p = softmax_ref(x);
     let n = x.shape()[0] as f64;
-    let l: f64 = p.iter().zip(t.iter()).map(|(p, t)| -t * p.ln()).sum::<f64>() / n;
+    let l: f64 = p
+        .iter()
+        .zip(t.iter())
+        .map(|(p, t)| -t * p.ln())
+        .sum::<f64>()
+        / n;
     T64::from_elem(IxDyn(&[]), l)
 }
 
@@ -158,21 +191,38 @@ pub const STEP: f64 = 1e-6;
 /// Compares `analytic` with the central difference of `loss` around `x`,
 /// perturbing each element in turn. Returns a description of the worst
 /// mismatch on failure.
-pub fn check_gradient(name: &str, x: &T64, analytic: &Tensor, loss: impl Fn(&T64) -> f64, step: f64, rel_tol: f64) -> Result<(), String> {
+pub fn check_gradient(
+    name: &str,
+    x: &T64,
+    analytic: &Tensor,
+    loss: impl Fn(&T64) -> f64 + Sync,
+    step: f64,
+    rel_tol: f64,
+) -> Result<(), String> {
     if analytic.shape() != x.shape() {
-        return Err(format!("{name}: gradient shape {:?} != input shape {:?}", analytic.shape(), x.shape()));
+        return Err(format!(
+            "{name}: gradient shape {:?} != input shape {:?}",
+            analytic.shape(),
+            x.shape()
+        ));
     }
-    let mut numeric = T64::zeros(x.raw_dim());
-    let mut probe = x.clone();
-    for (i, g) in numeric.iter_mut().enumerate() {
-        let orig = probe.as_slice().unwrap()[i];
-        probe.as_slice_mut().unwrap()[i] = orig + step;
-        let plus = loss(&probe);
-        probe.as_slice_mut().unwrap()[i] = orig - step;
-        let minus = loss(&probe);
-        probe.as_slice_mut().unwrap()[i] = orig;
-        *g = (plus - minus) / (2.0 * step);
-    }
+    // Elements are independent probes, so they run in parallel.
+    let flat: Vec<f64> = (0..x.len())
+        .into_par_iter()
+        .map_init(
+            || x.clone(),
+            |probe, i| {
+                let orig = probe.as_slice().unwrap()[i];
+                probe.as_slice_mut().unwrap()[i] = orig + step;
+                let plus = loss(probe);
+                probe.as_slice_mut().unwrap()[i] = orig - step;
+                let minus = loss(probe);
+                probe.as_slice_mut().unwrap()[i] = orig;
+                (plus - minus) / (2.0 * step)
+            },
+        )
+        .collect();
+    let numeric = T64::from_shape_vec(x.raw_dim(), flat).unwrap();
     let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
     let tol = rel_tol * scale.max(1.0);
     for (i, (&a, &n)) in analytic.iter().zip(numeric.iter()).enumerate() {
@@ -189,7 +239,11 @@ pub fn check_gradient(name: &str, x: &T64, analytic: &Tensor, loss: impl Fn(&T64
 /// Compares an f32 forward value with its f64 reference.
 pub fn check_forward(name: &str, got: &Tensor, want: &T64) -> Result<(), String> {
     if got.shape() != want.shape() {
-        return Err(format!("{name}: forward shape {:?} != reference {:?}", got.shape(), want.shape()));
+        return Err(format!(
+            "{name}: forward shape {:?} != reference {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
@@ -210,7 +264,7 @@ pub fn check_op(
     inputs: &[Tensor],
     check: &[usize],
     build: impl Fn(&mut Tape, &[Var]) -> salient::Result<Var>,
-    reference: impl Fn(&[T64]) -> T64,
+    reference: impl Fn(&[T64]) -> T64 + Sync,
     seed: u64,
 ) -> Result<(), String> {
     let mut tape = Tape::new();
@@ -220,16 +274,27 @@ pub fn check_op(
     let want = reference(&inputs64);
     check_forward(name, tape.value(y).unwrap(), &want)?;
     let r = random(want.shape(), seed ^ 0x5eed);
-    let grads = tape.backward(y, &r, ReluRule::Gradient).map_err(|e| e.to_string())?;
+    let grads = tape
+        .backward(y, &r, ReluRule::Gradient)
+        .map_err(|e| e.to_string())?;
     let r64 = to64(&r);
     for &i in check {
-        let analytic = grads.get(vars[i]).ok_or_else(|| format!("{name}: no gradient for input {i}"))?;
+        let analytic = grads
+            .get(vars[i])
+            .ok_or_else(|| format!("{name}: no gradient for input {i}"))?;
         let loss = |xi: &T64| {
             let mut args = inputs64.clone();
             args[i] = xi.clone();
             (&reference(&args) * &r64).sum()
         };
-        check_gradient(&format!("{name} d/dinput{i}"), &inputs64[i], analytic, loss, STEP, REL_TOL)?;
+        check_gradient(
+            &format!("{name} d/dinput{i}"),
+            &inputs64[i],
+            analytic,
+            loss,
+            STEP,
+            REL_TOL,
+        )?;
     }
     Ok(())
 }

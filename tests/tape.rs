@@ -1,0 +1,242 @@
+//! The tape itself: order, fan-out, reuse, inference mode, threads and errors.
+
+use ndarray::array;
+use salient::ops::{Conv2dSpec, MaxPool2dSpec};
+use salient::tensor::Pool;
+use salient::{Error, ReluRule, Tape, Tensor};
+
+fn t<D: ndarray::Dimension>(a: ndarray::Array<f32, D>) -> Tensor {
+    a.into_dyn()
+}
+
+#[test]
+fn a_value_used_twice_gets_both_gradients() {
+    // h = identity(x) feeds two consumers: y = h · relu(h)ᵀ = Σ hᵢ·relu(hᵢ).
+    // ∂y/∂hᵢ = relu(hᵢ) + hᵢ·1[hᵢ>0]: 2x for x > 0, 0 for x < 0. A depth-first
+    // propagation that visits h once per path, or only once, gets this wrong.
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[1.0, -2.0, 3.0]]));
+    let h = tape.identity(x).unwrap();
+    let r = tape.relu(h).unwrap();
+    let zero = tape.constant(t(array![0.0]));
+    let y = tape.dense(h, r, zero).unwrap(); // [1, 1]
+    assert_eq!(tape.value(y).unwrap()[[0, 0]], 1.0 + 9.0);
+    let g = tape
+        .backward(y, &t(array![[1.0]]), ReluRule::Gradient)
+        .unwrap();
+    assert_eq!(g.get(x).unwrap(), &t(array![[2.0, 0.0, 6.0]]));
+    // Every recorded value that depends on x has its gradient, intermediates too.
+    assert_eq!(g.get(h).unwrap(), &t(array![[2.0, 0.0, 6.0]]));
+    assert_eq!(g.get(r).unwrap(), &t(array![[1.0, -2.0, 3.0]]));
+    // Constants get none.
+    assert!(g.get(zero).is_none());
+}
+
+#[test]
+fn the_same_var_twice_in_one_op() {
+    // y = x·xᵀ = Σ xᵢ²: ∂y/∂x = 2x.
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[1.0, 2.0, -3.0]]));
+    let b = tape.constant(t(array![0.0]));
+    let y = tape.dense(x, x, b).unwrap();
+    let g = tape
+        .backward(y, &t(array![[1.0]]), ReluRule::Gradient)
+        .unwrap();
+    assert_eq!(g.get(x).unwrap(), &t(array![[2.0, 4.0, -6.0]]));
+}
+
+#[test]
+fn backward_is_linear_in_the_seed() {
+    // Seeding with e₀ + e₁ gives the sum of the two one-hot gradients.
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[0.5, -1.0, 2.0]]));
+    let w = tape.constant(t(array![[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]]));
+    let b = tape.constant(t(array![0.0, 0.0]));
+    let h = tape.dense(x, w, b).unwrap();
+    let y = tape.softmax(h).unwrap();
+    let g0 = tape
+        .backward(y, &t(array![[1.0, 0.0]]), ReluRule::Gradient)
+        .unwrap()
+        .take(x)
+        .unwrap();
+    let g1 = tape
+        .backward(y, &t(array![[0.0, 1.0]]), ReluRule::Gradient)
+        .unwrap()
+        .take(x)
+        .unwrap();
+    let both = tape
+        .backward(y, &t(array![[1.0, 1.0]]), ReluRule::Gradient)
+        .unwrap()
+        .take(x)
+        .unwrap();
+    for ((a, b), c) in g0.iter().zip(g1.iter()).zip(both.iter()) {
+        assert!((a + b - c).abs() < 1e-6);
+    }
+}
+
+/// A small convolutional step, used to check reuse and threads.
+fn step<'a>(tape: &mut Tape<'a>, x: &'a Tensor, w: &'a Tensor, b: &'a Tensor) -> (Tensor, Tensor) {
+    let xv = tape.param(x);
+    let wv = tape.param(w);
+    let bv = tape.param(b);
+    let y = tape.conv2d(xv, wv, bv, Conv2dSpec::default()).unwrap();
+    let y = tape.relu(y).unwrap();
+    let y = tape.max_pool2d(y, MaxPool2dSpec::square(2)).unwrap();
+    let seed = Tensor::ones(tape.value(y).unwrap().shape());
+    let g = tape.backward(y, &seed, ReluRule::Gradient).unwrap();
+    let out = (g.get(wv).unwrap().clone(), g.get(xv).unwrap().clone());
+    tape.recycle(g);
+    out
+}
+
+fn inputs(seed: f32) -> (Tensor, Tensor, Tensor) {
+    let x = Tensor::from_shape_fn(vec![2, 3, 9, 9], |i| {
+        ((i[0] * 7 + i[1] * 5 + i[2] * 3 + i[3]) as f32 * 0.37 + seed).sin()
+    });
+    let w = Tensor::from_shape_fn(vec![4, 3, 3, 3], |i| {
+        ((i[0] + 2 * i[1] + 3 * i[2] + 5 * i[3]) as f32 * 0.11 - seed).cos()
+    });
+    let b = Tensor::from_shape_fn(vec![4], |i| i[0] as f32 * 0.1);
+    (x, w, b)
+}
+
+#[test]
+fn a_reused_pool_stops_growing_and_gives_the_same_answers() {
+    let (x, w, b) = inputs(0.0);
+    let mut pool = Pool::new();
+    let mut counts = Vec::new();
+    let mut results = Vec::new();
+    for _ in 0..4 {
+        let mut tape = Tape::with_pool(pool);
+        results.push(step(&mut tape, &x, &w, &b));
+        pool = tape.into_pool();
+        counts.push(pool.free_buffers());
+    }
+    // After the first step every buffer a step needs is already in the pool.
+    assert!(counts[0] > 0);
+    assert_eq!(counts[1], counts[0]);
+    assert_eq!(counts[3], counts[0]);
+    assert!(results.iter().all(|r| r == &results[0]));
+}
+
+#[test]
+fn tapes_in_two_threads_do_not_interfere() {
+    let sequential: Vec<(Tensor, Tensor)> = [0.0, 1.0]
+        .iter()
+        .map(|&s| {
+            let (x, w, b) = inputs(s);
+            step(&mut Tape::new(), &x, &w, &b)
+        })
+        .collect();
+    let threads: Vec<_> = [0.0, 1.0]
+        .into_iter()
+        .map(|s| {
+            std::thread::spawn(move || {
+                let (x, w, b) = inputs(s);
+                (0..20)
+                    .map(|_| step(&mut Tape::new(), &x, &w, &b))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (thread, want) in threads.into_iter().zip(&sequential) {
+        for got in thread.join().unwrap() {
+            assert_eq!(&got, want);
+        }
+    }
+}
+
+#[test]
+fn inference_records_nothing_and_computes_the_same_values() {
+    let (x, w, b) = inputs(0.5);
+    let run = |tape: &mut Tape| {
+        let xv = tape.input(x.clone());
+        let wv = tape.constant(w.clone());
+        let bv = tape.constant(b.clone());
+        let y = tape.conv2d(xv, wv, bv, Conv2dSpec::default()).unwrap();
+        let y = tape.relu(y).unwrap();
+        (y, tape.value(y).unwrap().clone())
+    };
+    let (_, recorded) = run(&mut Tape::new());
+    let mut inference = Tape::inference();
+    let (y, value) = run(&mut inference);
+    assert_eq!(value, recorded);
+    assert!(!inference.requires_grad(y));
+    let err = inference
+        .backward(y, &Tensor::ones(value.shape()), ReluRule::Gradient)
+        .unwrap_err();
+    assert!(err.to_string().contains("inference"), "{err}");
+}
+
+#[test]
+fn borrowed_params_are_read_in_place() {
+    let w = t(array![[2.0, 3.0]]);
+    let b = t(array![1.0]);
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[1.0, 1.0]]));
+    let wv = tape.param(&w);
+    let bv = tape.constant_ref(&b);
+    let y = tape.dense(x, wv, bv).unwrap();
+    let g = tape
+        .backward(y, &t(array![[1.0]]), ReluRule::Gradient)
+        .unwrap();
+    assert_eq!(g.get(wv).unwrap(), &t(array![[1.0, 1.0]]));
+    assert_eq!(g.get(x).unwrap(), &t(array![[2.0, 3.0]]));
+    assert!(g.get(bv).is_none());
+}
+
+#[test]
+fn shape_errors_name_the_op_and_both_shapes() {
+    let mut tape = Tape::new();
+    let x = tape.input(Tensor::zeros(vec![2, 3, 8, 8]));
+    let w = tape.input(Tensor::zeros(vec![4, 2, 3, 3]));
+    let b = tape.input(Tensor::zeros(vec![4]));
+    let err = tape.conv2d(x, w, b, Conv2dSpec::default()).unwrap_err();
+    assert!(matches!(err, Error::Shape { op: "conv2d", .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("conv2d") && msg.contains("[2, 3, 8, 8]") && msg.contains("[4, 2, 3, 3]"),
+        "{msg}"
+    );
+
+    let x = tape.input(Tensor::zeros(vec![5, 7]));
+    let w = tape.input(Tensor::zeros(vec![3, 6]));
+    let b = tape.input(Tensor::zeros(vec![3]));
+    let msg = tape.dense(x, w, b).unwrap_err().to_string();
+    assert!(
+        msg.contains("dense") && msg.contains("[5, 7]") && msg.contains("[3, 6]"),
+        "{msg}"
+    );
+
+    let big = tape.input(Tensor::zeros(vec![1, 1, 2, 2]));
+    let k = tape.input(Tensor::zeros(vec![1, 1, 3, 3]));
+    let kb = tape.input(Tensor::zeros(vec![1]));
+    assert!(tape.conv2d(big, k, kb, Conv2dSpec::default()).is_err());
+    assert!(tape.max_pool2d(big, MaxPool2dSpec::square(3)).is_err());
+    let zero_stride = Conv2dSpec {
+        stride: 0,
+        ..Default::default()
+    };
+    assert!(tape.conv2d(big, big, kb, zero_stride).is_err());
+}
+
+#[test]
+fn misuse_of_the_tape_is_an_error_not_a_panic() {
+    let mut small = Tape::new();
+    let mut other = Tape::new();
+    let _ = other.input(Tensor::zeros(vec![1]));
+    let _ = other.input(Tensor::zeros(vec![1]));
+    let foreign = other.input(Tensor::zeros(vec![1, 2]));
+    assert!(small.relu(foreign).is_err());
+    assert!(small.value(foreign).is_err());
+    let x = small.input(Tensor::zeros(vec![1, 2]));
+    let y = small.relu(x).unwrap();
+    // A seed of the wrong shape.
+    let msg = small
+        .backward(y, &Tensor::zeros(vec![2, 1]), ReluRule::Gradient)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("[1, 2]") && msg.contains("[2, 1]"), "{msg}");
+    // backward_scalar on a non-scalar.
+    assert!(small.backward_scalar(y).is_err());
+}
