@@ -281,6 +281,10 @@ pub fn conv2d_forward(
     Ok((y, cols))
 }
 
+/// Images per partial sum of the weight gradient: fixed, so the summation order
+/// (and hence every bit of the result) does not depend on the thread count.
+const WEIGHT_GRAD_GROUP: usize = 16;
+
 /// What the backward pass keeps from the forward.
 struct Conv2d {
     g: ConvGeometry,
@@ -320,14 +324,15 @@ impl Backward for Conv2d {
         let dw = match (a.wants[1], &self.cols) {
             (true, Some(cols)) => {
                 let cs = cols.as_slice().expect("pooled");
-                // dW[Cout, K] = Σₙ dyₙ[Cout, P] · colsₙᵀ[P, K], each thread summing a
-                // share of the batch, then the shares added.
-                let sum = dy
-                    .par_chunks(g.cout * p)
-                    .zip(cs.par_chunks(k * p))
-                    .fold(
-                        || vec![0.0f32; g.cout * k],
-                        |mut acc, (dy, cols)| {
+                // dW[Cout, K] = Σₙ dyₙ[Cout, P] · colsₙᵀ[P, K]. Fixed groups of images
+                // are summed in parallel, then the groups in order: the result is
+                // the same bits whatever the number of threads or how work is stolen.
+                let partials: Vec<Vec<f32>> = dy
+                    .par_chunks(WEIGHT_GRAD_GROUP * g.cout * p)
+                    .zip(cs.par_chunks(WEIGHT_GRAD_GROUP * k * p))
+                    .map(|(dy, cols)| {
+                        let mut acc = vec![0.0f32; g.cout * k];
+                        for (dy, cols) in dy.chunks(g.cout * p).zip(cols.chunks(k * p)) {
                             gemm(
                                 1.0,
                                 Mat::rows(dy, g.cout, p),
@@ -335,16 +340,14 @@ impl Backward for Conv2d {
                                 1.0,
                                 MatMut::rows(&mut acc, g.cout, k),
                             );
-                            acc
-                        },
-                    )
-                    .reduce(
-                        || vec![0.0f32; g.cout * k],
-                        |mut a, b| {
-                            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                            a
-                        },
-                    );
+                        }
+                        acc
+                    })
+                    .collect();
+                let mut sum = vec![0.0f32; g.cout * k];
+                for part in &partials {
+                    sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+                }
                 let mut dw = a.pool.zeros(&[g.cout, g.cin, g.kh, g.kw]);
                 dw.as_slice_mut().expect("pooled").copy_from_slice(&sum);
                 Some(dw)
