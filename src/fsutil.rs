@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 /// Writes a file atomically: the bytes go to a temporary file in the same folder,
 /// which is flushed to disk and then renamed over `path`. Readers see either the old
 /// file or the whole new one, never a part.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
