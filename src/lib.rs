@@ -6,6 +6,7 @@
 //! The crate reads top to bottom in the order data flows:
 //! `tensor` -> `tape` -> `ops` -> `layers` -> `model` -> `train` / `saliency` -> `images`.
 
+pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod tensor;
