@@ -1,5 +1,5 @@
-//! Data loaders on files made here (every format, every kind of damage) and on
-//! the real data sets in `../shared/data` when present.
+//! Data loaders on files made here (every format, every kind of damage), on the
+//! bundled MNIST sample, and on the real data sets in `../shared/data` when present.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -548,6 +548,27 @@ fn png_to_model_input_explains_conversions() {
     assert!(input.iter().all(|&v| (v - 1.0).abs() < 1e-5));
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert_mentions(&notes.join("; "), &["RGB to grey", "resized 6x4 to 28x28"]);
+}
+
+// ---------------------------------------------------------------- bundled sample
+
+#[test]
+fn bundled_mnist_sample_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist-sample");
+    for (split, n) in [(Split::Train, 4000), (Split::Test, 1000)] {
+        let data = load(DatasetKind::Mnist, &dir, split).unwrap();
+        assert_eq!(data.len(), n);
+        assert_eq!(data.images.shape(), &[n, 1, 28, 28]);
+        assert_eq!(data.label_counts(), vec![n / 10; 10]);
+        let max = data.images.iter().fold(0.0f32, |m, &v| m.max(v));
+        assert_eq!(max, 1.0);
+        // Digits are drawn in the middle: the border is almost all black.
+        let border: f32 = data.images.slice(ndarray::s![.., .., 0, ..]).sum();
+        assert!(
+            border < n as f32 * 0.01,
+            "top rows should be empty, sum {border}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- real data
