@@ -9,6 +9,7 @@
 //! A saliency map is the gradient of one class score with respect to the input
 //! image: one [`Tape::backward`] call seeded with a one-hot over the scores.
 
+pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod ops;

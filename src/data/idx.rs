@@ -1,0 +1,452 @@
+//! MNIST's IDX format.
+//!
+//! An IDX file is a big-endian header followed by raw bytes, row-major:
+//!
+//! ```text
+//! images: 0x00000803, count, rows, cols, then count*rows*cols pixel bytes (0 = black)
+//! labels: 0x00000801, count,             then count label bytes
+//! ```
+//!
+//! The magic number says "unsigned bytes" (0x08) and the number of dimensions
+//! (3 or 1). Files are often distributed gzip-compressed; the reader looks at the
+//! content (gzip starts with the bytes `1f 8b`), not at the name, to decide.
+
+use std::borrow::Cow;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use byteorder::{BigEndian, ByteOrder, WriteBytesExt};
+use flate2::read::MultiGzDecoder;
+use flate2::{Compression, GzBuilder};
+use ndarray::Array4;
+
+use super::{Dataset, Split};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
+pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Magic number of an IDX file of unsigned bytes with 1 dimension (labels).
+pub const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// The first two bytes of every gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The images of an IDX file, still as bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxImages {
+    /// Number of images.
+    pub count: usize,
+    /// Height of every image.
+    pub rows: usize,
+    /// Width of every image.
+    pub cols: usize,
+    /// `count * rows * cols` bytes, image after image, row-major.
+    pub pixels: Vec<u8>,
+}
+
+/// Loads MNIST's training (`train-*`) or test (`t10k-*`) images and labels from
+/// `dir`. Each file may be named with or without a `.gz` suffix; see
+/// [`find_idx_file`].
+///
+/// Images become `[N, 1, rows, cols]` with pixel `p` mapped to `p / 255`; the
+/// class names are `"0"` to `"9"`.
+pub fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
+    let prefix = match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    };
+    let images_path = find_idx_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let labels_path = find_idx_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let images = read_idx_images(&images_path)?;
+    let labels = read_idx_labels(&labels_path)?;
+
+    if labels.len() != images.count {
+        return Err(Error::format(
+            &labels_path,
+            "label count",
+            format!(
+                "{} (the number of images in {})",
+                images.count,
+                images_path.display()
+            ),
+            labels.len().to_string(),
+        ));
+    }
+    if let Some((i, &label)) = labels.iter().enumerate().find(|&(_, &l)| l > 9) {
+        return Err(Error::format(
+            &labels_path,
+            format!("label {i}"),
+            "a digit from 0 to 9",
+            label.to_string(),
+        ));
+    }
+
+    let shape = (images.count, 1, images.rows, images.cols);
+    let values = images
+        .pixels
+        .iter()
+        .map(|&p| f32::from(p) / 255.0)
+        .collect();
+    let tensor = Array4::from_shape_vec(shape, values)
+        .map_err(|e| Error::invalid("load_mnist", e.to_string()))?
+        .into_dyn();
+    let labels = labels.into_iter().map(usize::from).collect();
+    let class_names = (0..10).map(|d| d.to_string()).collect();
+    Dataset::new(tensor, labels, class_names)
+}
+
+/// Finds `dir/name`, or failing that `dir/name.gz`.
+pub fn find_idx_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let plain = dir.join(name);
+    if plain.is_file() {
+        return Ok(plain);
+    }
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    Err(Error::io(
+        plain,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no such file, nor {name}.gz beside it"),
+        ),
+    ))
+}
+
+/// Reads an IDX images file (gzip-compressed or not).
+pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_idx_images(&bytes, path)
+}
+
+/// Reads an IDX labels file (gzip-compressed or not).
+pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_idx_labels(&bytes, path)
+}
+
+/// Parses the bytes of an IDX images file; `path` is only used in errors.
+pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
+    let bytes = gunzip_if_compressed(bytes, path)?;
+    let (dims, data) = split_header(&bytes, path, IMAGES_MAGIC)?;
+    let [count, rows, cols] = dims[..] else {
+        return Err(Error::invalid(
+            "idx",
+            "images header must have 3 dimensions",
+        ));
+    };
+    if rows == 0 || cols == 0 {
+        return Err(Error::format(
+            path,
+            "image size",
+            "at least 1x1 pixels",
+            format!("{rows}x{cols}"),
+        ));
+    }
+    let expected = count
+        .checked_mul(rows)
+        .and_then(|n| n.checked_mul(cols))
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                "dimensions",
+                "a size that fits in memory",
+                format!("{count} images of {rows}x{cols}"),
+            )
+        })?;
+    check_data_length(path, data.len(), expected, || {
+        format!("{count} images of {rows}x{cols}")
+    })?;
+    Ok(IdxImages {
+        count,
+        rows,
+        cols,
+        pixels: data.to_vec(),
+    })
+}
+
+/// Parses the bytes of an IDX labels file; `path` is only used in errors.
+pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
+    let bytes = gunzip_if_compressed(bytes, path)?;
+    let (dims, data) = split_header(&bytes, path, LABELS_MAGIC)?;
+    let [count] = dims[..] else {
+        return Err(Error::invalid("idx", "labels header must have 1 dimension"));
+    };
+    check_data_length(path, data.len(), count, || format!("{count} labels"))?;
+    Ok(data.to_vec())
+}
+
+/// Writes an IDX images file atomically, gzip-compressed if `path` ends in `.gz`
+/// (with a zero timestamp, so the same input always gives the same bytes).
+/// `pixels` holds whole `rows x cols` images, one after the other.
+pub fn write_idx_images(path: &Path, rows: usize, cols: usize, pixels: &[u8]) -> Result<()> {
+    let image_len = rows.checked_mul(cols).filter(|&n| n > 0).ok_or_else(|| {
+        Error::invalid(
+            "write_idx_images",
+            format!("image size {rows}x{cols} must be at least 1x1"),
+        )
+    })?;
+    if !pixels.len().is_multiple_of(image_len) {
+        return Err(Error::invalid(
+            "write_idx_images",
+            format!(
+                "{} pixel bytes are not a whole number of {rows}x{cols} images",
+                pixels.len()
+            ),
+        ));
+    }
+    let dims = [pixels.len() / image_len, rows, cols];
+    write_idx(path, "write_idx_images", IMAGES_MAGIC, &dims, pixels)
+}
+
+/// Writes an IDX labels file atomically, gzip-compressed if `path` ends in `.gz`.
+pub fn write_idx_labels(path: &Path, labels: &[u8]) -> Result<()> {
+    write_idx(
+        path,
+        "write_idx_labels",
+        LABELS_MAGIC,
+        &[labels.len()],
+        labels,
+    )
+}
+
+fn write_idx(path: &Path, op: &'static str, magic: u32, dims: &[usize], data: &[u8]) -> Result<()> {
+    let mut header = Vec::with_capacity(4 * (1 + dims.len()));
+    header.extend_from_slice(&magic.to_be_bytes());
+    for &d in dims {
+        let d = u32::try_from(d).map_err(|_| {
+            Error::invalid(
+                op,
+                format!("dimension {d} does not fit the 32-bit IDX header"),
+            )
+        })?;
+        header
+            .write_u32::<BigEndian>(d)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    fsutil::write_atomic(path, |w| {
+        if gzip {
+            let mut gz = GzBuilder::new().mtime(0).write(w, Compression::best());
+            gz.write_all(&header)?;
+            gz.write_all(data)?;
+            gz.finish()?;
+            Ok(())
+        } else {
+            w.write_all(&header)?;
+            w.write_all(data)
+        }
+    })
+}
+
+/// Returns the bytes unchanged, or decompressed if they start with the gzip magic.
+fn gunzip_if_compressed<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>> {
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            Error::format(
+                path,
+                "gzip data",
+                "a complete gzip stream",
+                format!("a stream that fails to decompress ({e})"),
+            )
+        })?;
+    Ok(Cow::Owned(out))
+}
+
+/// Checks the magic number and splits the file into its dimensions and its data.
+fn split_header<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>, &'a [u8])> {
+    let (kind, ndims, other_magic, other_kind) = if magic == IMAGES_MAGIC {
+        ("images", 3, LABELS_MAGIC, "labels")
+    } else {
+        ("labels", 1, IMAGES_MAGIC, "images")
+    };
+    let Some(found_magic) = bytes.get(..4).map(BigEndian::read_u32) else {
+        return Err(Error::format(
+            path,
+            "magic number",
+            format!("a 4-byte IDX {kind} magic number {magic:#010x}"),
+            format!("a file of {} bytes", bytes.len()),
+        ));
+    };
+    if found_magic != magic {
+        let hint = if found_magic == other_magic {
+            format!(" (an IDX {other_kind} file)")
+        } else {
+            String::new()
+        };
+        return Err(Error::format(
+            path,
+            "magic number",
+            format!("{magic:#010x} (IDX {kind})"),
+            format!("{found_magic:#010x}{hint}"),
+        ));
+    }
+    let header_len = 4 * (1 + ndims);
+    let Some((header, data)) = bytes.split_at_checked(header_len) else {
+        return Err(Error::format(
+            path,
+            "header",
+            format!("{header_len} bytes (magic number and {ndims} dimensions)"),
+            format!("a file of {} bytes", bytes.len()),
+        ));
+    };
+    let dims = header
+        .chunks_exact(4)
+        .skip(1)
+        .map(|b| BigEndian::read_u32(b) as usize)
+        .collect();
+    Ok((dims, data))
+}
+
+/// Checks that the data after the header is exactly as long as the header says.
+fn check_data_length(
+    path: &Path,
+    found: usize,
+    expected: usize,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    if found == expected {
+        return Ok(());
+    }
+    let problem = if found < expected {
+        "the file is truncated"
+    } else {
+        "the file has trailing bytes"
+    };
+    Err(Error::format(
+        path,
+        "data length",
+        format!("{expected} bytes after the header ({})", what()),
+        format!("{found} bytes: {problem}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn images_round_trip_plain_and_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (0..2 * 3 * 4).map(|i| (i * 10) as u8).collect();
+        for name in ["imgs", "imgs.gz"] {
+            let path = dir.path().join(name);
+            write_idx_images(&path, 3, 4, &pixels).unwrap();
+            let back = read_idx_images(&path).unwrap();
+            assert_eq!((back.count, back.rows, back.cols), (2, 3, 4));
+            assert_eq!(back.pixels, pixels);
+        }
+        let raw = std::fs::read(dir.path().join("imgs")).unwrap();
+        assert_eq!(&raw[..8], &[0, 0, 8, 3, 0, 0, 0, 2]);
+        let gz = std::fs::read(dir.path().join("imgs.gz")).unwrap();
+        assert_eq!(&gz[..2], &GZIP_MAGIC);
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("labels.gz");
+        write_idx_labels(&gz, &[3, 1, 4]).unwrap();
+        let misnamed = dir.path().join("labels");
+        std::fs::rename(&gz, &misnamed).unwrap();
+        assert_eq!(read_idx_labels(&misnamed).unwrap(), vec![3, 1, 4]);
+    }
+
+    #[test]
+    fn writer_rejects_partial_images() {
+        let err = write_idx_images(Path::new("unused"), 2, 2, &[0; 5]).unwrap_err();
+        assert!(err.to_string().contains("5 pixel bytes"), "{err}");
+    }
+
+    #[test]
+    fn labels_file_given_as_images_names_the_mixup() {
+        let mut bytes = LABELS_MAGIC.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0, 0, 0, 1, 7]);
+        let err = parse_idx_images(&bytes, Path::new("x.idx"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.idx") && err.contains("magic number"),
+            "{err}"
+        );
+        assert!(
+            err.contains("0x00000803") && err.contains("labels file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn short_header_is_an_error() {
+        let bytes = [0, 0, 8, 3, 0, 0, 0, 1, 0, 0];
+        let err = parse_idx_images(&bytes, Path::new("h.idx"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("h.idx: header"), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let err = parse_idx_labels(&[0, 0, 8, 1, 0, 0, 0, 1, 5, 6], Path::new("l"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected 1 bytes") && err.contains("trailing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn broken_gzip_is_an_error() {
+        let err = parse_idx_labels(&[0x1f, 0x8b, 8, 0, 1, 2], Path::new("l.gz"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("l.gz: gzip data"), "{err}");
+    }
+
+    #[test]
+    fn huge_dimensions_do_not_allocate_or_overflow() {
+        let mut bytes = IMAGES_MAGIC.to_be_bytes().to_vec();
+        for d in [u32::MAX, u32::MAX, u32::MAX] {
+            bytes.extend_from_slice(&d.to_be_bytes());
+        }
+        assert!(parse_idx_images(&bytes, Path::new("big")).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn reader_never_panics(
+            prefix in prop::sample::select(vec![
+                vec![], vec![0, 0, 8, 3], vec![0, 0, 8, 1], GZIP_MAGIC.to_vec(),
+            ]),
+            rest in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut bytes = prefix;
+            bytes.extend(rest);
+            let _ = parse_idx_images(&bytes, Path::new("fuzz"));
+            let _ = parse_idx_labels(&bytes, Path::new("fuzz"));
+        }
+
+        #[test]
+        fn valid_headers_with_random_dimensions_never_panic(
+            dims in prop::collection::vec(0u32..6, 3),
+            data in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut bytes = IMAGES_MAGIC.to_be_bytes().to_vec();
+            for d in &dims {
+                bytes.extend_from_slice(&d.to_be_bytes());
+            }
+            bytes.extend(&data);
+            let expected = (dims[0] * dims[1] * dims[2]) as usize;
+            let ok = parse_idx_images(&bytes, Path::new("fuzz")).is_ok();
+            prop_assert_eq!(ok, dims[1] > 0 && dims[2] > 0 && data.len() == expected);
+        }
+    }
+}
