@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod fsutil;
+pub mod images;
 pub mod tensor;
 
 pub use error::{Error, Result};
