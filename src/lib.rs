@@ -4,7 +4,8 @@
 //! where they look.
 //!
 //! The modules read in the order data flows:
-//! [`tensor`] → [`tape`] → [`ops`] → layers → model → training / saliency → images.
+//! [`tensor`] → [`tape`] → [`ops`] → [`layers`] → [`model`] → [`train`] /
+//! saliency → [`images`]. [`data`] loads the images a model learns from.
 //!
 //! A saliency map is the gradient of one class score with respect to the input
 //! image: one [`Tape::backward`] call seeded with a one-hot over the scores.
@@ -12,9 +13,13 @@
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod images;
+pub mod layers;
+pub mod model;
 pub mod ops;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use ops::ReluRule;

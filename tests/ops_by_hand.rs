@@ -306,3 +306,14 @@ fn dropout_backward_is_the_mask() {
         .unwrap();
     close(g.get(x).unwrap(), &m);
 }
+
+#[test]
+fn nan_propagates_through_relu_and_max_pooling() {
+    // A diverged network must show NaN, not be silently "repaired" to zeros.
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[[[f32::NAN, -1.0], [0.5, 2.0]]]]));
+    let r = tape.relu(x).unwrap();
+    assert!(tape.value(r).unwrap()[[0, 0, 0, 0]].is_nan());
+    let p = tape.max_pool2d(x, MaxPool2dSpec::square(2)).unwrap();
+    assert!(tape.value(p).unwrap()[[0, 0, 0, 0]].is_nan());
+}

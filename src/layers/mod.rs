@@ -5,7 +5,7 @@
 //! PyTorch's layouts (conv `[out, in, kh, kw]`, dense `[out, in]`), which is what
 //! checkpoints hold.
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -40,13 +40,19 @@ pub enum LayerSpec {
         activation: Activation,
     },
     /// `MaxPooling2D(pool_size, strides)` with 'valid' padding.
-    MaxPooling2D { pool_size: [usize; 2], strides: [usize; 2] },
+    MaxPooling2D {
+        pool_size: [usize; 2],
+        strides: [usize; 2],
+    },
     /// `Dropout(rate)`: inverted dropout in training, the identity otherwise.
     Dropout { rate: f32 },
     /// `Flatten()`: `[C, H, W]` → `[C·H·W]`, in C, H, W order.
     Flatten,
     /// `Dense(units, activation)`.
-    Dense { units: usize, activation: Activation },
+    Dense {
+        units: usize,
+        activation: Activation,
+    },
 }
 
 impl LayerSpec {
@@ -64,7 +70,9 @@ impl LayerSpec {
     /// The layer's activation, if it has one.
     pub fn activation(&self) -> Option<Activation> {
         match self {
-            LayerSpec::Conv2D { activation, .. } | LayerSpec::Dense { activation, .. } => Some(*activation),
+            LayerSpec::Conv2D { activation, .. } | LayerSpec::Dense { activation, .. } => {
+                Some(*activation)
+            }
             _ => None,
         }
     }
@@ -87,28 +95,43 @@ impl LayerSpec {
                 padding,
                 ..
             } => {
-                let &[c, h, w] = input else { return Err(need_image()) };
+                let &[c, h, w] = input else {
+                    return Err(need_image());
+                };
                 if filters == 0 {
-                    return Err(Error::invalid(op, format!("{name}: filters must be at least 1")));
+                    return Err(Error::invalid(
+                        op,
+                        format!("{name}: filters must be at least 1"),
+                    ));
                 }
                 let geometry = crate::ops::ConvGeometry::new(
                     &[1, c, h, w],
                     &[filters, c, kernel_size[0], kernel_size[1]],
                     &[filters],
-                    Conv2dSpec { stride: strides, padding },
+                    Conv2dSpec {
+                        stride: strides,
+                        padding,
+                    },
                 )
                 .map_err(|e| Error::invalid(op, format!("{name}: {e}")))?;
                 Ok(vec![filters, geometry.ho, geometry.wo])
             }
             LayerSpec::MaxPooling2D { pool_size, strides } => {
-                let &[c, h, w] = input else { return Err(need_image()) };
+                let &[c, h, w] = input else {
+                    return Err(need_image());
+                };
                 let spec = pool_spec(pool_size, strides);
-                let (ho, wo) = spec.output_size(h, w).map_err(|e| Error::invalid(op, format!("{name}: {e}")))?;
+                let (ho, wo) = spec
+                    .output_size(h, w)
+                    .map_err(|e| Error::invalid(op, format!("{name}: {e}")))?;
                 Ok(vec![c, ho, wo])
             }
             LayerSpec::Dropout { rate } => {
                 if !(0.0..1.0).contains(&rate) {
-                    return Err(Error::invalid(op, format!("{name}: dropout rate must be in [0, 1), got {rate}")));
+                    return Err(Error::invalid(
+                        op,
+                        format!("{name}: dropout rate must be in [0, 1), got {rate}"),
+                    ));
                 }
                 Ok(input.to_vec())
             }
@@ -121,7 +144,10 @@ impl LayerSpec {
                     ));
                 };
                 if units == 0 {
-                    return Err(Error::invalid(op, format!("{name}: units must be at least 1")));
+                    return Err(Error::invalid(
+                        op,
+                        format!("{name}: units must be at least 1"),
+                    ));
                 }
                 Ok(vec![units])
             }
@@ -132,8 +158,13 @@ impl LayerSpec {
     pub fn param_shapes(&self, input: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
         match *self {
             LayerSpec::Conv2D {
-                filters, kernel_size, ..
-            } => Some((vec![filters, input[0], kernel_size[0], kernel_size[1]], vec![filters])),
+                filters,
+                kernel_size,
+                ..
+            } => Some((
+                vec![filters, input[0], kernel_size[0], kernel_size[1]],
+                vec![filters],
+            )),
             LayerSpec::Dense { units, .. } => Some((vec![units, input[0]], vec![units])),
             _ => None,
         }
@@ -184,7 +215,12 @@ pub enum Mode {
 
 impl Layer {
     /// A layer with fresh parameters: Glorot-uniform kernel, zero bias.
-    pub fn new(name: String, spec: LayerSpec, input_shape: &[usize], rng: &mut ChaCha8Rng) -> Result<Self> {
+    pub fn new(
+        name: String,
+        spec: LayerSpec,
+        input_shape: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
         let output_shape = spec.output_shape(&name, input_shape)?;
         let params = spec
             .param_shapes(input_shape)
@@ -199,7 +235,8 @@ impl Layer {
     }
 
     /// Records the layer on `tape`: returns the output before and after the
-    /// activation (the same var for layers without one). `activation`
+    /// activation (the same var for layers without one) and the parameters'
+    /// vars. `activation`
     /// overrides the layer's own (the model uses it to make a softmax head
     /// linear without touching the layer).
     pub fn forward<'a>(
@@ -209,26 +246,41 @@ impl Layer {
         mode: Mode,
         activation: Option<Activation>,
         layer_index: usize,
-    ) -> Result<(Var, Var)> {
+    ) -> Result<LayerVars> {
+        let mut param_vars = None;
         let mut params = |tape: &mut Tape<'a>| {
             let (w, b) = self.params.as_ref().ok_or_else(|| {
                 Error::invalid("layer", format!("{}: parameters missing", self.name))
             })?;
-            Ok::<_, Error>(match mode {
+            let vars = match mode {
                 Mode::Train { .. } => (tape.param(w), tape.param(b)),
                 Mode::Infer => (tape.constant_ref(w), tape.constant_ref(b)),
-            })
+            };
+            param_vars = Some(vars);
+            Ok::<_, Error>(vars)
         };
         let z = match self.spec {
-            LayerSpec::Conv2D { strides, padding, .. } => {
+            LayerSpec::Conv2D {
+                strides, padding, ..
+            } => {
                 let (w, b) = params(tape)?;
-                tape.conv2d(x, w, b, Conv2dSpec { stride: strides, padding })?
+                tape.conv2d(
+                    x,
+                    w,
+                    b,
+                    Conv2dSpec {
+                        stride: strides,
+                        padding,
+                    },
+                )?
             }
             LayerSpec::Dense { .. } => {
                 let (w, b) = params(tape)?;
                 tape.dense(x, w, b)?
             }
-            LayerSpec::MaxPooling2D { pool_size, strides } => tape.max_pool2d(x, pool_spec(pool_size, strides))?,
+            LayerSpec::MaxPooling2D { pool_size, strides } => {
+                tape.max_pool2d(x, pool_spec(pool_size, strides))?
+            }
             LayerSpec::Dropout { rate } => match mode {
                 Mode::Train { dropout_seed } if rate > 0.0 => {
                     tape.dropout(x, rate, mix(dropout_seed, layer_index as u64))?
@@ -242,14 +294,31 @@ impl Layer {
             Some(Activation::Relu) => tape.relu(z)?,
             Some(Activation::Softmax) => tape.softmax(z)?,
         };
-        Ok((z, y))
+        Ok(LayerVars {
+            pre_activation: z,
+            output: y,
+            params: param_vars,
+        })
     }
+}
+
+/// The vars one layer adds to a tape.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerVars {
+    /// Output before the activation.
+    pub pre_activation: Var,
+    /// Output after the activation.
+    pub output: Var,
+    /// Kernel and bias, for layers that have them.
+    pub params: Option<(Var, Var)>,
 }
 
 /// Mixes two numbers into a seed (SplitMix64's finaliser): nearby inputs give
 /// unrelated outputs, so per-step and per-layer seeds never repeat a stream.
 pub fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b.wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut z = a ^ b
+        .wrapping_add(0x9e37_79b9_7f4a_7c15)
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

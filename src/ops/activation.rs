@@ -56,9 +56,10 @@ impl ReluRule {
     }
 }
 
-/// `y = max(x, 0)`, in place.
+/// `y = max(x, 0)`, in place. NaN stays NaN (`f32::max` would turn it into 0
+/// and hide a diverged network).
 pub fn relu_inplace(x: &mut Tensor) {
-    x.mapv_inplace(|v| v.max(0.0));
+    x.mapv_inplace(|v| if v < 0.0 { 0.0 } else { v });
 }
 
 struct Relu;

@@ -86,7 +86,8 @@ pub fn max_pool2d_forward(
                         for j in 0..pw {
                             let at = (oy * sh + i) * w + ox * sw + j;
                             // Strictly greater: the first maximum keeps the win.
-                            if x[at] > x[best] {
+                            // A NaN wins too, so that it propagates.
+                            if x[at] > x[best] || (x[at].is_nan() && !x[best].is_nan()) {
                                 best = at;
                             }
                         }

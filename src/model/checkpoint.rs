@@ -1,0 +1,209 @@
+//! Checkpoints in the `safetensors` format.
+//!
+//! Tensors are named `<layer>.weight` and `<layer>.bias`, `f32`, in PyTorch's
+//! layouts (conv `[out, in, kh, kw]`, dense `[out, in]`, with dense inputs
+//! flattened in C, H, W order), so a file loads into PyTorch as it is. The
+//! architecture is JSON in the header's metadata under `architecture`:
+//!
+//! ```json
+//! {"input_shape": [1, 28, 28], "class_names": ["0", "1", ...],
+//!  "layers": [{"name": "conv2d", "type": "Conv2D", "filters": 32, "kernel_size": [3, 3],
+//!              "strides": 1, "padding": "valid", "activation": "relu", "output_shape": [32, 26, 26]},
+//!             ...]}
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use super::Sequential;
+use crate::error::{Error, Result};
+use crate::layers::LayerSpec;
+use crate::tensor::Tensor;
+
+/// One layer as the checkpoint's metadata records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// The layer's name, also the prefix of its tensors.
+    pub name: String,
+    /// The layer's type and settings.
+    #[serde(flatten)]
+    pub spec: LayerSpec,
+    /// Per-sample output shape, as a check on reading.
+    pub output_shape: Vec<usize>,
+}
+
+/// The architecture stored in a checkpoint's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// Per-sample input shape `[C, H, W]`.
+    pub input_shape: [usize; 3],
+    /// Name of each class, in label order.
+    pub class_names: Vec<String>,
+    /// The layers in order.
+    pub layers: Vec<LayerRecord>,
+}
+
+impl Sequential {
+    /// The model's architecture, as stored in checkpoints.
+    pub fn architecture(&self) -> Architecture {
+        Architecture {
+            input_shape: self.input_shape,
+            class_names: self.class_names.clone(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerRecord {
+                    name: l.name.clone(),
+                    spec: l.spec.clone(),
+                    output_shape: l.output_shape.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn to_le_bytes(t: &Tensor) -> Vec<u8> {
+    t.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes `model` to `path` atomically (a temporary file, then a rename), so an
+/// interrupted save never destroys an earlier checkpoint.
+pub fn save(model: &Sequential, path: &Path) -> Result<()> {
+    let architecture = serde_json::to_string(&model.architecture()).map_err(|e| {
+        Error::invalid("checkpoint", format!("cannot encode the architecture: {e}"))
+    })?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for layer in model.layers() {
+        if let Some((w, b)) = &layer.params {
+            tensors.push((
+                format!("{}.weight", layer.name),
+                w.shape().to_vec(),
+                to_le_bytes(w),
+            ));
+            tensors.push((
+                format!("{}.bias", layer.name),
+                b.shape().to_vec(),
+                to_le_bytes(b),
+            ));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "salient".to_string()),
+        (
+            "salient_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        ("architecture".to_string(), architecture),
+    ]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
+    crate::fsutil::write_bytes_atomic(path, &bytes)
+}
+
+/// Reads a checkpoint written by [`save`], checking every tensor's name, type
+/// and shape against the architecture in its metadata.
+pub fn load(path: &Path) -> Result<Sequential> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad =
+        |field: &str, expected: &str, found: String| Error::format(path, field, expected, found);
+    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad("header", "a safetensors file", e.to_string()))?;
+    let json = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("architecture"))
+        .ok_or_else(|| {
+            bad(
+                "metadata",
+                "an 'architecture' entry (a salient checkpoint)",
+                "none".into(),
+            )
+        })?;
+    let arch: Architecture = serde_json::from_str(json).map_err(|e| {
+        bad(
+            "metadata.architecture",
+            "the architecture JSON described in the README",
+            e.to_string(),
+        )
+    })?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad("tensors", "valid safetensors data", e.to_string()))?;
+
+    let mut builder = Sequential::builder(arch.input_shape);
+    for record in &arch.layers {
+        builder = builder.layer(record.spec.clone()).name(&record.name);
+    }
+    let mut model = builder.build(0).map_err(|e| {
+        bad(
+            "metadata.architecture",
+            "a consistent architecture",
+            e.to_string(),
+        )
+    })?;
+    let mut expected_names = Vec::new();
+    for (layer, record) in model.layers.iter_mut().zip(&arch.layers) {
+        if layer.output_shape != record.output_shape {
+            return Err(bad(
+                &format!("layer {} output_shape", record.name),
+                &format!("{:?} (computed from the architecture)", layer.output_shape),
+                format!("{:?}", record.output_shape),
+            ));
+        }
+        let Some((w, b)) = layer.params.as_mut() else {
+            continue;
+        };
+        for (suffix, target) in [("weight", w), ("bias", b)] {
+            let name = format!("{}.{suffix}", layer.name);
+            let view = tensors.tensor(&name).map_err(|_| {
+                bad(
+                    &name,
+                    &format!("an f32 tensor of shape {:?}", target.shape()),
+                    "no such tensor".into(),
+                )
+            })?;
+            if view.dtype() != Dtype::F32 || view.shape() != target.shape() {
+                return Err(bad(
+                    &name,
+                    &format!("F32 of shape {:?}", target.shape()),
+                    format!("{:?} of shape {:?}", view.dtype(), view.shape()),
+                ));
+            }
+            for (dst, chunk) in target.iter_mut().zip(view.data().chunks_exact(4)) {
+                *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
+            expected_names.push(name);
+        }
+    }
+    if let Some(extra) = tensors
+        .names()
+        .into_iter()
+        .find(|n| !expected_names.iter().any(|e| e == *n))
+    {
+        return Err(bad(
+            extra,
+            "only tensors of the architecture's layers",
+            "a tensor no layer owns".into(),
+        ));
+    }
+    if !arch.class_names.is_empty() {
+        model.set_class_names(arch.class_names).map_err(|e| {
+            bad(
+                "metadata.architecture class_names",
+                "one name per output",
+                e.to_string(),
+            )
+        })?;
+    }
+    Ok(model)
+}

@@ -1,0 +1,408 @@
+//! Sequential models: a stack of named layers, the tutorial's CNN as a preset,
+//! batched prediction and evaluation, and checkpoints.
+//!
+//! ```
+//! use salient::layers::Activation;
+//! use salient::model::Sequential;
+//!
+//! // The tutorial's network for MNIST, layer by layer.
+//! let model = Sequential::builder([1, 28, 28])
+//!     .conv2d(32, 3, Activation::Relu)   // [32, 26, 26]
+//!     .max_pooling2d(2)                  // [32, 13, 13]
+//!     .dropout(0.25)
+//!     .conv2d(64, 3, Activation::Relu)   // [64, 11, 11]
+//!     .max_pooling2d(2)                  // [64, 5, 5]
+//!     .dropout(0.25)
+//!     .flatten()                         // [1600]
+//!     .dense(256, Activation::Relu)      // [256]
+//!     .dense(10, Activation::Softmax)    // [10]
+//!     .name("visualized_layer")
+//!     .build(42)
+//!     .unwrap();
+//! assert_eq!(model.layers()[3].name, "conv2d_1");
+//! assert_eq!(model.output_shape(), &[10]);
+//! ```
+
+mod checkpoint;
+
+use ndarray::{Axis, IxDyn, Slice};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::layers::{mix, Activation, Layer, LayerSpec, Mode};
+use crate::ops::{softmax_cross_entropy_forward, Padding};
+use crate::tape::{Tape, Var};
+use crate::tensor::{Pool, Tensor};
+
+pub use checkpoint::{load, save, Architecture, LayerRecord};
+
+/// What the model's last layer does in a forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Head {
+    /// As built: a softmax head gives probabilities.
+    #[default]
+    AsBuilt,
+    /// A softmax head is made linear, giving the class scores (logits). This is
+    /// keras-vis's swap for saliency, done per pass: the model is not changed.
+    Linear,
+}
+
+/// A stack of layers, each feeding the next.
+#[derive(Clone, Debug)]
+pub struct Sequential {
+    input_shape: [usize; 3],
+    layers: Vec<Layer>,
+    class_names: Vec<String>,
+}
+
+/// The vars of one forward pass: what saliency methods need to reach into.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// The input batch.
+    pub input: Var,
+    /// Each layer's output before its activation.
+    pub pre_activations: Vec<Var>,
+    /// Each layer's output after its activation (what Keras calls the layer's
+    /// output; Grad-CAM's "last convolution layer" is one of these).
+    pub outputs: Vec<Var>,
+    /// Each layer's kernel and bias, where it has them.
+    pub params: Vec<Option<(Var, Var)>>,
+}
+
+impl Forward {
+    /// The last layer's output: probabilities or, with [`Head::Linear`], scores.
+    pub fn last(&self) -> Var {
+        *self.outputs.last().unwrap_or(&self.input)
+    }
+}
+
+impl Sequential {
+    /// Starts a model for inputs of shape `[C, H, W]`.
+    pub fn builder(input_shape: [usize; 3]) -> SequentialBuilder {
+        SequentialBuilder {
+            input_shape,
+            layers: Vec::new(),
+        }
+    }
+
+    /// The tutorial's CNN for `[C, H, W]` inputs and `classes` classes: Conv2D 32
+    /// 3x3 relu, MaxPool 2, Dropout 0.25, Conv2D 64 3x3 relu, MaxPool 2, Dropout
+    /// 0.25, Flatten, Dense 256 relu, Dense `classes` softmax named
+    /// `visualized_layer`.
+    pub fn tutorial(input_shape: [usize; 3], classes: usize, seed: u64) -> Result<Self> {
+        Self::builder(input_shape)
+            .conv2d(32, 3, Activation::Relu)
+            .max_pooling2d(2)
+            .dropout(0.25)
+            .conv2d(64, 3, Activation::Relu)
+            .max_pooling2d(2)
+            .dropout(0.25)
+            .flatten()
+            .dense(256, Activation::Relu)
+            .dense(classes, Activation::Softmax)
+            .name("visualized_layer")
+            .build(seed)
+    }
+
+    /// Per-sample input shape `[C, H, W]`.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    /// Per-sample output shape, e.g. `[10]`.
+    pub fn output_shape(&self) -> &[usize] {
+        self.layers
+            .last()
+            .map_or(&self.input_shape[..], |l| &l.output_shape)
+    }
+
+    /// Number of classes the last layer scores.
+    pub fn num_classes(&self) -> usize {
+        self.output_shape().iter().product()
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Mutable layers (for optimisers and checkpoint loading).
+    pub fn layers_mut(&mut self) -> &mut [Layer] {
+        &mut self.layers
+    }
+
+    /// The index of the layer called `name`.
+    pub fn layer_index(&self, name: &str) -> Result<usize> {
+        self.layers
+            .iter()
+            .position(|l| l.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.layers.iter().map(|l| l.name.as_str()).collect();
+                Error::invalid(
+                    "model",
+                    format!("no layer named '{name}' (layers: {})", names.join(", ")),
+                )
+            })
+    }
+
+    /// Class names (label `i` is `class_names()[i]`); `"0"`, `"1"`, ... unless set.
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    /// Sets the class names, one per output.
+    pub fn set_class_names(&mut self, names: Vec<String>) -> Result<()> {
+        if names.len() != self.num_classes() {
+            return Err(Error::invalid(
+                "model",
+                format!(
+                    "{} class names for {} outputs",
+                    names.len(),
+                    self.num_classes()
+                ),
+            ));
+        }
+        self.class_names = names;
+        Ok(())
+    }
+
+    /// Number of trainable values.
+    pub fn num_params(&self) -> usize {
+        self.layers
+            .iter()
+            .filter_map(|l| l.params.as_ref())
+            .map(|(w, b)| w.len() + b.len())
+            .sum()
+    }
+
+    /// Checks that a batch is `[N, C, H, W]` with this model's `[C, H, W]`.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        if x.ndim() != 4 || x.shape()[1..] != self.input_shape {
+            let mut want = vec![x.shape().first().copied().unwrap_or(1)];
+            want.extend(self.input_shape);
+            return Err(crate::tensor::shape_error(
+                "model",
+                "the input batch must be [N, C, H, W] with the model's input shape",
+                "input",
+                x.shape(),
+                "expected",
+                &want,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the whole model on `tape`.
+    ///
+    /// In [`Mode::Train`] the parameters are differentiated and dropout is on;
+    /// in [`Mode::Infer`] they are constants read in place and dropout is off.
+    /// [`Head::Linear`] turns a softmax head into a linear one for this pass.
+    pub fn forward<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        mode: Mode,
+        head: Head,
+    ) -> Result<Forward> {
+        self.check_input(tape.value(x)?)?;
+        let mut pass = Forward {
+            input: x,
+            pre_activations: Vec::with_capacity(self.layers.len()),
+            outputs: Vec::with_capacity(self.layers.len()),
+            params: Vec::with_capacity(self.layers.len()),
+        };
+        let mut h = x;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let activation = match (head, layer.spec.activation()) {
+                (Head::Linear, Some(Activation::Softmax)) if i == last => Some(Activation::Linear),
+                _ => None,
+            };
+            let vars = layer.forward(tape, h, mode, activation, i)?;
+            pass.pre_activations.push(vars.pre_activation);
+            pass.outputs.push(vars.output);
+            pass.params.push(vars.params);
+            h = vars.output;
+        }
+        Ok(pass)
+    }
+
+    /// The last layer's output for a batch, computed `batch_size` images at a
+    /// time on an inference tape. With [`Head::AsBuilt`] and a softmax head, the
+    /// rows are class probabilities.
+    pub fn predict(&self, images: &Tensor, batch_size: usize, head: Head) -> Result<Tensor> {
+        self.check_input(images)?;
+        let n = images.shape()[0];
+        let mut out = Tensor::zeros(IxDyn(&[n, self.num_classes()]));
+        let mut pool = Pool::new();
+        for start in (0..n).step_by(batch_size.max(1)) {
+            let end = (start + batch_size.max(1)).min(n);
+            let mut tape = Tape::inference_with_pool(pool);
+            let batch = images
+                .slice_axis(Axis(0), Slice::from(start..end))
+                .to_owned();
+            let x = tape.constant(batch);
+            let pass = self.forward(&mut tape, x, Mode::Infer, head)?;
+            let y = tape.value(pass.last())?;
+            let rows = y
+                .view()
+                .into_shape_with_order(IxDyn(&[end - start, self.num_classes()]));
+            let rows = rows.map_err(|e| Error::invalid("predict", e.to_string()))?;
+            out.slice_axis_mut(Axis(0), Slice::from(start..end))
+                .assign(&rows);
+            pool = tape.into_pool();
+        }
+        Ok(out)
+    }
+
+    /// Mean categorical cross-entropy and accuracy over a labelled batch, with
+    /// dropout off (Keras's `evaluate`).
+    pub fn evaluate(
+        &self,
+        images: &Tensor,
+        labels: &[usize],
+        batch_size: usize,
+    ) -> Result<(f32, f32)> {
+        let logits = self.predict(images, batch_size, Head::Linear)?;
+        loss_and_accuracy(&logits, labels)
+    }
+}
+
+/// Mean softmax cross-entropy and accuracy of `logits: [N, K]` against labels.
+pub fn loss_and_accuracy(logits: &Tensor, labels: &[usize]) -> Result<(f32, f32)> {
+    let k = logits.shape()[1];
+    let targets = crate::ops::one_hot(labels, k)?;
+    let (loss, _) = softmax_cross_entropy_forward(logits, &targets, &mut Pool::new())?;
+    let correct = logits
+        .outer_iter()
+        .zip(labels)
+        .filter(|(row, &label)| argmax(row.iter().copied()) == label)
+        .count();
+    Ok((loss, correct as f32 / labels.len().max(1) as f32))
+}
+
+/// Index of the largest value (the first, on ties).
+pub fn argmax(values: impl IntoIterator<Item = f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, v) in values.into_iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// Builds a [`Sequential`] layer by layer, as Keras's `Sequential([...])`.
+#[derive(Clone, Debug)]
+pub struct SequentialBuilder {
+    input_shape: [usize; 3],
+    layers: Vec<(LayerSpec, Option<String>)>,
+}
+
+impl SequentialBuilder {
+    /// Adds any layer.
+    pub fn layer(mut self, spec: LayerSpec) -> Self {
+        self.layers.push((spec, None));
+        self
+    }
+
+    /// Names the layer added last (otherwise it gets Keras's automatic name).
+    pub fn name(mut self, name: &str) -> Self {
+        if let Some(last) = self.layers.last_mut() {
+            last.1 = Some(name.to_string());
+        }
+        self
+    }
+
+    /// `Conv2D(filters, (k, k), activation)` with stride 1 and 'valid' padding.
+    pub fn conv2d(self, filters: usize, k: usize, activation: Activation) -> Self {
+        self.layer(LayerSpec::Conv2D {
+            filters,
+            kernel_size: [k, k],
+            strides: 1,
+            padding: Padding::Valid,
+            activation,
+        })
+    }
+
+    /// `MaxPooling2D(pool_size=k)`: a `k × k` window with stride `k`.
+    pub fn max_pooling2d(self, k: usize) -> Self {
+        self.layer(LayerSpec::MaxPooling2D {
+            pool_size: [k, k],
+            strides: [k, k],
+        })
+    }
+
+    /// `Dropout(rate)`.
+    pub fn dropout(self, rate: f32) -> Self {
+        self.layer(LayerSpec::Dropout { rate })
+    }
+
+    /// `Flatten()`.
+    pub fn flatten(self) -> Self {
+        self.layer(LayerSpec::Flatten)
+    }
+
+    /// `Dense(units, activation)`.
+    pub fn dense(self, units: usize, activation: Activation) -> Self {
+        self.layer(LayerSpec::Dense { units, activation })
+    }
+
+    /// Checks every shape, names the layers and initialises the parameters
+    /// (Glorot-uniform kernels, zero biases) from `seed`.
+    pub fn build(self, seed: u64) -> Result<Sequential> {
+        let names = layer_names(&self.layers)?;
+        let mut shape = self.input_shape.to_vec();
+        if shape.contains(&0) {
+            return Err(Error::invalid(
+                "model",
+                format!("input shape {shape:?} has a zero size"),
+            ));
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, ((spec, _), name)) in self.layers.into_iter().zip(names).enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));
+            let layer = Layer::new(name, spec, &shape, &mut rng)?;
+            shape = layer.output_shape.clone();
+            layers.push(layer);
+        }
+        let classes: usize = shape.iter().product();
+        Ok(Sequential {
+            input_shape: self.input_shape,
+            layers,
+            class_names: (0..classes).map(|i| i.to_string()).collect(),
+        })
+    }
+}
+
+/// Keras's automatic names: the first of a kind is `conv2d`, then `conv2d_1`,
+/// `conv2d_2`, ... Given names are kept; a clash is an error.
+fn layer_names(layers: &[(LayerSpec, Option<String>)]) -> Result<Vec<String>> {
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    let mut names: Vec<String> = Vec::with_capacity(layers.len());
+    for (spec, given) in layers {
+        let name = match given {
+            Some(name) => name.clone(),
+            None => {
+                let base = spec.base_name();
+                let count = counts.entry(base).or_default();
+                let name = if *count == 0 {
+                    base.to_string()
+                } else {
+                    format!("{base}_{count}")
+                };
+                *count += 1;
+                name
+            }
+        };
+        if name.is_empty() || names.contains(&name) {
+            return Err(Error::invalid(
+                "model",
+                format!("layer name '{name}' is empty or used twice"),
+            ));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}

@@ -1,0 +1,9 @@
+//! Training: the Adam optimiser and a Keras-like `fit` loop.
+
+mod adam;
+mod fit;
+mod progress;
+
+pub use adam::Adam;
+pub use fit::{fit, split_validation, EpochStats, FitOptions, Observer};
+pub use progress::KerasProgress;
