@@ -56,17 +56,22 @@ impl ReluRule {
     }
 }
 
-/// `y = max(x, 0)`, in place. NaN stays NaN (`f32::max` would turn it into 0
-/// and hide a diverged network).
-pub fn relu_inplace(x: &mut Tensor) {
-    x.mapv_inplace(|v| if v < 0.0 { 0.0 } else { v });
+/// `max(x, 0)`. NaN stays NaN (`f32::max` would turn it into 0 and hide a
+/// diverged network).
+#[inline]
+pub fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
 }
 
 struct Relu;
 
 impl Backward for Relu {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
-        let mut dx = a.pool.zeros(a.dy.shape());
+        let mut dx = a.pool.to_overwrite(a.dy.shape());
         let rule = a.relu;
         // The output alone decides the mask, so the input need not be kept.
         Zip::from(&mut dx)
@@ -90,7 +95,7 @@ struct Softmax;
 impl Backward for Softmax {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         // dxᵢ = yᵢ (dyᵢ − Σⱼ dyⱼ yⱼ), row by row.
-        let mut dx = a.pool.zeros(a.dy.shape());
+        let mut dx = a.pool.to_overwrite(a.dy.shape());
         for ((mut dx, y), dy) in dx
             .axis_iter_mut(Axis(0))
             .zip(a.output.axis_iter(Axis(0)))
@@ -125,8 +130,10 @@ impl Tape<'_> {
     /// pass with [`ReluRule`].
     pub fn relu(&mut self, x: Var) -> Result<Var> {
         let y = self.compute(&[x], |v, pool| {
-            let mut y = pool.copy_of(v[0]);
-            relu_inplace(&mut y);
+            let mut y = pool.to_overwrite(v[0].shape());
+            Zip::from(&mut y)
+                .and(v[0])
+                .par_for_each(|y, &x| *y = relu(x));
             Ok(y)
         })?;
         Ok(self.push(y, &[x], Box::new(Relu)))
@@ -143,7 +150,7 @@ impl Tape<'_> {
     pub fn softmax(&mut self, x: Var) -> Result<Var> {
         let y = self.compute(&[x], |v, pool| {
             expect_rank(v[0], 2, "softmax", "input")?;
-            let mut y = pool.zeros(v[0].shape());
+            let mut y = pool.to_overwrite(v[0].shape());
             softmax_rows(v[0], &mut y);
             Ok(y)
         })?;

@@ -9,20 +9,25 @@
 //! image, and its backward is two more:
 //!
 //! - forward: `y[Cout, P] = W[Cout, K] · cols[K, P] + b`
-//! - weights: `dW[Cout, K] = Σₙ dy[Cout, P] · colsᵀ[P, K]` (the columns are saved by forward)
+//! - weights: `dW[Cout, K] = Σₙ dy[Cout, P] · colsᵀ[P, K]` (computed as its
+//!   transpose `dWᵀ = Σₙ cols · dyᵀ`, see below; the columns are rebuilt)
 //! - input: `dcols[K, P] = Wᵀ[K, Cout] · dy[Cout, P]`, then **col2im** adds each
 //!   column back onto the pixels it was read from
 //! - bias: `db = Σ over n and P of dy`
 //!
 //! Images are independent, so im2col, the products and col2im run in parallel
-//! over the batch with `rayon`, each product single-threaded.
+//! over the batch with `rayon`, each product single-threaded. The products go
+//! through [`matmul`](crate::tensor::kernel::matmul), an AVX-512 kernel (or
+//! `matrixmultiply` on other CPUs), which wants the matrix it streams to have
+//! contiguous rows: hence `dWᵀ = cols · dyᵀ` with `dy` transposed per image.
 
 use ndarray::Axis;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{as_slice, gemm, shape_error, Mat, MatMut, Pool, Tensor};
+use crate::tensor::kernel::{matmul, Epilogue, Strided};
+use crate::tensor::{as_slice, shape_error, Pool, Tensor};
 
 /// Padding of a convolution, as Keras names it.
 #[derive(
@@ -181,19 +186,25 @@ impl ConvGeometry {
             .checked_sub(self.pad_top)
             .filter(|&y| y < self.h)
     }
+}
 
-    /// The input column read by output column `ox` at kernel column `j`.
-    #[inline]
-    fn src_col(&self, ox: usize, j: usize) -> Option<usize> {
-        (ox * self.stride + j)
-            .checked_sub(self.pad_left)
-            .filter(|&x| x < self.w)
+impl ConvGeometry {
+    /// The output columns `ox` whose kernel column `j` lands inside the image:
+    /// `0 ≤ ox·s + j − pad_left < W`, as a range.
+    fn valid_cols(&self, j: usize) -> std::ops::Range<usize> {
+        let s = self.stride;
+        let lo = self.pad_left.saturating_sub(j).div_ceil(s);
+        let hi = (self.w + self.pad_left)
+            .saturating_sub(j)
+            .div_ceil(s)
+            .min(self.wo);
+        lo..hi.max(lo)
     }
 }
 
 /// Unrolls one image `x[Cin, H, W]` into `cols[K, P]`: row `(c, i, j)`, column
 /// `(oy, ox)` holds `x[c, oy·s + i − pad_top, ox·s + j − pad_left]`, or 0 in the
-/// padding.
+/// padding. With stride 1 each output row is one contiguous copy.
 pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
     let p = g.p();
     for c in 0..g.cin {
@@ -201,15 +212,28 @@ pub fn im2col(g: &ConvGeometry, x: &[f32], cols: &mut [f32]) {
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &mut cols[((c * g.kh + i) * g.kw + j) * p..][..p];
+                let valid = g.valid_cols(j);
                 for oy in 0..g.ho {
                     let out = &mut row[oy * g.wo..(oy + 1) * g.wo];
-                    match g.src_row(oy, i) {
-                        None => out.fill(0.0),
-                        Some(y) => {
-                            let src = &plane[y * g.w..(y + 1) * g.w];
-                            for (ox, o) in out.iter_mut().enumerate() {
-                                *o = g.src_col(ox, j).map_or(0.0, |x| src[x]);
-                            }
+                    let Some(y) = g.src_row(oy, i) else {
+                        out.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[y * g.w..(y + 1) * g.w];
+                    // (Guarded: an empty fill still costs a call to memset.)
+                    if valid.start > 0 {
+                        out[..valid.start].fill(0.0);
+                    }
+                    if valid.end < g.wo {
+                        out[valid.end..].fill(0.0);
+                    }
+                    // First input column read: ox·s + j − pad_left at ox = valid.start.
+                    let x0 = valid.start * g.stride + j - g.pad_left;
+                    if g.stride == 1 {
+                        out[valid.clone()].copy_from_slice(&src[x0..x0 + valid.len()]);
+                    } else {
+                        for (o, xi) in out[valid.clone()].iter_mut().zip((x0..).step_by(g.stride)) {
+                            *o = src[xi];
                         }
                     }
                 }
@@ -227,13 +251,14 @@ pub fn col2im(g: &ConvGeometry, cols: &[f32], dx: &mut [f32]) {
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &cols[((c * g.kh + i) * g.kw + j) * p..][..p];
+                let valid = g.valid_cols(j);
                 for oy in 0..g.ho {
                     let Some(y) = g.src_row(oy, i) else { continue };
                     let dst = &mut plane[y * g.w..(y + 1) * g.w];
-                    for (ox, &v) in row[oy * g.wo..(oy + 1) * g.wo].iter().enumerate() {
-                        if let Some(x) = g.src_col(ox, j) {
-                            dst[x] += v;
-                        }
+                    let x0 = valid.start * g.stride + j - g.pad_left;
+                    let src = &row[oy * g.wo + valid.start..oy * g.wo + valid.end];
+                    for (&v, xi) in src.iter().zip((x0..).step_by(g.stride)) {
+                        dst[xi] += v;
                     }
                 }
             }
@@ -241,15 +266,20 @@ pub fn col2im(g: &ConvGeometry, cols: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// The forward convolution. Returns `y` and the im2col columns of the whole
-/// batch (`[N, K, P]`), which the weight gradient needs.
+/// The forward convolution, `y[Cout, P] = W[Cout, K] · im2col(x)[K, P] + b` for
+/// each image.
+///
+/// The columns of one image are built in a scratch buffer that stays in the
+/// core's cache and are used at once; the backward builds them again rather
+/// than keeping the whole batch's (35 MB for the tutorial's second layer),
+/// because rebuilding in cache is faster than reading them back from memory.
 pub fn conv2d_forward(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
     spec: Conv2dSpec,
     pool: &mut Pool,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<Tensor> {
     let g = ConvGeometry::new(x.shape(), w.shape(), b.shape(), spec)?;
     let (xs, ws, bs) = (
         as_slice(x, "conv2d")?,
@@ -258,102 +288,157 @@ pub fn conv2d_forward(
     );
     let (k, p) = (g.k(), g.p());
     let mut y = pool.zeros(&[g.n, g.cout, g.ho, g.wo]);
-    let mut cols = pool.zeros(&[g.n, k, p]);
-    let ys = y.as_slice_mut().expect("pooled");
-    let cs = cols.as_slice_mut().expect("pooled");
-    ys.par_chunks_mut(g.cout * p)
-        .zip(cs.par_chunks_mut(k * p))
+    y.as_slice_mut()
+        .expect("pooled")
+        .par_chunks_mut(g.cout * p)
         .zip(xs.par_chunks(g.image_len()))
-        .for_each(|((y, cols), x)| {
-            im2col(&g, x, cols);
-            for (row, &bias) in y.chunks_mut(p).zip(bs) {
-                row.fill(bias);
-            }
-            // y[Cout, P] = W[Cout, K] · cols[K, P] + y (the bias)
-            gemm(
-                1.0,
-                Mat::rows(ws, g.cout, k),
-                Mat::rows(cols, k, p),
-                1.0,
-                MatMut::rows(y, g.cout, p),
-            );
-        });
-    Ok((y, cols))
+        .for_each_init(
+            || vec![0.0f32; k * p],
+            |cols, (y, x)| {
+                im2col(&g, x, cols);
+                // y[Cout, P] = W[Cout, K] · cols[K, P] + b
+                matmul(
+                    g.cout,
+                    p,
+                    k,
+                    rows(ws, k),
+                    rows(cols, p),
+                    y,
+                    p,
+                    bias_epilogue(bs),
+                );
+            },
+        );
+    Ok(y)
+}
+
+/// A row-major matrix operand.
+fn rows(data: &[f32], cols: usize) -> Strided<'_> {
+    Strided {
+        data,
+        rs: cols,
+        cs: 1,
+    }
+}
+
+/// Store the product plus a bias per row.
+fn bias_epilogue(bias: &[f32]) -> Epilogue<'_> {
+    Epilogue {
+        accumulate: false,
+        row_bias: Some(bias),
+        relu: false,
+    }
+}
+
+/// `out[P, C] = inᵀ` for a row-major `in[C, P]`.
+fn transpose(input: &[f32], c: usize, p: usize, out: &mut [f32]) {
+    for (ci, row) in input.chunks(p).take(c).enumerate() {
+        for (pi, &v) in row.iter().enumerate() {
+            out[pi * c + ci] = v;
+        }
+    }
 }
 
 /// Images per partial sum of the weight gradient: fixed, so the summation order
 /// (and hence every bit of the result) does not depend on the thread count.
-const WEIGHT_GRAD_GROUP: usize = 16;
+const GROUP: usize = 16;
 
-/// What the backward pass keeps from the forward.
+/// The backward keeps only the geometry: `x` and `W` are on the tape.
 struct Conv2d {
     g: ConvGeometry,
-    /// `[N, K, P]` im2col columns, saved when the weight needs a gradient.
-    cols: Option<Tensor>,
+}
+
+/// Scratch buffers of one worker in the backward pass.
+struct Scratch {
+    cols: Vec<f32>,
+    dyt: Vec<f32>,
 }
 
 impl Backward for Conv2d {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let g = &self.g;
-        let (k, p) = (g.k(), g.p());
+        let (k, p, il) = (g.k(), g.p(), g.image_len());
+        let xs = a.inputs[0].as_slice().expect("checked in forward");
         let ws = a.inputs[1].as_slice().expect("checked in forward");
         let dy = a.dy.as_slice().expect("gradients are contiguous");
+        let (want_dx, want_dw) = (a.wants[0], a.wants[1]);
 
-        let dx = a.wants[0].then(|| {
-            let mut dx = a.pool.zeros(&[g.n, g.cin, g.h, g.w]);
-            let dxs = dx.as_slice_mut().expect("pooled");
-            dxs.par_chunks_mut(g.image_len())
-                .zip(dy.par_chunks(g.cout * p))
-                .for_each_init(
-                    || vec![0.0f32; k * p],
-                    |dcols, (dx, dy)| {
-                        // dcols[K, P] = Wᵀ[K, Cout] · dy[Cout, P]
-                        gemm(
-                            1.0,
-                            Mat::rows(ws, g.cout, k).t(),
-                            Mat::rows(dy, g.cout, p),
-                            0.0,
-                            MatMut::rows(dcols, k, p),
-                        );
-                        col2im(g, dcols, dx);
-                    },
-                );
-            dx
-        });
-
-        let dw = match (a.wants[1], &self.cols) {
-            (true, Some(cols)) => {
-                let cs = cols.as_slice().expect("pooled");
-                // dW[Cout, K] = Σₙ dyₙ[Cout, P] · colsₙᵀ[P, K]. Fixed groups of images
-                // are summed in parallel, then the groups in order: the result is
-                // the same bits whatever the number of threads or how work is stolen.
-                let partials: Vec<Vec<f32>> = dy
-                    .par_chunks(WEIGHT_GRAD_GROUP * g.cout * p)
-                    .zip(cs.par_chunks(WEIGHT_GRAD_GROUP * k * p))
-                    .map(|(dy, cols)| {
-                        let mut acc = vec![0.0f32; g.cout * k];
-                        for (dy, cols) in dy.chunks(g.cout * p).zip(cols.chunks(k * p)) {
-                            gemm(
-                                1.0,
-                                Mat::rows(dy, g.cout, p),
-                                Mat::rows(cols, k, p).t(),
-                                1.0,
-                                MatMut::rows(&mut acc, g.cout, k),
-                            );
-                        }
-                        acc
-                    })
-                    .collect();
-                let mut sum = vec![0.0f32; g.cout * k];
-                for part in &partials {
-                    sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
-                }
-                let mut dw = a.pool.zeros(&[g.cout, g.cin, g.kh, g.kw]);
-                dw.as_slice_mut().expect("pooled").copy_from_slice(&sum);
-                Some(dw)
-            }
-            _ => None,
+        let mut dx = want_dx.then(|| a.pool.zeros(&[g.n, g.cin, g.h, g.w]));
+        let groups = g.n.div_ceil(GROUP);
+        let dx_groups: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+            Some(t) => t
+                .as_slice_mut()
+                .expect("pooled")
+                .chunks_mut(GROUP * il)
+                .map(Some)
+                .collect(),
+            None => (0..groups).map(|_| None).collect(),
         };
+        // One pass over fixed groups of images; each image needs its columns
+        // (for dW) and its own slice of dx.
+        let partials: Vec<Vec<f32>> = dy
+            .par_chunks(GROUP * g.cout * p)
+            .zip(xs.par_chunks(GROUP * il))
+            .zip(dx_groups.into_par_iter())
+            .map(|((dy, x), mut dx)| {
+                let mut s = Scratch {
+                    cols: vec![0.0; k * p],
+                    dyt: vec![0.0; if want_dw { p * g.cout } else { 0 }],
+                };
+                let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
+                for (i, (dy, x)) in dy.chunks(g.cout * p).zip(x.chunks(il)).enumerate() {
+                    if want_dw {
+                        // dWᵀ[K, Cout] += cols[K, P] · dyᵀ[P, Cout]
+                        im2col(g, x, &mut s.cols);
+                        transpose(dy, g.cout, p, &mut s.dyt);
+                        matmul(
+                            k,
+                            g.cout,
+                            p,
+                            rows(&s.cols, p),
+                            rows(&s.dyt, g.cout),
+                            &mut dwt,
+                            g.cout,
+                            Epilogue::ACCUMULATE,
+                        );
+                    }
+                    if let (true, Some(dx)) = (want_dx, dx.as_deref_mut()) {
+                        // dcols[K, P] = Wᵀ[K, Cout] · dy[Cout, P]   (Wᵀ: swapped strides)
+                        let wt = Strided {
+                            data: ws,
+                            rs: 1,
+                            cs: k,
+                        };
+                        matmul(
+                            k,
+                            p,
+                            g.cout,
+                            wt,
+                            rows(dy, p),
+                            &mut s.cols,
+                            p,
+                            Epilogue::STORE,
+                        );
+                        col2im(g, &s.cols, &mut dx[i * il..(i + 1) * il]);
+                    }
+                }
+                dwt
+            })
+            .collect();
+
+        let dw = want_dw.then(|| {
+            let mut dw = a.pool.zeros(&[g.cout, g.cin, g.kh, g.kw]);
+            let dws = dw.as_slice_mut().expect("pooled");
+            for part in &partials {
+                // dW[c, r] += dWᵀ[r, c], groups in order.
+                for (r, row) in part.chunks(g.cout).enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        dws[c * k + r] += v;
+                    }
+                }
+            }
+            dw
+        });
 
         let db = a.wants[2].then(|| {
             let mut db = a.pool.zeros(&[g.cout]);
@@ -366,12 +451,6 @@ impl Backward for Conv2d {
         });
         vec![dx, dw, db]
     }
-
-    fn recycle(self: Box<Self>, pool: &mut Pool) {
-        if let Some(cols) = self.cols {
-            pool.give(cols);
-        }
-    }
 }
 
 impl Tape<'_> {
@@ -379,18 +458,10 @@ impl Tape<'_> {
     /// computes it) of `x: [N, Cin, H, W]` with `w: [Cout, Cin, kh, kw]`, plus
     /// bias `b: [Cout]`.
     pub fn conv2d(&mut self, x: Var, w: Var, b: Var, spec: Conv2dSpec) -> Result<Var> {
-        let keep_cols = self.requires_grad(w);
-        let (y, cols, g) = self.compute(&[x, w, b], |v, pool| {
+        let (y, g) = self.compute(&[x, w, b], |v, pool| {
             let g = ConvGeometry::new(v[0].shape(), v[1].shape(), v[2].shape(), spec)?;
-            let (y, cols) = conv2d_forward(v[0], v[1], v[2], spec, pool)?;
-            Ok((y, cols, g))
+            Ok((conv2d_forward(v[0], v[1], v[2], spec, pool)?, g))
         })?;
-        let cols = if keep_cols {
-            Some(cols)
-        } else {
-            self.give(cols);
-            None
-        };
-        Ok(self.push(y, &[x, w, b], Box::new(Conv2d { g, cols })))
+        Ok(self.push(y, &[x, w, b], Box::new(Conv2d { g })))
     }
 }

@@ -47,7 +47,7 @@ fn dims(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<(usize, usize, usize)> {
 /// The forward computation, `y = x·Wᵀ + b`, into a pooled buffer.
 pub fn dense_forward(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Result<Tensor> {
     let (n, fan_in, out) = dims(x, w, b)?;
-    let mut y = pool.zeros(&[n, out]);
+    let mut y = pool.to_overwrite(&[n, out]);
     // Start from the bias in every row, then accumulate x·Wᵀ onto it (β = 1).
     y.axis_iter_mut(Axis(0)).for_each(|mut row| row.assign(b));
     let ys = y.as_slice_mut().expect("pooled tensors are contiguous");

@@ -9,6 +9,7 @@
 //! The mask is drawn from a ChaCha8 stream per block of 4096 values, all seeded
 //! from one `seed`, so it is the same whatever the number of threads.
 
+use ndarray::Zip;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -29,7 +30,7 @@ pub fn dropout_mask(shape: &[usize], rate: f32, seed: u64, pool: &mut Pool) -> R
         ));
     }
     let scale = 1.0 / (1.0 - rate);
-    let mut mask = pool.zeros(shape);
+    let mut mask = pool.to_overwrite(shape);
     mask.as_slice_mut()
         .expect("pooled")
         .par_chunks_mut(BLOCK)
@@ -54,8 +55,11 @@ struct Dropout {
 
 impl Backward for Dropout {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
-        let mut dx = a.pool.copy_of(a.dy);
-        dx *= &self.mask;
+        let mut dx = a.pool.to_overwrite(a.dy.shape());
+        Zip::from(&mut dx)
+            .and(a.dy)
+            .and(&self.mask)
+            .par_for_each(|d, &g, &m| *d = g * m);
         vec![Some(dx)]
     }
 
@@ -70,8 +74,11 @@ impl Tape<'_> {
     pub fn dropout(&mut self, x: Var, rate: f32, seed: u64) -> Result<Var> {
         let (y, mask) = self.compute(&[x], |v, pool| {
             let mask = dropout_mask(v[0].shape(), rate, seed, pool)?;
-            let mut y = pool.copy_of(v[0]);
-            y *= &mask;
+            let mut y = pool.to_overwrite(v[0].shape());
+            Zip::from(&mut y)
+                .and(v[0])
+                .and(&mask)
+                .par_for_each(|y, &x, &m| *y = x * m);
             Ok((y, mask))
         })?;
         Ok(self.push(y, &[x], Box::new(Dropout { mask })))

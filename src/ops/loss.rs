@@ -56,7 +56,7 @@ pub fn softmax_cross_entropy_forward(
     if n == 0 {
         return Err(Error::invalid(op, "the batch is empty"));
     }
-    let mut probs = pool.zeros(logits.shape());
+    let mut probs = pool.to_overwrite(logits.shape());
     let mut total = 0.0f64;
     for ((x, t), mut p) in logits
         .axis_iter(Axis(0))
@@ -87,7 +87,7 @@ impl Backward for SoftmaxCrossEntropy {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let n = self.probs.shape()[0] as f32;
         let scale = a.dy.iter().next().copied().unwrap_or(1.0) / n;
-        let mut dx = a.pool.zeros(self.probs.shape());
+        let mut dx = a.pool.to_overwrite(self.probs.shape());
         for ((mut d, p), t) in dx
             .axis_iter_mut(Axis(0))
             .zip(self.probs.axis_iter(Axis(0)))

@@ -21,7 +21,7 @@ mod loss;
 mod pool;
 mod reshape;
 
-pub use activation::{relu_inplace, softmax_rows, ReluRule};
+pub use activation::{relu, softmax_rows, ReluRule};
 pub use conv::{col2im, conv2d_forward, im2col, Conv2dSpec, ConvGeometry, Padding};
 pub use dense::dense_forward;
 pub use dropout::dropout_mask;

@@ -70,7 +70,7 @@ pub fn max_pool2d_forward(
     };
     let (ho, wo) = spec.output_size(h, w)?;
     let xs = as_slice(x, "max_pool2d")?;
-    let mut y = pool.zeros(&[n, c, ho, wo]);
+    let mut y = pool.to_overwrite(&[n, c, ho, wo]);
     let mut argmax = vec![0u32; n * c * ho * wo];
     let ((ph, pw), (sh, sw)) = (spec.pool, spec.stride);
     y.as_slice_mut()

@@ -23,7 +23,7 @@ pub fn reshape_forward(x: &Tensor, shape: &[usize], pool: &mut Pool) -> Result<T
             shape,
         ));
     }
-    let mut y = pool.zeros(shape);
+    let mut y = pool.to_overwrite(shape);
     y.as_slice_mut()
         .expect("pooled")
         .iter_mut()
@@ -36,7 +36,7 @@ struct Reshape;
 
 impl Backward for Reshape {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
-        let mut dx = a.pool.zeros(a.inputs[0].shape());
+        let mut dx = a.pool.to_overwrite(a.inputs[0].shape());
         let dy =
             a.dy.view()
                 .into_shape_with_order(IxDyn(a.inputs[0].shape()));

@@ -240,11 +240,6 @@ impl<'a> Tape<'a> {
         f(&inputs, &mut self.pool)
     }
 
-    /// Returns a buffer an op no longer needs to the pool.
-    pub(crate) fn give(&mut self, t: Tensor) {
-        self.pool.give(t);
-    }
-
     /// Records an op's output. The rule is kept only when recording and when some
     /// input needs a gradient; otherwise its saved state goes straight back to
     /// the pool.

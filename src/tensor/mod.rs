@@ -6,6 +6,7 @@
 //! checked wrapper around `matrixmultiply`'s sgemm.
 
 mod gemm;
+pub mod kernel;
 mod pool;
 
 pub use gemm::{gemm, Mat, MatMut};

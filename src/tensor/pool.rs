@@ -35,6 +35,15 @@ impl Pool {
         }
     }
 
+    /// A buffer of `len` values whose contents are left from earlier use (or
+    /// zero): for outputs an op overwrites completely, saving a pass over memory.
+    pub fn vec_to_overwrite(&mut self, len: usize) -> Vec<f32> {
+        match self.free.get_mut(&len).and_then(Vec::pop) {
+            Some(v) => v,
+            None => vec![0.0; len],
+        }
+    }
+
     /// A zero-filled tensor of the given shape.
     pub fn zeros(&mut self, shape: &[usize]) -> Tensor {
         let len = shape.iter().product();
@@ -42,10 +51,20 @@ impl Pool {
         Tensor::from_shape_vec(IxDyn(shape), data).expect("length is the shape's product")
     }
 
+    /// A tensor whose every value the caller will write (see
+    /// [`vec_to_overwrite`](Pool::vec_to_overwrite)).
+    pub fn to_overwrite(&mut self, shape: &[usize]) -> Tensor {
+        let len = shape.iter().product();
+        let data = self.vec_to_overwrite(len);
+        Tensor::from_shape_vec(IxDyn(shape), data).expect("length is the shape's product")
+    }
+
     /// A copy of `t` in a pooled buffer (standard layout).
     pub fn copy_of(&mut self, t: &Tensor) -> Tensor {
-        let mut out = self.zeros(t.shape());
-        out.assign(t);
+        let mut out = self.to_overwrite(t.shape());
+        ndarray::Zip::from(&mut out)
+            .and(t)
+            .par_for_each(|o, &v| *o = v);
         out
     }
 

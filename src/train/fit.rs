@@ -155,6 +155,82 @@ fn batch_shape(data: &Dataset, n: usize) -> Vec<usize> {
     shape
 }
 
+/// One optimisation step at a time: the optimiser's state and the buffers that
+/// steps reuse.
+#[derive(Debug, Default)]
+pub struct TrainStep {
+    /// The optimiser.
+    pub adam: Adam,
+    /// Buffers reused from step to step.
+    pub pool: Pool,
+}
+
+impl TrainStep {
+    /// Adam with the given learning rate and an empty pool.
+    pub fn new(learning_rate: f32) -> Self {
+        TrainStep {
+            adam: Adam::new(learning_rate),
+            pool: Pool::new(),
+        }
+    }
+
+    /// One Adam step on the mean softmax cross-entropy of a batch `x` (taken
+    /// from [`TrainStep::pool`] or anywhere) with dropout on. Returns the batch's
+    /// loss and the number of correct predictions. A non-finite loss is
+    /// returned, not refused, and the weights are then left unchanged.
+    pub fn step(
+        &mut self,
+        model: &mut Sequential,
+        x: Tensor,
+        labels: &[usize],
+        dropout_seed: u64,
+    ) -> Result<(f32, usize)> {
+        let targets = one_hot(labels, model.num_classes())?;
+        // Forward and backward on a tape that borrows the weights.
+        let mut tape = Tape::with_pool(std::mem::take(&mut self.pool));
+        let input = tape.constant(x);
+        let pass = model.forward(&mut tape, input, Mode::Train { dropout_seed }, Head::Linear)?;
+        let logits = pass.last();
+        let loss = tape.softmax_cross_entropy(logits, targets)?;
+        let loss_value = tape.value(loss)?.sum();
+        let correct = tape
+            .value(logits)?
+            .axis_iter(Axis(0))
+            .zip(labels)
+            .filter(|(row, &l)| argmax(row.iter().copied()) == l)
+            .count();
+        if !loss_value.is_finite() {
+            self.pool = tape.into_pool();
+            return Ok((loss_value, correct));
+        }
+        let mut grads = tape.backward_scalar(loss)?;
+        let param_grads: Vec<Tensor> = pass
+            .params
+            .iter()
+            .flatten()
+            .flat_map(|&(w, b)| [w, b])
+            .map(|v| {
+                grads
+                    .take(v)
+                    .ok_or_else(|| Error::invalid("fit", "a parameter received no gradient"))
+            })
+            .collect::<Result<_>>()?;
+        tape.recycle(grads);
+        self.pool = tape.into_pool();
+
+        // The tape is gone, so the weights can change.
+        let mut params: Vec<&mut Tensor> = model
+            .layers_mut()
+            .iter_mut()
+            .filter_map(|l| l.params.as_mut())
+            .flat_map(|(w, b)| [w, b])
+            .collect();
+        self.adam.step(&mut params, &param_grads)?;
+        param_grads.into_iter().for_each(|g| self.pool.give(g));
+        Ok((loss_value, correct))
+    }
+}
+
 /// Trains `model` on `data` with Adam, softmax cross-entropy and the options'
 /// settings, telling `observer` how it goes. Returns each epoch's figures.
 pub fn fit(
@@ -191,8 +267,7 @@ pub fn fit(
     observer.on_train_begin(train.len(), validation.len(), batches);
 
     let mut rng = ChaCha8Rng::seed_from_u64(mix(opts.seed, 0x5eed_5ff1e));
-    let mut adam = Adam::new(opts.learning_rate);
-    let mut pool = Pool::new();
+    let mut step = TrainStep::new(opts.learning_rate);
     let mut history = Vec::with_capacity(opts.epochs);
     for epoch in 1..=opts.epochs {
         let start = Instant::now();
@@ -200,24 +275,10 @@ pub fn fit(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, indices) in train.chunks(opts.batch_size).enumerate() {
             let labels: Vec<usize> = indices.iter().map(|&i| data.labels[i]).collect();
-            let mut x = pool.zeros(&batch_shape(data, indices.len()));
+            let mut x = step.pool.zeros(&batch_shape(data, indices.len()));
             gather(&data.images, indices, &mut x);
-
-            // Forward and backward on a tape that borrows the weights.
-            let mut tape = Tape::with_pool(pool);
-            let input = tape.constant(x);
-            let pass = model.forward(
-                &mut tape,
-                input,
-                Mode::Train {
-                    dropout_seed: mix(mix(opts.seed, epoch as u64), b as u64),
-                },
-                Head::Linear,
-            )?;
-            let logits = pass.last();
-            let loss =
-                tape.softmax_cross_entropy(logits, one_hot(&labels, model.num_classes())?)?;
-            let loss_value = tape.value(loss)?.sum();
+            let dropout_seed = mix(mix(opts.seed, epoch as u64), b as u64);
+            let (loss_value, batch_correct) = step.step(model, x, &labels, dropout_seed)?;
             if !loss_value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     epoch,
@@ -225,37 +286,7 @@ pub fn fit(
                     loss: loss_value,
                 });
             }
-            correct += tape
-                .value(logits)?
-                .axis_iter(Axis(0))
-                .zip(&labels)
-                .filter(|(row, &l)| argmax(row.iter().copied()) == l)
-                .count();
-            let mut grads = tape.backward_scalar(loss)?;
-            let param_grads: Vec<Tensor> = pass
-                .params
-                .iter()
-                .flatten()
-                .flat_map(|&(w, b)| [w, b])
-                .map(|v| {
-                    grads
-                        .take(v)
-                        .ok_or_else(|| Error::invalid("fit", "a parameter received no gradient"))
-                })
-                .collect::<Result<_>>()?;
-            tape.recycle(grads);
-            pool = tape.into_pool();
-
-            // The tape is gone, so the weights can change.
-            let mut params: Vec<&mut Tensor> = model
-                .layers_mut()
-                .iter_mut()
-                .filter_map(|l| l.params.as_mut())
-                .flat_map(|(w, b)| [w, b])
-                .collect();
-            adam.step(&mut params, &param_grads)?;
-            param_grads.into_iter().for_each(|g| pool.give(g));
-
+            correct += batch_correct;
             loss_sum += f64::from(loss_value) * indices.len() as f64;
             seen += indices.len();
             observer.on_batch(

@@ -1,0 +1,110 @@
+//! Speed benchmarks: convolution layers of the tutorial network, a training
+//! step, and saliency.
+//!
+//! Run them all with `cargo bench` (about 5 minutes on 2 cores), or pick some:
+//! `cargo bench -- conv2d/fwd/` or `cargo bench -- train_step`. Criterion prints
+//! medians with confidence intervals; throughput is in elements per second,
+//! where for `conv2d` an element is one floating-point operation (FLOP), so
+//! "Gelem/s" reads GFLOP/s, and for the others an element is one image.
+//!
+//! FLOPs are counted as PyTorch's reference figures count them:
+//! forward `2·N·Cout·Hout·Wout·Cin·kh·kw`, forward + backward three times that.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use salient::model::Sequential;
+use salient::ops::{conv2d_forward, Conv2dSpec};
+use salient::tensor::Pool;
+use salient::train::TrainStep;
+use salient::{ReluRule, Tape, Tensor};
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Tensor::from_shape_simple_fn(shape.to_vec(), || rng.random_range(-1.0..1.0))
+}
+
+/// The four 3x3 'valid' convolutions of the tutorial model, batch 250.
+const LAYERS: [(&str, usize, usize, usize); 4] = [
+    // (id, Cin, Cout, input side)
+    ("mnist_conv1", 1, 32, 28),
+    ("mnist_conv2", 32, 64, 13),
+    ("cifar_conv1", 3, 32, 32),
+    ("cifar_conv2", 32, 64, 15),
+];
+const BATCH: usize = 250;
+
+fn flops(cin: usize, cout: usize, side: usize) -> u64 {
+    let out = side - 2;
+    (2 * BATCH * cout * out * out * cin * 9) as u64
+}
+
+fn conv2d(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4));
+    for (id, cin, cout, side) in LAYERS {
+        let x = random(&[BATCH, cin, side, side], 1);
+        let w = random(&[cout, cin, 3, 3], 2);
+        let b = random(&[cout], 3);
+        let spec = Conv2dSpec::default();
+
+        group.throughput(Throughput::Elements(flops(cin, cout, side)));
+        let mut pool = Pool::new();
+        group.bench_function(BenchmarkId::new("fwd", id), |bench| {
+            bench.iter(|| {
+                let y = conv2d_forward(&x, &w, &b, spec, &mut pool).unwrap();
+                black_box(&y);
+                pool.give(y);
+            })
+        });
+
+        // Forward, then the input and weight gradients (and the bias's).
+        group.throughput(Throughput::Elements(3 * flops(cin, cout, side)));
+        let mut pool = Some(Pool::new());
+        let seed = random(&[BATCH, cout, side - 2, side - 2], 4);
+        group.bench_function(BenchmarkId::new("fwd_bwd", id), |bench| {
+            bench.iter(|| {
+                let mut tape = Tape::with_pool(pool.take().unwrap());
+                let (xv, wv, bv) = (tape.param(&x), tape.param(&w), tape.param(&b));
+                let y = tape.conv2d(xv, wv, bv, spec).unwrap();
+                let grads = tape.backward(y, &seed, ReluRule::Gradient).unwrap();
+                black_box(grads.get(wv));
+                tape.recycle(grads);
+                pool = Some(tape.into_pool());
+            })
+        });
+    }
+    group.finish();
+}
+
+fn train_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train_step");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (id, shape) in [("mnist", [1, 28, 28]), ("cifar10", [3, 32, 32])] {
+        let mut model = Sequential::tutorial(shape, 10, 0).unwrap();
+        let x = random(&[BATCH, shape[0], shape[1], shape[2]], 5).mapv(|v| (v + 1.0) / 2.0);
+        let labels: Vec<usize> = (0..BATCH).map(|i| i % 10).collect();
+        let mut step = TrainStep::new(1e-3);
+        let mut seed = 0;
+        group.bench_function(id, |bench| {
+            bench.iter(|| {
+                seed += 1;
+                let mut input = step.pool.zeros(x.shape());
+                input.assign(&x);
+                black_box(step.step(&mut model, input, &labels, seed).unwrap());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv2d, train_step);
+criterion_main!(benches);
