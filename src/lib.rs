@@ -5,7 +5,7 @@
 //!
 //! The modules read in the order data flows:
 //! [`tensor`] → [`tape`] → [`ops`] → [`layers`] → [`model`] → [`train`] /
-//! saliency → [`images`]. [`data`] loads the images a model learns from.
+//! [`saliency`] → [`images`]. [`data`] loads the images a model learns from.
 //!
 //! A saliency map is the gradient of one class score with respect to the input
 //! image: one [`Tape::backward`] call seeded with a one-hot over the scores.
@@ -17,6 +17,7 @@ pub mod images;
 pub mod layers;
 pub mod model;
 pub mod ops;
+pub mod saliency;
 pub mod tape;
 pub mod tensor;
 pub mod train;

@@ -1,0 +1,158 @@
+//! The core of every gradient method: one forward pass and ONE backward pass
+//! give `∂y_c/∂x` for a whole batch.
+//!
+//! The backward is seeded with a one-hot over the linear class scores, one `1`
+//! per row at that row's target: it computes the gradient of `Σ_n y_{n, c_n}`.
+//! Rows of a batch never mix (dropout is off, and no layer normalises over the
+//! batch), so row `n` of the input gradient is `∂y_{n, c_n}/∂x_n` alone.
+//!
+//! The ReLU backward rule of the pass picks the method:
+//!
+//! | method | [`ReluRule`] | ReLU backward, `g` incoming, `x` ReLU input |
+//! | --- | --- | --- |
+//! | `vanilla` | `Gradient` | `1[x > 0]·g` |
+//! | `rectified` (deconvnet) | `Rectified` | `1[g > 0]·g` |
+//! | `guided` (guided backprop) | `Guided` | `1[x > 0]·1[g > 0]·g` |
+//!
+//! and `gradient-x-input` multiplies the vanilla gradient by the input.
+//!
+//! Because [`Tape::backward`] keeps the gradient of every recorded value, the
+//! same pass also yields `∂y_c/∂A` for any layer output `A`, which is all
+//! Grad-CAM needs: no hooks.
+
+use ndarray::{Axis, IxDyn, Slice};
+
+use crate::error::{Error, Result};
+use crate::layers::Mode;
+use crate::model::{Head, Sequential};
+use crate::ops::ReluRule;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+use super::{check_inputs, chunks, pick, predicted, rows};
+
+/// What one forward and one backward pass over a batch give.
+#[derive(Clone, Debug)]
+pub struct ClassGradient {
+    /// `∂y_c/∂x` for each input, `[N, C, H, W]`.
+    pub input: Tensor,
+    /// The linear class scores, `[N, K]`.
+    pub logits: Tensor,
+    /// The class whose score was differentiated, per input.
+    pub targets: Vec<usize>,
+    /// If a layer was asked for: its (post-activation) output `A` and `∂y_c/∂A`,
+    /// both `[N, ...layer's output shape]`.
+    pub layer: Option<(Tensor, Tensor)>,
+}
+
+/// One forward and one backward pass over `inputs: [N, C, H, W]` (no chunking:
+/// the whole batch is on one tape).
+///
+/// `targets` gives the class per input; `None` differentiates each input's
+/// predicted class, read off this same pass. `layer`, an index into
+/// [`Sequential::layers`], also returns that layer's output and its gradient.
+pub fn class_gradient(
+    model: &Sequential,
+    inputs: &Tensor,
+    targets: Option<&[usize]>,
+    rule: ReluRule,
+    layer: Option<usize>,
+) -> Result<ClassGradient> {
+    check_inputs(model, inputs, targets)?;
+    let n = inputs.shape()[0];
+    let k = model.num_classes();
+    let mut tape = Tape::new();
+    let x = tape.input(inputs.clone());
+    // The weights enter as constants read in place; the head is linear for this
+    // pass only.
+    let pass = model.forward(&mut tape, x, Mode::Infer, Head::Linear)?;
+    let out = pass.last();
+    let out_shape = tape.value(out)?.shape().to_vec();
+    let logits = tape
+        .value(out)?
+        .to_shape(IxDyn(&[n, k]))
+        .map_err(|e| Error::invalid("saliency", format!("class scores: {e}")))?
+        .to_owned();
+    let targets = match targets {
+        Some(t) => t.to_vec(),
+        None => predicted(&logits),
+    };
+
+    // Seed: 1 at (row n, class c_n), 0 elsewhere, in the output's own shape.
+    let mut seed = Tensor::zeros(IxDyn(&[n, k]));
+    for (row, &c) in targets.iter().enumerate() {
+        seed[[row, c]] = 1.0;
+    }
+    let seed = seed
+        .into_shape_with_order(IxDyn(&out_shape))
+        .map_err(|e| Error::invalid("saliency", format!("seed: {e}")))?;
+    let mut grads = tape.backward(out, &seed, rule)?;
+
+    let missing = |what: &str| {
+        Error::invalid(
+            "saliency",
+            format!("no gradient reached {what}: does the model's output depend on it?"),
+        )
+    };
+    let input = grads.take(x).ok_or_else(|| missing("the input"))?;
+    let layer = match layer {
+        Some(l) => {
+            let v = *pass
+                .outputs
+                .get(l)
+                .ok_or_else(|| Error::invalid("saliency", format!("no layer {l}")))?;
+            let name = &model.layers()[l].name;
+            let grad = grads
+                .take(v)
+                .ok_or_else(|| missing(&format!("layer {name}")))?;
+            Some((tape.value(v)?.clone(), grad))
+        }
+        None => None,
+    };
+    Ok(ClassGradient {
+        input,
+        logits,
+        targets,
+        layer,
+    })
+}
+
+/// Input gradients of a whole batch, with targets and scores.
+#[derive(Clone, Debug)]
+pub struct InputGradients {
+    /// `∂y_c/∂x` under the pass's ReLU rule, `[N, C, H, W]`.
+    pub gradient: Tensor,
+    /// The class explained per input.
+    pub targets: Vec<usize>,
+    /// The linear score `y_c` per input.
+    pub scores: Vec<f32>,
+}
+
+/// [`class_gradient`] over `inputs`, `batch_size` inputs per pass, so memory
+/// stays bounded for any `N`.
+pub fn input_gradients(
+    model: &Sequential,
+    inputs: &Tensor,
+    targets: Option<&[usize]>,
+    rule: ReluRule,
+    batch_size: usize,
+) -> Result<InputGradients> {
+    let n = inputs.shape().first().copied().unwrap_or(0);
+    let mut gradient = Tensor::zeros(inputs.raw_dim());
+    let mut all_targets = Vec::with_capacity(n);
+    let mut scores = Vec::with_capacity(n);
+    for range in chunks(n, batch_size) {
+        let given = targets.map(|t| &t[range.clone()]);
+        let pass = class_gradient(model, &rows(inputs, range.clone()), given, rule, None)?;
+        gradient
+            .slice_axis_mut(Axis(0), Slice::from(range))
+            .assign(&pass.input);
+        scores.extend(pick(&pass.logits, &pass.targets));
+        all_targets.extend(pass.targets);
+    }
+    Ok(InputGradients {
+        gradient,
+        targets: all_targets,
+        scores,
+    })
+}
