@@ -65,42 +65,128 @@ pub struct Strided<'a> {
     pub cs: usize,
 }
 
-/// `C[m, n] (+)= A[m, k] · B[k, n]` with `B`'s columns contiguous (`B.cs = 1`)
-/// and `C` row-major with row stride `c_rs`, tile by tile.
+/// A matrix whose rows are windows of one buffer at arbitrary offsets:
+/// element `(i, j)` at `data[offs[i] + j]`.
 ///
-/// Without AVX-512 this is [`matmul_portable`].
+/// This is how a stride-1 convolution avoids im2col: row `(c, i, j)` of the
+/// unrolled input is the image plane `c` read from offset `i·W + j` onwards.
+#[derive(Clone, Copy, Debug)]
+pub struct Shifted<'a> {
+    pub data: &'a [f32],
+    pub offs: &'a [usize],
+}
+
+/// Either kind of operand.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a> {
+    Strided(Strided<'a>),
+    Shifted(Shifted<'a>),
+}
+
+impl<'a> From<Strided<'a>> for Operand<'a> {
+    fn from(s: Strided<'a>) -> Self {
+        Operand::Strided(s)
+    }
+}
+
+impl<'a> From<Shifted<'a>> for Operand<'a> {
+    fn from(s: Shifted<'a>) -> Self {
+        Operand::Shifted(s)
+    }
+}
+
+impl Operand<'_> {
+    /// Whether every element of the `rows × cols` matrix lies in the buffer.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        if rows == 0 || cols == 0 {
+            return true;
+        }
+        match self {
+            Operand::Strided(s) => (rows - 1) * s.rs + (cols - 1) * s.cs < s.data.len(),
+            Operand::Shifted(s) => {
+                s.offs.len() >= rows && s.offs[..rows].iter().all(|&o| o + cols - 1 < s.data.len())
+            }
+        }
+    }
+
+    /// Whether each row's columns are contiguous.
+    fn unit_columns(&self) -> bool {
+        match self {
+            Operand::Strided(s) => s.cs == 1,
+            Operand::Shifted(_) => true,
+        }
+    }
+
+    /// The element `(i, j)`.
+    fn at(&self, i: usize, j: usize) -> f32 {
+        match self {
+            Operand::Strided(s) => s.data[i * s.rs + j * s.cs],
+            Operand::Shifted(s) => s.data[s.offs[i] + j],
+        }
+    }
+
+    /// A dense row-major copy, for the portable path.
+    fn dense(&self, rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows)
+            .flat_map(|i| (0..cols).map(move |j| (i, j)))
+            .map(|(i, j)| self.at(i, j))
+            .collect()
+    }
+}
+
+fn dense_if_shifted(op: &Operand<'_>, rows: usize, cols: usize) -> Option<Vec<f32>> {
+    matches!(op, Operand::Shifted(_)).then(|| op.dense(rows, cols))
+}
+
+fn strided_view<'s>(op: &Operand<'s>, dense: Option<&'s [f32]>, cols: usize) -> Strided<'s> {
+    match (op, dense) {
+        (Operand::Strided(s), _) => *s,
+        (_, Some(d)) => Strided {
+            data: d,
+            rs: cols,
+            cs: 1,
+        },
+        (Operand::Shifted(s), None) => Strided {
+            data: s.data,
+            rs: cols,
+            cs: 1,
+        },
+    }
+}
+
+/// `C[m, n] (+)= A[m, k] · B[k, n]`, tile by tile, with `B`'s columns
+/// contiguous and `C` row-major with row stride `c_rs`. Without AVX-512 this
+/// is [`matmul_portable`].
 ///
 /// # Panics
 /// If an operand is too short for the sizes and strides given, or `B` has
 /// non-unit column stride.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(
+pub fn matmul<'a, 'b>(
     m: usize,
     n: usize,
     k: usize,
-    a: Strided<'_>,
-    b: Strided<'_>,
+    a: impl Into<Operand<'a>>,
+    b: impl Into<Operand<'b>>,
     c: &mut [f32],
     c_rs: usize,
     ep: Epilogue<'_>,
 ) {
+    let (a, b) = (a.into(), b.into());
     if m == 0 || n == 0 {
         return;
     }
     if !available() {
-        return matmul_portable(m, n, k, a, b, c, c_rs, ep);
+        // Shifted operands are copied out densely first.
+        let (da, db) = (dense_if_shifted(&a, m, k), dense_if_shifted(&b, k, n));
+        let sa = strided_view(&a, da.as_deref(), k);
+        let sb = strided_view(&b, db.as_deref(), n);
+        return matmul_portable(m, n, k, sa, sb, c, c_rs, ep);
     }
-    assert!(b.cs == 1, "B must have contiguous columns");
-    let reach = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(
-        k == 0 || reach(m, a.rs, k, a.cs) < a.data.len(),
-        "A is too short"
-    );
-    assert!(
-        k == 0 || reach(k, b.rs, n, 1) < b.data.len(),
-        "B is too short"
-    );
-    assert!(reach(m, c_rs, n, 1) < c.len(), "C is too short");
+    assert!(b.unit_columns(), "B must have contiguous columns");
+    assert!(a.fits(m, k), "A is too short");
+    assert!(b.fits(k, n), "B is too short");
+    assert!((m - 1) * c_rs + n - 1 < c.len(), "C is too short");
     if let Some(bias) = ep.row_bias {
         assert!(bias.len() >= m, "bias is too short");
     }
@@ -121,26 +207,50 @@ pub fn matmul(
             let cols = NR.min(n - j);
             for i in (0..m).step_by(MR) {
                 let rows = MR.min(m - i);
-                // SAFETY: AVX-512 is available (asserted); the asserts above show
-                // that every row < m, column < n and step < k addressed lies in
-                // the slices.
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512 is available (checked above); the asserts show
+                // that every row < m, column < n and step < k addressed lies in
+                // the slices, and rows past `rows` are clamped to the last one.
                 unsafe {
-                    avx512::tile(
-                        kc,
-                        a.data.as_ptr().add(i * a.rs + k0 * a.cs),
-                        a.rs,
-                        a.cs,
-                        b.data.as_ptr().add(j + k0 * b.rs),
-                        b.rs,
-                        c.as_mut_ptr().add(i * c_rs + j),
-                        c_rs,
+                    let row = |r: usize| i + r.min(rows - 1);
+                    let (a_rows, aks): ([*const f32; MR], usize) = match a {
+                        Operand::Strided(s) => (
+                            std::array::from_fn(|r| s.data.as_ptr().add(row(r) * s.rs + k0 * s.cs)),
+                            s.cs,
+                        ),
+                        Operand::Shifted(s) => (
+                            std::array::from_fn(|r| s.data.as_ptr().add(s.offs[row(r)] + k0)),
+                            1,
+                        ),
+                    };
+                    let t = avx512::Tile {
+                        k: kc,
+                        a: a_rows,
+                        aks,
+                        c: c.as_mut_ptr().add(i * c_rs + j),
+                        crs: c_rs,
                         rows,
                         cols,
-                        block_ep.row_bias.map(|b| b.as_ptr().add(i)),
-                        block_ep.accumulate,
-                        block_ep.relu,
-                    );
+                        bias: block_ep.row_bias.map(|b| b.as_ptr().add(i)),
+                        accumulate: block_ep.accumulate,
+                        relu: block_ep.relu,
+                    };
+                    match b {
+                        Operand::Strided(s) => avx512::tile(
+                            &t,
+                            avx512::StridedRows {
+                                base: s.data.as_ptr().add(j + k0 * s.rs),
+                                rs: s.rs,
+                            },
+                        ),
+                        Operand::Shifted(s) => avx512::tile(
+                            &t,
+                            avx512::ShiftedRows {
+                                base: s.data.as_ptr().add(j),
+                                offs: s.offs.as_ptr().add(k0),
+                            },
+                        ),
+                    }
                 }
             }
         }
@@ -211,39 +321,72 @@ mod avx512 {
         }
     }
 
+    /// Where row `s` of `B` starts.
+    pub trait BRows: Copy {
+        /// # Safety
+        /// `s` must be a valid row of the operand.
+        unsafe fn row(self, s: usize) -> *const f32;
+    }
+
+    /// Rows `rs` apart.
+    #[derive(Clone, Copy)]
+    pub struct StridedRows {
+        pub base: *const f32,
+        pub rs: usize,
+    }
+
+    impl BRows for StridedRows {
+        #[inline(always)]
+        unsafe fn row(self, s: usize) -> *const f32 {
+            self.base.add(s * self.rs)
+        }
+    }
+
+    /// Rows at offsets from a table.
+    #[derive(Clone, Copy)]
+    pub struct ShiftedRows {
+        pub base: *const f32,
+        pub offs: *const usize,
+    }
+
+    impl BRows for ShiftedRows {
+        #[inline(always)]
+        unsafe fn row(self, s: usize) -> *const f32 {
+            self.base.add(*self.offs.add(s))
+        }
+    }
+
+    /// One tile's operands: `A` as 8 row pointers walked `aks` apart, `C` and
+    /// what to do when storing it.
+    pub struct Tile {
+        pub k: usize,
+        pub a: [*const f32; MR],
+        pub aks: usize,
+        pub c: *mut f32,
+        pub crs: usize,
+        pub rows: usize,
+        pub cols: usize,
+        pub bias: Option<*const f32>,
+        pub accumulate: bool,
+        pub relu: bool,
+    }
+
     /// One tile: `C[rows, cols] (+)= A[rows, k] · B[k, cols]` (+ bias, relu).
     ///
     /// # Safety
-    /// AVX-512F must be available. `a + r·ars + s·aks` for `r < rows`, `s < k`,
-    /// `b + s·bks + j` for `j < cols`, and `c + r·crs + j` must be in bounds,
-    /// and `bias + r` for `r < rows` if given.
+    /// AVX-512F must be available. `t.a[r] + s·t.aks` for `s < k`, `b.row(s) + j`
+    /// for `j < cols`, `t.c + r·t.crs + j` for `r < rows`, and `bias + r` must
+    /// all be in bounds.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile(
-        k: usize,
-        a: *const f32,
-        ars: usize,
-        aks: usize,
-        b: *const f32,
-        bks: usize,
-        c: *mut f32,
-        crs: usize,
-        rows: usize,
-        cols: usize,
-        bias: Option<*const f32>,
-        accumulate: bool,
-        relu: bool,
-    ) {
+    pub unsafe fn tile<B: BRows>(t: &Tile, b: B) {
+        let (rows, cols) = (t.rows, t.cols);
         debug_assert!(rows >= 1 && rows <= MR && cols >= 1 && cols <= NR);
         let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(16)));
-        // Rows past `rows` re-read the last valid row; their results are dropped.
-        let row = |r: usize| a.add(r.min(rows - 1) * ars);
-        let (a0, a1, a2, a3) = (row(0), row(1), row(2), row(3));
-        let (a4, a5, a6, a7) = (row(4), row(5), row(6), row(7));
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = t.a;
         let mut acc = [_mm512_setzero_ps(); 2 * MR];
-        let mut bp = b;
         let mut off = 0usize;
-        for _ in 0..k {
+        for s in 0..t.k {
+            let bp = b.row(s);
             let b0 = _mm512_maskz_loadu_ps(m0, bp);
             let b1 = _mm512_maskz_loadu_ps(m1, bp.add(16));
             macro_rules! fma_row {
@@ -261,31 +404,29 @@ mod avx512 {
             fma_row!(5, a5);
             fma_row!(6, a6);
             fma_row!(7, a7);
-            off += aks;
-            bp = bp.add(bks);
+            off += t.aks;
         }
         let zero = _mm512_setzero_ps();
         for r in 0..rows {
-            let cp = c.add(r * crs);
+            let cp = t.c.add(r * t.crs);
             let mut v0 = acc[2 * r];
             let mut v1 = acc[2 * r + 1];
-            if accumulate {
+            if t.accumulate {
                 v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cp));
                 v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cp.add(16)));
             }
-            if let Some(bias) = bias {
+            if let Some(bias) = t.bias {
                 let bv = _mm512_set1_ps(*bias.add(r));
                 v0 = _mm512_add_ps(v0, bv);
                 v1 = _mm512_add_ps(v1, bv);
             }
-            if relu {
+            if t.relu {
                 v0 = _mm512_max_ps(v0, zero);
                 v1 = _mm512_max_ps(v1, zero);
             }
             _mm512_mask_storeu_ps(cp, m0, v0);
             _mm512_mask_storeu_ps(cp.add(16), m1, v1);
         }
-        let _ = NR;
     }
 }
 
@@ -298,7 +439,8 @@ mod tests {
     fn matches_a_triple_loop() {
         type Matmul =
             fn(usize, usize, usize, Strided<'_>, Strided<'_>, &mut [f32], usize, Epilogue<'_>);
-        let paths: [Matmul; 2] = [matmul, matmul_portable];
+        let fast: Matmul = |m, n, k, a, b, c, c_rs, ep| matmul(m, n, k, a, b, c, c_rs, ep);
+        let paths: [Matmul; 2] = [fast, matmul_portable];
         for &(m, n, k) in &[
             (1, 1, 1),
             (8, 32, 5),
