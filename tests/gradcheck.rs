@@ -52,6 +52,30 @@ proptest! {
     }
 
     #[test]
+    fn conv2d_relu_matches_finite_differences(
+        n in 1usize..=2, cin in 1usize..=3, cout in 1usize..=4,
+        k in 1usize..=3, extra in 0usize..=6, stride in 1usize..=2, same in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        // The fused op is relu(conv2d): the reference composes the two. Its
+        // pre-activations are random sums, at a distance ≫ 1e-6 from the kink
+        // with overwhelming probability, so the step never crosses it.
+        let side = k + extra;
+        let x = random(&[n, cin, side, side], seed);
+        let wt = random(&[cout, cin, k, k], seed + 1);
+        let b = random(&[cout], seed + 2);
+        let spec = Conv2dSpec { stride, padding: if same { Padding::Same } else { Padding::Valid } };
+        let (out, pad) = axis(side, k, stride, same);
+        let result = check_op(
+            "conv2d_relu", &[x, wt, b], &[0, 1, 2],
+            |t, v| t.conv2d_relu(v[0], v[1], v[2], spec),
+            |a| relu_ref(&conv2d_ref(&a[0], &a[1], &a[2], stride, pad, pad, out, out)),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
     fn dense_matches_finite_differences(
         n in 1usize..=4, fan_in in 1usize..=13, out in 1usize..=9, seed in any::<u64>(),
     ) {

@@ -317,3 +317,38 @@ fn nan_propagates_through_relu_and_max_pooling() {
     let p = tape.max_pool2d(x, MaxPool2dSpec::square(2)).unwrap();
     assert!(tape.value(p).unwrap()[[0, 0, 0, 0]].is_nan());
 }
+
+#[test]
+fn conv2d_relu_by_hand_in_all_three_rules() {
+    // The example of `conv2d_by_hand`: y = relu([[4.5, −0.5], [1.5, 7.5]]) =
+    // [[4.5, 0], [1.5, 7.5]]. Seed dy = [[1, 1], [−1, 1]]:
+    //   gradient  passes where y > 0:          dz = [[1, 0], [−1, 1]]
+    //   rectified passes where dy > 0:         dz = [[1, 1], [0, 1]]
+    //   guided    passes where both:           dz = [[1, 0], [0, 1]]
+    // and db = Σ dz: 1, 3 and 2.
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[[
+        [1.0, 2.0, 0.0],
+        [0.0, 1.0, 3.0],
+        [2.0, 1.0, 0.0]
+    ]]]));
+    let w = tape.input(t(array![[[[1.0, 2.0], [0.0, -1.0]]]]));
+    let b = tape.input(t(array![0.5]));
+    let y = tape.conv2d_relu(x, w, b, Conv2dSpec::default()).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[[[4.5, 0.0], [1.5, 7.5]]]]),
+    );
+    let seed = t(array![[[[1.0, 1.0], [-1.0, 1.0]]]]);
+    for (rule, db) in [
+        (ReluRule::Gradient, 1.0),
+        (ReluRule::Rectified, 3.0),
+        (ReluRule::Guided, 2.0),
+    ] {
+        let g = tape.backward(y, &seed, rule).unwrap();
+        close(g.get(b).unwrap(), &t(array![db]));
+    }
+    // Guided: dz = [[1, 0], [0, 1]], so dW is the sum of the windows at (0,0) and (1,1).
+    let g = tape.backward(y, &seed, ReluRule::Guided).unwrap();
+    close(g.get(w).unwrap(), &t(array![[[[2.0, 5.0], [1.0, 1.0]]]]));
+}

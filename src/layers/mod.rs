@@ -259,20 +259,27 @@ impl Layer {
             param_vars = Some(vars);
             Ok::<_, Error>(vars)
         };
+        let activation = activation.or(self.spec.activation());
         let z = match self.spec {
             LayerSpec::Conv2D {
                 strides, padding, ..
             } => {
                 let (w, b) = params(tape)?;
-                tape.conv2d(
-                    x,
-                    w,
-                    b,
-                    Conv2dSpec {
-                        stride: strides,
-                        padding,
-                    },
-                )?
+                let spec = Conv2dSpec {
+                    stride: strides,
+                    padding,
+                };
+                if activation == Some(Activation::Relu) {
+                    // Convolution and ReLU run as one op; there is no separate
+                    // pre-activation value.
+                    let y = tape.conv2d_relu(x, w, b, spec)?;
+                    return Ok(LayerVars {
+                        pre_activation: None,
+                        output: y,
+                        params: param_vars,
+                    });
+                }
+                tape.conv2d(x, w, b, spec)?
             }
             LayerSpec::Dense { .. } => {
                 let (w, b) = params(tape)?;
@@ -289,13 +296,13 @@ impl Layer {
             },
             LayerSpec::Flatten => tape.flatten(x)?,
         };
-        let y = match activation.or(self.spec.activation()) {
+        let y = match activation {
             None | Some(Activation::Linear) => z,
             Some(Activation::Relu) => tape.relu(z)?,
             Some(Activation::Softmax) => tape.softmax(z)?,
         };
         Ok(LayerVars {
-            pre_activation: z,
+            pre_activation: Some(z),
             output: y,
             params: param_vars,
         })
@@ -305,8 +312,9 @@ impl Layer {
 /// The vars one layer adds to a tape.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerVars {
-    /// Output before the activation.
-    pub pre_activation: Var,
+    /// Output before the activation; `None` for a Conv2D with ReLU, whose
+    /// convolution and ReLU are one fused op.
+    pub pre_activation: Option<Var>,
     /// Output after the activation.
     pub output: Var,
     /// Kernel and bias, for layers that have them.

@@ -61,8 +61,9 @@ pub struct Sequential {
 pub struct Forward {
     /// The input batch.
     pub input: Var,
-    /// Each layer's output before its activation.
-    pub pre_activations: Vec<Var>,
+    /// Each layer's output before its activation (`None` where there is none
+    /// to keep: Conv2D + ReLU run as one fused op).
+    pub pre_activations: Vec<Option<Var>>,
     /// Each layer's output after its activation (what Keras calls the layer's
     /// output; Grad-CAM's "last convolution layer" is one of these).
     pub outputs: Vec<Var>,

@@ -10,7 +10,7 @@ use ndarray::{Axis, Zip};
 
 use crate::error::Result;
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{expect_rank, Tensor};
+use crate::tensor::{as_slice, expect_rank, map_into, slice, slice_mut, zip_map_into, Tensor};
 
 /// How ReLU sends a gradient backward. The three saliency methods of the
 /// tutorial differ *only* here; convolution, pooling and dense layers back-
@@ -74,10 +74,9 @@ impl Backward for Relu {
         let mut dx = a.pool.to_overwrite(a.dy.shape());
         let rule = a.relu;
         // The output alone decides the mask, so the input need not be kept.
-        Zip::from(&mut dx)
-            .and(a.output)
-            .and(a.dy)
-            .par_for_each(|d, &y, &g| *d = rule.apply(y, g));
+        zip_map_into(slice_mut(&mut dx), slice(a.output), slice(a.dy), |y, g| {
+            rule.apply(y, g)
+        });
         vec![Some(dx)]
     }
 }
@@ -131,9 +130,7 @@ impl Tape<'_> {
     pub fn relu(&mut self, x: Var) -> Result<Var> {
         let y = self.compute(&[x], |v, pool| {
             let mut y = pool.to_overwrite(v[0].shape());
-            Zip::from(&mut y)
-                .and(v[0])
-                .par_for_each(|y, &x| *y = relu(x));
+            map_into(slice_mut(&mut y), as_slice(v[0], "relu")?, relu);
             Ok(y)
         })?;
         Ok(self.push(y, &[x], Box::new(Relu)))

@@ -21,7 +21,6 @@
 //! `matrixmultiply` on other CPUs), which wants the matrix it streams to have
 //! contiguous rows: hence `dWᵀ = cols · dyᵀ` with `dy` transposed per image.
 
-use ndarray::Axis;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -319,6 +318,8 @@ struct Scratch {
     dy_wide: Vec<f32>,
     /// `dyᵀ[P, Cout]` (or on the wide grid), zero in the extra rows.
     dyt: Vec<f32>,
+    /// The gradient before a fused ReLU, `dz = rule(y, dy)`.
+    dz: Vec<f32>,
 }
 
 fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -329,46 +330,35 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b` for one image.
+#[allow(clippy::too_many_arguments)]
 fn forward_image(
     g: &ConvGeometry,
     u: &Unroll,
     x: &[f32],
     ws: &[f32],
     bs: &[f32],
+    relu: bool,
     y: &mut [f32],
     s: &mut Scratch,
 ) {
     let (k, p) = (g.k(), g.p());
+    let ep = Epilogue {
+        accumulate: false,
+        row_bias: Some(bs),
+        relu,
+    };
     match u {
         Unroll::Im2col => {
             let cols = sized(&mut s.cols, k * p);
             im2col(g, x, cols);
             // y[Cout, P] = W[Cout, K] · cols[K, P] + b
-            matmul(
-                g.cout,
-                p,
-                k,
-                rows(ws, k),
-                rows(cols, p),
-                y,
-                p,
-                bias_epilogue(bs),
-            );
+            matmul(g.cout, p, k, rows(ws, k), rows(cols, p), y, p, ep);
         }
         Unroll::Shifted { offs, wide } => {
             let out = sized(&mut s.cols, g.cout * wide);
             // out[Cout, wide] = W[Cout, K] · X[K, wide] + b, row r of X = x[offs[r]..]
             let xs = Shifted { data: x, offs };
-            matmul(
-                g.cout,
-                *wide,
-                k,
-                rows(ws, k),
-                xs,
-                out,
-                *wide,
-                bias_epilogue(bs),
-            );
+            matmul(g.cout, *wide, k, rows(ws, k), xs, out, *wide, ep);
             // Keep the first Wo of every W columns.
             for (y, out) in y.chunks_mut(p).zip(out.chunks(*wide)) {
                 for (y, out) in y.chunks_mut(g.wo).zip(out.chunks(g.w)) {
@@ -489,6 +479,19 @@ pub fn conv2d_forward(
     spec: Conv2dSpec,
     pool: &mut Pool,
 ) -> Result<Tensor> {
+    conv2d_relu_forward(x, w, b, spec, false, pool)
+}
+
+/// [`conv2d_forward`] followed by `max(·, 0)` when `relu`, applied as each
+/// output tile is stored rather than in a second pass over memory.
+pub fn conv2d_relu_forward(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    spec: Conv2dSpec,
+    relu: bool,
+    pool: &mut Pool,
+) -> Result<Tensor> {
     let g = ConvGeometry::new(x.shape(), w.shape(), b.shape(), spec)?;
     let (xs, ws, bs) = (
         as_slice(x, "conv2d")?,
@@ -502,7 +505,7 @@ pub fn conv2d_forward(
         .par_chunks_mut(g.cout * g.p())
         .zip(xs.par_chunks(g.image_len()))
         .for_each_init(Scratch::default, |s, (y, x)| {
-            forward_image(&g, &u, x, ws, bs, y, s)
+            forward_image(&g, &u, x, ws, bs, relu, y, s)
         });
     Ok(y)
 }
@@ -516,20 +519,16 @@ fn rows(data: &[f32], cols: usize) -> Strided<'_> {
     }
 }
 
-/// Store the product plus a bias per row.
-fn bias_epilogue(bias: &[f32]) -> Epilogue<'_> {
-    Epilogue {
-        accumulate: false,
-        row_bias: Some(bias),
-        relu: false,
-    }
-}
-
-/// `out[P, C] = inᵀ` for a row-major `in[C, P]`.
+/// `out[P, C] = inᵀ` for a row-major `in[C, P]`, in blocks of 16 rows of `out`
+/// so that the scattered writes stay in L1.
 fn transpose(input: &[f32], c: usize, p: usize, out: &mut [f32]) {
-    for (ci, row) in input.chunks(p).take(c).enumerate() {
-        for (pi, &v) in row.iter().enumerate() {
-            out[pi * c + ci] = v;
+    const BLOCK: usize = 16;
+    for p0 in (0..p).step_by(BLOCK) {
+        let pb = BLOCK.min(p - p0);
+        for (ci, row) in input.chunks(p).take(c).enumerate() {
+            for (j, &v) in row[p0..p0 + pb].iter().enumerate() {
+                out[(p0 + j) * c + ci] = v;
+            }
         }
     }
 }
@@ -538,9 +537,11 @@ fn transpose(input: &[f32], c: usize, p: usize, out: &mut [f32]) {
 /// (and hence every bit of the result) does not depend on the thread count.
 const GROUP: usize = 16;
 
-/// The backward keeps only the geometry: `x` and `W` are on the tape.
+/// The backward keeps only the geometry and whether a ReLU was fused in: `x`,
+/// `W` and the output are on the tape.
 struct Conv2d {
     g: ConvGeometry,
+    relu: bool,
 }
 
 impl Backward for Conv2d {
@@ -551,7 +552,8 @@ impl Backward for Conv2d {
         let xs = a.inputs[0].as_slice().expect("checked in forward");
         let ws = a.inputs[1].as_slice().expect("checked in forward");
         let dy = a.dy.as_slice().expect("gradients are contiguous");
-        let want_dw = a.wants[1];
+        let ys = a.output.as_slice().expect("values are contiguous");
+        let (want_dw, rule) = (a.wants[1], a.relu);
 
         let mut dx = a.wants[0].then(|| a.pool.zeros(&[g.n, g.cin, g.h, g.w]));
         let groups = g.n.div_ceil(GROUP);
@@ -566,26 +568,48 @@ impl Backward for Conv2d {
         };
         // One pass over fixed groups of images: each image adds to its group's
         // dWᵀ and writes its own slice of dx.
-        let partials: Vec<Vec<f32>> = dy
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dy
             .par_chunks(GROUP * g.cout * p)
+            .zip(ys.par_chunks(GROUP * g.cout * p))
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
-            .map(|((dy, x), mut dx)| {
+            .map(|(((dy, y), x), mut dx)| {
                 let mut s = Scratch::default();
                 let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
-                for (i, (dy, x)) in dy.chunks(g.cout * p).zip(x.chunks(il)).enumerate() {
+                let mut db = vec![0.0f32; g.cout];
+                let images = dy
+                    .chunks(g.cout * p)
+                    .zip(y.chunks(g.cout * p))
+                    .zip(x.chunks(il));
+                for (i, ((dy, y), x)) in images.enumerate() {
+                    // Through the fused ReLU first: dz = rule(y, dy).
+                    let mut dz = std::mem::take(&mut s.dz);
+                    let dy = if self.relu {
+                        let dz = sized(&mut dz, g.cout * p);
+                        dz.iter_mut()
+                            .zip(y.iter().zip(dy))
+                            .for_each(|(d, (&y, &g))| *d = rule.apply(y, g));
+                        &dz[..]
+                    } else {
+                        dy
+                    };
                     let dx_i = dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]);
                     let dwt_i = want_dw.then_some(&mut dwt[..]);
                     backward_image(g, &u, x, ws, dy, dx_i, dwt_i, &mut s);
+                    // db[c] += Σ_P dy[c, P]
+                    for (d, plane) in db.iter_mut().zip(dy.chunks(p)) {
+                        *d += plane.iter().sum::<f32>();
+                    }
+                    s.dz = dz;
                 }
-                dwt
+                (dwt, db)
             })
             .collect();
 
         let dw = want_dw.then(|| {
             let mut dw = a.pool.zeros(&[g.cout, g.cin, g.kh, g.kw]);
             let dws = dw.as_slice_mut().expect("pooled");
-            for part in &partials {
+            for (part, _) in &partials {
                 // dW[c, r] += dWᵀ[r, c], groups in order.
                 for (r, row) in part.chunks(g.cout).enumerate() {
                     for (c, v) in row.iter().enumerate() {
@@ -598,10 +622,8 @@ impl Backward for Conv2d {
 
         let db = a.wants[2].then(|| {
             let mut db = a.pool.zeros(&[g.cout]);
-            // Sum over the batch, then over each output plane.
-            let per_channel = a.dy.sum_axis(Axis(0));
-            for (d, plane) in db.iter_mut().zip(per_channel.outer_iter()) {
-                *d = plane.sum();
+            for (_, part) in &partials {
+                db.iter_mut().zip(part).for_each(|(d, v)| *d += v);
             }
             db
         });
@@ -614,10 +636,28 @@ impl Tape<'_> {
     /// computes it) of `x: [N, Cin, H, W]` with `w: [Cout, Cin, kh, kw]`, plus
     /// bias `b: [Cout]`.
     pub fn conv2d(&mut self, x: Var, w: Var, b: Var, spec: Conv2dSpec) -> Result<Var> {
+        self.conv2d_maybe_relu(x, w, b, spec, false)
+    }
+
+    /// `relu(conv2d(x, w, b))` as one op: the ReLU is applied as outputs are
+    /// stored, and its backward rule (a [`ReluRule`](crate::ReluRule)) is applied
+    /// inside the convolution's backward, so the pre-activation is never kept.
+    pub fn conv2d_relu(&mut self, x: Var, w: Var, b: Var, spec: Conv2dSpec) -> Result<Var> {
+        self.conv2d_maybe_relu(x, w, b, spec, true)
+    }
+
+    fn conv2d_maybe_relu(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Var,
+        spec: Conv2dSpec,
+        relu: bool,
+    ) -> Result<Var> {
         let (y, g) = self.compute(&[x, w, b], |v, pool| {
             let g = ConvGeometry::new(v[0].shape(), v[1].shape(), v[2].shape(), spec)?;
-            Ok((conv2d_forward(v[0], v[1], v[2], spec, pool)?, g))
+            Ok((conv2d_relu_forward(v[0], v[1], v[2], spec, relu, pool)?, g))
         })?;
-        Ok(self.push(y, &[x, w, b], Box::new(Conv2d { g })))
+        Ok(self.push(y, &[x, w, b], Box::new(Conv2d { g, relu })))
     }
 }

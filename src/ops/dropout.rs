@@ -9,14 +9,13 @@
 //! The mask is drawn from a ChaCha8 stream per block of 4096 values, all seeded
 //! from one `seed`, so it is the same whatever the number of threads.
 
-use ndarray::Zip;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{Pool, Tensor};
+use crate::tensor::{as_slice, slice, slice_mut, zip_map_into, Pool, Tensor};
 
 /// Values per random stream: fixed, so masks do not depend on the thread count.
 const BLOCK: usize = 4096;
@@ -56,10 +55,12 @@ struct Dropout {
 impl Backward for Dropout {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let mut dx = a.pool.to_overwrite(a.dy.shape());
-        Zip::from(&mut dx)
-            .and(a.dy)
-            .and(&self.mask)
-            .par_for_each(|d, &g, &m| *d = g * m);
+        zip_map_into(
+            slice_mut(&mut dx),
+            slice(a.dy),
+            slice(&self.mask),
+            |g, m| g * m,
+        );
         vec![Some(dx)]
     }
 
@@ -75,10 +76,12 @@ impl Tape<'_> {
         let (y, mask) = self.compute(&[x], |v, pool| {
             let mask = dropout_mask(v[0].shape(), rate, seed, pool)?;
             let mut y = pool.to_overwrite(v[0].shape());
-            Zip::from(&mut y)
-                .and(v[0])
-                .and(&mask)
-                .par_for_each(|y, &x, &m| *y = x * m);
+            zip_map_into(
+                slice_mut(&mut y),
+                as_slice(v[0], "dropout")?,
+                slice(&mask),
+                |x, m| x * m,
+            );
             Ok((y, mask))
         })?;
         Ok(self.push(y, &[x], Box::new(Dropout { mask })))

@@ -4,7 +4,8 @@
 //! | op | file | forward | backward (from `dy = ∂L/∂y`) | saved by forward |
 //! | --- | --- | --- | --- | --- |
 //! | `dense` | `dense.rs` | `y = x·Wᵀ + b` | `dx = dy·W`, `dW = dyᵀ·x`, `db = Σₙ dy` | — |
-//! | `conv2d` | `conv.rs` | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | im2col columns |
+//! | `conv2d` | `conv.rs` | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns) |
+//! | `conv2d_relu` | `conv.rs` | `y = max(W·im2col(x) + b, 0)` | the ReLU rule, then as `conv2d` | — (uses `y`) |
 //! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's argmax | argmax |
 //! | `dropout` | `dropout.rs` | `y = x ⊙ m` | `dx = dy ⊙ m` | mask `m` |
 //! | `relu` | `activation.rs` | `y = max(x, 0)` | `1[x > 0]·dy`, or a [`ReluRule`] | — (uses `y`) |
@@ -22,7 +23,9 @@ mod pool;
 mod reshape;
 
 pub use activation::{relu, softmax_rows, ReluRule};
-pub use conv::{col2im, conv2d_forward, im2col, Conv2dSpec, ConvGeometry, Padding};
+pub use conv::{
+    col2im, conv2d_forward, conv2d_relu_forward, im2col, Conv2dSpec, ConvGeometry, Padding,
+};
 pub use dense::dense_forward;
 pub use dropout::dropout_mask;
 pub use loss::{one_hot, softmax_cross_entropy_forward};

@@ -79,15 +79,17 @@ pub fn max_pool2d_forward(
         .zip(argmax.par_chunks_mut(ho * wo))
         .zip(xs.par_chunks(h * w))
         .for_each(|((y, arg), x)| {
+            if spec == MaxPool2dSpec::square(2) {
+                pool_2x2(x, w, wo, y, arg);
+                return;
+            }
             for oy in 0..ho {
                 for ox in 0..wo {
                     let mut best = oy * sh * w + ox * sw;
                     for i in 0..ph {
                         for j in 0..pw {
                             let at = (oy * sh + i) * w + ox * sw + j;
-                            // Strictly greater: the first maximum keeps the win.
-                            // A NaN wins too, so that it propagates.
-                            if x[at] > x[best] || (x[at].is_nan() && !x[best].is_nan()) {
+                            if wins(x[at], x[best]) {
                                 best = at;
                             }
                         }
@@ -98,6 +100,41 @@ pub fn max_pool2d_forward(
             }
         });
     Ok((y, argmax))
+}
+
+/// Whether `v` takes a window from the current winner `best`: strictly greater
+/// (so the first maximum keeps the win), or a NaN (so that NaN propagates).
+#[inline(always)]
+fn wins(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+/// The common 2x2, stride-2 case for one plane, two input rows at a time.
+fn pool_2x2(x: &[f32], w: usize, wo: usize, y: &mut [f32], arg: &mut [u32]) {
+    for (oy, (y, arg)) in y.chunks_mut(wo).zip(arg.chunks_mut(wo)).enumerate() {
+        let top = 2 * oy * w;
+        let (r0, r1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
+        for (ox, ((y, arg), (a, b))) in y
+            .iter_mut()
+            .zip(arg.iter_mut())
+            .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+            .enumerate()
+        {
+            // Candidates in row-major order: a[0], a[1], b[0], b[1].
+            let (mut v, mut at) = (a[0], top + 2 * ox);
+            if wins(a[1], v) {
+                (v, at) = (a[1], top + 2 * ox + 1);
+            }
+            if wins(b[0], v) {
+                (v, at) = (b[0], top + w + 2 * ox);
+            }
+            if wins(b[1], v) {
+                (v, at) = (b[1], top + w + 2 * ox + 1);
+            }
+            *y = v;
+            *arg = at as u32;
+        }
+    }
 }
 
 struct MaxPool2d {

@@ -186,6 +186,14 @@ impl<'a> Tape<'a> {
     }
 
     fn leaf(&mut self, value: Cow<'a, Tensor>, requires_grad: bool) -> Var {
+        // Ops read values as contiguous slices; an owned value in another
+        // layout (a transposed view made owned, say) is laid out afresh.
+        let value = match value {
+            Cow::Owned(t) if !t.is_standard_layout() => {
+                Cow::Owned(t.as_standard_layout().into_owned())
+            }
+            v => v,
+        };
         self.values.push(value);
         self.nodes.push(Node {
             inputs: Vec::new(),

@@ -421,8 +421,10 @@ mod avx512 {
                 v1 = _mm512_add_ps(v1, bv);
             }
             if t.relu {
-                v0 = _mm512_max_ps(v0, zero);
-                v1 = _mm512_max_ps(v1, zero);
+                // vmaxps returns its second operand when either is NaN, so
+                // max(0, v) keeps a NaN visible (as `ops::relu` does).
+                v0 = _mm512_max_ps(zero, v0);
+                v1 = _mm512_max_ps(zero, v1);
             }
             _mm512_mask_storeu_ps(cp, m0, v0);
             _mm512_mask_storeu_ps(cp.add(16), m1, v1);
