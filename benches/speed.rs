@@ -1,7 +1,8 @@
 //! Speed benchmarks: convolution layers of the tutorial network, a training
 //! step, and saliency.
 //!
-//! Run them all with `cargo bench` (about 5 minutes on 2 cores), or pick some:
+//! Run them all with `cargo bench --bench speed` (about 4 minutes on 2 cores),
+//! or pick some:
 //! `cargo bench -- conv2d/fwd/` or `cargo bench -- train_step`. Criterion prints
 //! medians with confidence intervals; throughput is in elements per second,
 //! where for `conv2d` an element is one floating-point operation (FLOP), so
@@ -14,10 +15,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ndarray::{Axis, Slice};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use salient::model::Sequential;
 use salient::ops::{conv2d_forward, Conv2dSpec};
+use salient::saliency::{attribute, Method, Options};
 use salient::tensor::Pool;
 use salient::train::TrainStep;
 use salient::{ReluRule, Tape, Tensor};
@@ -106,5 +109,34 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv2d, train_step);
+fn saliency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("saliency");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    let model = Sequential::tutorial([1, 28, 28], 10, 0).unwrap();
+    let x = random(&[BATCH, 1, 28, 28], 6).mapv(|v| (v + 1.0) / 2.0);
+    let targets: Vec<usize> = (0..BATCH).map(|i| i % 10).collect();
+    let options = Options::default();
+
+    // Input gradients of 250 images: one forward and one backward pass.
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("vanilla/mnist", |bench| {
+        bench.iter(|| {
+            black_box(attribute(&model, &x, Some(&targets), Method::Vanilla, &options).unwrap())
+        })
+    });
+
+    // SmoothGrad of one image: 50 noisy copies through as one batch.
+    let one = x.slice_axis(Axis(0), Slice::from(0..1)).to_owned();
+    group.throughput(Throughput::Elements(options.samples as u64));
+    group.bench_function("smoothgrad/mnist", |bench| {
+        bench.iter(|| {
+            black_box(attribute(&model, &one, Some(&[3]), Method::SmoothGrad, &options).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, conv2d, train_step, saliency);
 criterion_main!(benches);

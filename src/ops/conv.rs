@@ -24,6 +24,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ops::ReluRule;
 use crate::tape::{Backward, GradArgs, Tape, Var};
 use crate::tensor::kernel::{matmul, Epilogue, Shifted, Strided};
 use crate::tensor::{as_slice, shape_error, Pool, Tensor};
@@ -533,6 +534,19 @@ fn transpose(input: &[f32], c: usize, p: usize, out: &mut [f32]) {
     }
 }
 
+/// `dz = rule(y, dy)` element-wise, with the rule chosen once outside the loop
+/// so that each loop is a plain vectorisable select.
+fn relu_backward(rule: ReluRule, y: &[f32], dy: &[f32], dz: &mut [f32]) {
+    let pairs = dz.iter_mut().zip(y.iter().zip(dy));
+    match rule {
+        ReluRule::Gradient => pairs.for_each(|(d, (&y, &g))| *d = if y > 0.0 { g } else { 0.0 }),
+        ReluRule::Rectified => pairs.for_each(|(d, (_, &g))| *d = if g > 0.0 { g } else { 0.0 }),
+        ReluRule::Guided => {
+            pairs.for_each(|(d, (&y, &g))| *d = if y > 0.0 && g > 0.0 { g } else { 0.0 })
+        }
+    }
+}
+
 /// Images per partial sum of the weight gradient: fixed, so the summation order
 /// (and hence every bit of the result) does not depend on the thread count.
 const GROUP: usize = 16;
@@ -586,9 +600,7 @@ impl Backward for Conv2d {
                     let mut dz = std::mem::take(&mut s.dz);
                     let dy = if self.relu {
                         let dz = sized(&mut dz, g.cout * p);
-                        dz.iter_mut()
-                            .zip(y.iter().zip(dy))
-                            .for_each(|(d, (&y, &g))| *d = rule.apply(y, g));
+                        relu_backward(rule, y, dy, dz);
                         &dz[..]
                     } else {
                         dy

@@ -12,7 +12,7 @@ use ndarray::Axis;
 
 use crate::error::Result;
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{as_slice, expect_rank, gemm, shape_error, Mat, MatMut, Pool, Tensor};
+use crate::tensor::{as_slice, expect_rank, gemm_par, shape_error, Mat, MatMut, Pool, Tensor};
 
 /// Checks shapes and returns `(n, in, out)`.
 fn dims(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<(usize, usize, usize)> {
@@ -52,7 +52,7 @@ pub fn dense_forward(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Res
     y.axis_iter_mut(Axis(0)).for_each(|mut row| row.assign(b));
     let ys = y.as_slice_mut().expect("pooled tensors are contiguous");
     // y[N, out] += x[N, in] · Wᵀ[in, out]   (Wᵀ read through swapped strides)
-    gemm(
+    gemm_par(
         1.0,
         Mat::rows(as_slice(x, "dense")?, n, fan_in),
         Mat::rows(as_slice(w, "dense")?, out, fan_in).t(),
@@ -72,7 +72,7 @@ impl Backward for Dense {
         let dx = a.wants[0].then(|| {
             let mut dx = a.pool.zeros(&[n, fan_in]);
             // dx[N, in] = dy[N, out] · W[out, in]
-            gemm(
+            gemm_par(
                 1.0,
                 Mat::rows(dy, n, out),
                 Mat::rows(w.as_slice().expect("checked in forward"), out, fan_in),
@@ -84,7 +84,7 @@ impl Backward for Dense {
         let dw = a.wants[1].then(|| {
             let mut dw = a.pool.zeros(&[out, fan_in]);
             // dW[out, in] = dyᵀ[out, N] · x[N, in]
-            gemm(
+            gemm_par(
                 1.0,
                 Mat::rows(dy, n, out).t(),
                 Mat::rows(x.as_slice().expect("checked in forward"), n, fan_in),

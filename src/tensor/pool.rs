@@ -28,7 +28,9 @@ impl Pool {
     pub fn vec(&mut self, len: usize) -> Vec<f32> {
         match self.free.get_mut(&len).and_then(Vec::pop) {
             Some(mut v) => {
-                v.fill(0.0);
+                // Large buffers are cleared by all cores.
+                use rayon::prelude::*;
+                v.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
                 v
             }
             None => vec![0.0; len],
