@@ -71,12 +71,7 @@ fn digits(n: usize) -> Tensor {
 }
 
 fn params(model: &Sequential) -> Vec<Tensor> {
-    model
-        .layers()
-        .iter()
-        .filter_map(|l| l.params.clone())
-        .flat_map(|(w, b)| [w, b])
-        .collect()
+    model.params().cloned().collect()
 }
 
 fn set_params(model: &mut Sequential, layer: usize, w: Tensor, b: Tensor) {

@@ -14,12 +14,7 @@ fn sample(split: Split) -> Dataset {
 }
 
 fn all_params(model: &Sequential) -> Vec<Tensor> {
-    model
-        .layers()
-        .iter()
-        .filter_map(|l| l.params.clone())
-        .flat_map(|(w, b)| [w, b])
-        .collect()
+    model.params().cloned().collect()
 }
 
 #[test]

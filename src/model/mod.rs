@@ -168,13 +168,25 @@ impl Sequential {
         Ok(())
     }
 
-    /// Number of trainable values.
-    pub fn num_params(&self) -> usize {
+    /// Every kernel and bias, layer by layer (kernel first).
+    pub fn params(&self) -> impl Iterator<Item = &Tensor> {
         self.layers
             .iter()
             .filter_map(|l| l.params.as_ref())
-            .map(|(w, b)| w.len() + b.len())
-            .sum()
+            .flat_map(|(w, b)| [w, b])
+    }
+
+    /// [`params`](Sequential::params), mutable, in the same order.
+    pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Tensor> {
+        self.layers
+            .iter_mut()
+            .filter_map(|l| l.params.as_mut())
+            .flat_map(|(w, b)| [w, b])
+    }
+
+    /// Number of trainable values.
+    pub fn num_params(&self) -> usize {
+        self.params().map(Tensor::len).sum()
     }
 
     /// Checks that a batch is `[N, C, H, W]` with this model's `[C, H, W]`.

@@ -219,12 +219,7 @@ impl TrainStep {
         self.pool = tape.into_pool();
 
         // The tape is gone, so the weights can change.
-        let mut params: Vec<&mut Tensor> = model
-            .layers_mut()
-            .iter_mut()
-            .filter_map(|l| l.params.as_mut())
-            .flat_map(|(w, b)| [w, b])
-            .collect();
+        let mut params: Vec<&mut Tensor> = model.params_mut().collect();
         self.adam.step(&mut params, &param_grads)?;
         param_grads.into_iter().for_each(|g| self.pool.give(g));
         Ok((loss_value, correct))
