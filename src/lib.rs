@@ -5,11 +5,13 @@
 //!
 //! The modules read in the order data flows:
 //! [`tensor`] → [`tape`] → [`ops`] → [`layers`] → [`model`] → [`train`] /
-//! [`saliency`] → [`images`]. [`data`] loads the images a model learns from.
+//! [`saliency`] → [`images`]. [`data`] loads the images a model learns from, and
+//! [`cli`] is the `salient` command line built on all of them.
 //!
 //! A saliency map is the gradient of one class score with respect to the input
 //! image: one [`Tape::backward`] call seeded with a one-hot over the scores.
 
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod fsutil;

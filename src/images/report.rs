@@ -12,7 +12,9 @@
 //! Pictures are shown enlarged by a whole factor with `image-rendering: pixelated`, so
 //! every input pixel stays a sharp square. Write the PNGs at the input's own size
 //! ([`Scale::Factor(1)`](super::Scale::Factor)) and the report enlarges them; larger PNGs
-//! are shrunk to about [`DISPLAY_PX`].
+//! are shrunk to about [`DISPLAY_PX`]. With many methods the pictures are drawn smaller,
+//! down to about [`MIN_DISPLAY_PX`], so that a row of all thirteen methods on MNIST fits a
+//! 1600-pixel-wide window ([`TABLE_PX`]); CIFAR-10's 32-pixel inputs need about 1700.
 
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -27,6 +29,15 @@ pub const REPORT_FILE: &str = "index.html";
 
 /// About how many CSS pixels the longer side of each picture takes on screen.
 pub const DISPLAY_PX: u32 = 144;
+
+/// The smallest size a picture is shrunk to so that a wide row fits, in CSS pixels.
+pub const MIN_DISPLAY_PX: u32 = 96;
+
+/// About how many CSS pixels the pictures of one row may take together.
+pub const TABLE_PX: u32 = 1400;
+
+/// CSS pixels around each picture in its cell (padding on both sides).
+const CELL_PADDING_PX: u32 = 8;
 
 /// Everything a report shows. Text is plain text: the writer escapes it.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +119,8 @@ fn render(dir: &Path, report: &Report) -> Result<String> {
         &report.title
     };
     let has_truth = report.rows.iter().any(|r| r.true_class.is_some());
+    // The input and one picture per method share the row's width.
+    let side = picture_side(1 + report.methods.len());
 
     // Writing to a String cannot fail, hence the `let _ = write!(...)` below.
     let mut h = String::new();
@@ -153,7 +166,7 @@ fn render(dir: &Path, report: &Report) -> Result<String> {
     }
     h.push_str("<th>Predicted</th>");
     for m in &report.methods {
-        let _ = write!(h, "<th>{}</th>", escape(&m.name));
+        let _ = write!(h, "<th class=\"method\">{}</th>", escape(&m.name));
     }
     h.push_str("</tr>\n</thead>\n<tbody>\n");
 
@@ -182,7 +195,7 @@ fn render(dir: &Path, report: &Report) -> Result<String> {
         );
         let _ = writeln!(h, "<td class=\"num\">{}</td>", row.index);
         let alt = format!("input {}", row.index);
-        let _ = writeln!(h, "<td>{}</td>", img(dir, &row.image, &alt)?);
+        let _ = writeln!(h, "<td>{}</td>", img(dir, &row.image, &alt, side)?.0);
         if has_truth {
             let truth = row.true_class.as_deref().map_or("\u{2014}".into(), escape);
             let _ = writeln!(h, "<td class=\"cls\">{truth}</td>");
@@ -195,9 +208,15 @@ fn render(dir: &Path, report: &Report) -> Result<String> {
         );
         for (m, cell) in report.methods.iter().zip(&row.cells) {
             let alt = format!("{}, input {}", m.name, row.index);
-            let _ = write!(h, "<td>{}", img(dir, &cell.image, &alt)?);
+            let (picture, width) = img(dir, &cell.image, &alt, side)?;
+            let _ = write!(h, "<td>{picture}");
             if let Some(caption) = &cell.caption {
-                let _ = write!(h, "<div class=\"muted cap\">{}</div>", escape(caption));
+                // As wide as the picture, so a long caption wraps instead of widening the column.
+                let _ = write!(
+                    h,
+                    "<div class=\"muted cap\" style=\"width: {width}px\">{}</div>",
+                    escape(caption)
+                );
             }
             h.push_str("</td>\n");
         }
@@ -212,27 +231,36 @@ fn render(dir: &Path, report: &Report) -> Result<String> {
     Ok(h)
 }
 
-/// An `<img>` for a PNG in `dir`, sized so that its pixels stay whole squares on screen.
-fn img(dir: &Path, rel: &Path, alt: &str) -> Result<String> {
+/// An `<img>` for a PNG in `dir`, sized so that its pixels stay whole squares on screen
+/// and its longer side comes close to `side`; and its width on screen.
+fn img(dir: &Path, rel: &Path, alt: &str, side: u32) -> Result<(String, u32)> {
     let src = relative_url(rel)?;
     let (w, h) = png_size(&dir.join(rel))?;
-    let (dw, dh) = display_size(w, h);
-    Ok(format!(
+    let (dw, dh) = display_size(w, h, side);
+    let tag = format!(
         "<img src=\"{}\" width=\"{dw}\" height=\"{dh}\" alt=\"{}\">",
         escape(&src),
         escape(alt)
-    ))
+    );
+    Ok((tag, dw))
 }
 
-/// Enlarges by the whole factor that brings the longer side closest to [`DISPLAY_PX`]
+/// The longer side to aim at for each of `pictures` pictures in a row: [`DISPLAY_PX`]
+/// when they fit in [`TABLE_PX`], less when they do not, but not below [`MIN_DISPLAY_PX`].
+fn picture_side(pictures: usize) -> u32 {
+    let share = TABLE_PX / (pictures.max(1) as u32) - CELL_PADDING_PX;
+    share.clamp(MIN_DISPLAY_PX, DISPLAY_PX)
+}
+
+/// Enlarges by the whole factor that brings the longer side closest to `target`
 /// from below; a picture already larger is divided by a whole factor instead.
-fn display_size(w: u32, h: u32) -> (u32, u32) {
+fn display_size(w: u32, h: u32, target: u32) -> (u32, u32) {
     let side = w.max(h).max(1);
-    if side <= DISPLAY_PX {
-        let k = DISPLAY_PX / side;
+    if side <= target {
+        let k = target / side;
         (w * k, h * k)
     } else {
-        let d = side.div_ceil(DISPLAY_PX);
+        let d = side.div_ceil(target);
         ((w / d).max(1), (h / d).max(1))
     }
 }
@@ -303,7 +331,7 @@ fn gradient_css(map: Colormap) -> String {
 
 const STYLE: &str = r#"
 :root { color-scheme: light; --line: #d0d7de; --muted: #59636e; --head: #f6f8fa; }
-body { margin: 0 24px 24px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+body { margin: 0 16px 16px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
   color: #1f2328; background: #fff; }
 h1 { font-size: 22px; margin: 20px 0 8px; }
 header p { margin: 6px 0; max-width: 70em; }
@@ -314,16 +342,17 @@ dd { margin: 0; }
 .legend { display: flex; align-items: center; gap: 8px; margin: 10px 0; }
 .legend .bar { display: inline-block; width: 200px; height: 12px; border: 1px solid var(--line); }
 table { border-collapse: separate; border-spacing: 0; margin-top: 12px; }
-th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: center; vertical-align: top; }
-td.num, td.cls { vertical-align: middle; }
+th, td { padding: 6px 4px; border-bottom: 1px solid var(--line); text-align: center; vertical-align: top; }
+td.num, td.cls { vertical-align: middle; padding: 6px 8px; }
 thead th { position: sticky; top: 0; z-index: 1; background: var(--head); border-bottom: 2px solid var(--line);
   white-space: nowrap; }
+thead th.method { white-space: normal; font-size: 13px; line-height: 1.2; vertical-align: bottom; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
 td.cls { font-size: 16px; font-weight: 600; }
 tr.wrong td.pred { color: #cf222e; }
 tr.wrong td.pred::after { content: " \2717"; }
 td img { display: block; margin: 0 auto; image-rendering: pixelated; }
-.cap { margin-top: 4px; }
+.cap { margin: 4px auto 0; line-height: 1.25; }
 footer { margin-top: 16px; }
 "#;
 
@@ -480,11 +509,20 @@ mod tests {
 
     #[test]
     fn display_size_keeps_whole_pixels() {
-        assert_eq!(display_size(28, 28), (140, 140)); // x5
-        assert_eq!(display_size(32, 32), (128, 128)); // x4
-        assert_eq!(display_size(32, 16), (128, 64));
-        assert_eq!(display_size(224, 224), (112, 112)); // /2
-        assert_eq!(display_size(144, 144), (144, 144));
+        assert_eq!(display_size(28, 28, DISPLAY_PX), (140, 140)); // x5
+        assert_eq!(display_size(32, 32, DISPLAY_PX), (128, 128)); // x4
+        assert_eq!(display_size(32, 16, DISPLAY_PX), (128, 64));
+        assert_eq!(display_size(224, 224, DISPLAY_PX), (112, 112)); // /2
+        assert_eq!(display_size(144, 144, DISPLAY_PX), (144, 144));
+        assert_eq!(display_size(28, 28, MIN_DISPLAY_PX), (84, 84)); // x3
+    }
+
+    #[test]
+    fn many_methods_shrink_pictures_to_fit_the_row() {
+        assert_eq!(picture_side(4), DISPLAY_PX); // input + 3 methods
+        assert_eq!(picture_side(10), 132);
+        assert_eq!(picture_side(14), MIN_DISPLAY_PX); // input + all 13 methods
+        assert_eq!(picture_side(0), DISPLAY_PX);
     }
 
     #[test]

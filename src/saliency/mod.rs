@@ -51,6 +51,7 @@ use std::str::FromStr;
 use ndarray::{Axis, Ix3, Slice};
 
 use crate::error::{Error, Result};
+use crate::images::{normalize_maps, saliency_maps, Normalize};
 use crate::model::{argmax, Head, Sequential};
 use crate::ops::ReluRule;
 use crate::tensor::Tensor;
@@ -125,6 +126,25 @@ impl Method {
             Method::ScoreCam => "score-cam",
             Method::GuidedGradCam => "guided-grad-cam",
             Method::Occlusion => "occlusion",
+        }
+    }
+
+    /// The name people write in prose, e.g. `Guided backprop`, for headings.
+    pub fn title(self) -> &'static str {
+        match self {
+            Method::Vanilla => "Gradient",
+            Method::Rectified => "Deconvnet",
+            Method::Guided => "Guided backprop",
+            Method::GradientXInput => "Gradient × input",
+            Method::SmoothGrad => "SmoothGrad",
+            Method::SmoothGradSq => "SmoothGrad²",
+            Method::VarGrad => "VarGrad",
+            Method::IntegratedGradients => "Integrated gradients",
+            Method::GradCam => "Grad-CAM",
+            Method::GradCamPlusPlus => "Grad-CAM++",
+            Method::ScoreCam => "Score-CAM",
+            Method::GuidedGradCam => "Guided Grad-CAM",
+            Method::Occlusion => "Occlusion",
         }
     }
 
@@ -353,6 +373,47 @@ pub fn attribute(
         notes,
         completeness,
     })
+}
+
+/// The maps `[N, H, W]` in `[0, 1]` to draw for a method's raw attributions
+/// `[N, C, H, W]`.
+///
+/// Signed, per-channel methods get keras-vis's post-processing
+/// ([`saliency_maps`]): absolute value, maximum over channels, min-max
+/// normalisation. Spatial methods ([`Method::is_spatial`]) already give one map
+/// per input, copied to every channel, so only its first channel is min-max
+/// normalised ([`normalize_maps`]): class activation maps are non-negative
+/// anyway, and occlusion keeps its sign, so that a patch whose hiding *raised*
+/// the score is drawn darker than one that changed nothing.
+pub fn maps(method: Method, raw: &Tensor, normalize: Normalize) -> Result<Tensor> {
+    if !method.is_spatial() {
+        return saliency_maps(raw, normalize);
+    }
+    if raw.ndim() != 4 || raw.shape()[1] == 0 {
+        return Err(Error::invalid(
+            "saliency",
+            format!(
+                "expected attributions [N, C, H, W] with C >= 1, got shape {:?}",
+                raw.shape()
+            ),
+        ));
+    }
+    normalize_maps(&raw.index_axis(Axis(1), 0).to_owned(), normalize)
+}
+
+/// One line saying how [`maps`] post-processes `method`'s attributions.
+pub fn describe_maps(method: Method, normalize: Normalize) -> String {
+    let per = match normalize {
+        Normalize::PerInput => "per input",
+        Normalize::Batch => "over the batch",
+    };
+    match method {
+        Method::Occlusion => format!("signed score drop, min-max normalisation {per}"),
+        m if m.is_spatial() => {
+            format!("one non-negative channel already: min-max normalisation {per}")
+        }
+        _ => normalize.describe().to_string(),
+    }
 }
 
 /// Checks a request: `inputs` fits the model, holds only finite values, and

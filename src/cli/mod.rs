@@ -1,0 +1,101 @@
+//! The `salient` command line, as a library: each subcommand is a `clap` argument
+//! struct and a `run` function, so that tests and other programs can call them
+//! without a shell. `src/main.rs` only parses the arguments and prints errors.
+//!
+//! | command | module | what it does |
+//! | --- | --- | --- |
+//! | `train` | [`train`] | trains the tutorial's CNN, saves a safetensors checkpoint |
+//! | `eval` | [`train`] | prints `Test loss: ... / Test accuracy: ...` |
+//! | `predict` | [`train`] | top classes of image files, converted to the model's input |
+//! | `saliency` | [`mod@saliency`] | one method's figure per input, optionally the numbers as `.npy` |
+//! | `report` | [`report`] | every method side by side in an HTML page |
+//! | `demo` | [`demo`] | trains on the bundled MNIST sample and writes the report |
+//!
+//! Every command prints what it does on standard output and returns a typed
+//! [`Error`](crate::Error) instead of panicking.
+
+pub mod demo;
+pub mod inputs;
+pub mod report;
+pub mod saliency;
+pub mod train;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+pub use demo::DemoArgs;
+pub use inputs::{Inputs, Item};
+pub use report::ReportArgs;
+pub use saliency::{MethodArgs, SaliencyArgs};
+pub use train::{EvalArgs, PredictArgs, TrainArgs};
+
+/// `salient`'s arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "salient",
+    version,
+    about = "Train small CNNs from scratch and see, with saliency maps, where they look."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train the tutorial's CNN and save it as a safetensors checkpoint.
+    Train(TrainArgs),
+    /// Print the test loss and accuracy of a checkpoint.
+    Eval(EvalArgs),
+    /// Print the top classes of images, converted to the model's input if needed.
+    Predict(PredictArgs),
+    /// Draw one saliency method's maps for some inputs: a figure per input.
+    Saliency(SaliencyArgs),
+    /// Draw every saliency method for some inputs, side by side in an HTML report.
+    Report(ReportArgs),
+    /// Train on the bundled MNIST sample and write the report: the main job.
+    Demo(DemoArgs),
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train::train(&args).map(drop),
+        Command::Eval(args) => train::eval(&args).map(drop),
+        Command::Predict(args) => train::predict(&args),
+        Command::Saliency(args) => saliency::run(&args).map(drop),
+        Command::Report(args) => report::run(&args).map(drop),
+        Command::Demo(args) => demo::run(&args).map(drop),
+    }
+}
+
+/// A class as people read it: its name (`7` for MNIST, `cat` for CIFAR-10), or
+/// its index if the model has no name for it.
+pub fn class_label(names: &[String], class: usize) -> String {
+    names
+        .get(class)
+        .cloned()
+        .unwrap_or_else(|| class.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap's own checks: no clashing flags, valid defaults, groups that exist.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn class_labels_are_names_else_indices() {
+        let cifar = vec!["airplane".to_string(), "cat".to_string()];
+        assert_eq!(class_label(&cifar, 1), "cat");
+        assert_eq!(class_label(&cifar, 5), "5");
+    }
+}

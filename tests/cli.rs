@@ -1,0 +1,586 @@
+//! The `salient` binary, run as a user would: train, eval, predict, saliency,
+//! report and demo on the bundled MNIST sample, and its error messages.
+//!
+//! One small model is trained once (500 digits, one epoch, about a second) and
+//! shared; each test works in its own temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use ndarray::Axis;
+use salient::data::{self, DatasetKind, Split};
+use salient::images::{read_npy, read_png_rgb, write_image_png, Colormap, Normalize, Scale};
+use salient::model;
+use salient::saliency::{self, attribute, Method, Options};
+use tempfile::TempDir;
+
+fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist-sample")
+}
+
+/// Runs `salient` with `args` in `dir`.
+fn salient(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_salient"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the salient binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `salient` and insists that it succeeds; returns its standard output.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = salient(dir, args);
+    assert!(
+        out.status.success(),
+        "salient {args:?} failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs `salient`, insists that it fails with `code` and one line on standard
+/// error that contains every one of `needles`, and no panic.
+fn fails(dir: &Path, args: &[&str], code: i32, needles: &[&str]) {
+    let out = salient(dir, args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "salient {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line, got:\n{err}");
+    assert!(err.starts_with("salient: error: "), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} is not in: {err}");
+    }
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+}
+
+/// The model every test shares, trained once by `salient train`:
+/// `(checkpoint, what train printed)`.
+fn trained() -> &'static (PathBuf, String) {
+    static MODEL: OnceLock<(PathBuf, String)> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("model-{}.safetensors", std::process::id()));
+        let data = sample_dir();
+        let printed = ok(
+            &dir,
+            &[
+                "train",
+                "--dataset",
+                "mnist",
+                "--data",
+                data.to_str().unwrap(),
+                "--limit",
+                "500",
+                "--epochs",
+                "1",
+                "--out",
+                path.to_str().unwrap(),
+            ],
+        );
+        (path, printed)
+    })
+}
+
+fn model_arg() -> &'static str {
+    trained().0.to_str().unwrap()
+}
+
+fn tmp() -> TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// Every `src="..."` of a page, percent-decoded (`grad-cam%2B%2B` is `grad-cam++`).
+fn sources(html: &str) -> Vec<String> {
+    html.split("src=\"")
+        .skip(1)
+        .map(|rest| {
+            let url = &rest[..rest.find('"').unwrap()];
+            let mut bytes = Vec::new();
+            let mut i = 0;
+            while i < url.len() {
+                if url.as_bytes()[i] == b'%' {
+                    bytes.push(u8::from_str_radix(&url[i + 1..i + 3], 16).unwrap());
+                    i += 3;
+                } else {
+                    bytes.push(url.as_bytes()[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(bytes).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn train_prints_keras_lines_and_eval_agrees_with_the_library() {
+    let (path, printed) = trained();
+    assert!(
+        printed.contains("Loaded 500 training images of 1x28x28"),
+        "{printed}"
+    );
+    assert!(printed.contains("Epoch 1/1 - "), "{printed}");
+    assert!(printed.contains("Test loss: "), "{printed}");
+    assert!(path.is_file());
+
+    let dir = tmp();
+    let data = sample_dir();
+    let printed = ok(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    let model = model::load(path).unwrap();
+    let test = data::load(DatasetKind::Mnist, &data, Split::Test).unwrap();
+    let (loss, accuracy) = model.evaluate(&test.images, &test.labels, 250).unwrap();
+    assert_eq!(
+        printed.trim(),
+        format!("Test loss: {loss:.4} / Test accuracy: {accuracy:.4}")
+    );
+}
+
+#[test]
+fn predict_converts_an_image_of_another_size_and_says_so() {
+    let dir = tmp();
+    // A test digit as a 56x56 RGB PNG: twice the size, three channels.
+    let test = data::load(DatasetKind::Mnist, &sample_dir(), Split::Test).unwrap();
+    let digit = test.images.index_axis(Axis(0), 0);
+    let rgb = ndarray::concatenate(Axis(0), &[digit.view(), digit.view(), digit.view()]).unwrap();
+    let png = dir.path().join("digit.png");
+    write_image_png(&png, rgb.view(), Scale::Factor(2)).unwrap();
+
+    let printed = ok(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            model_arg(),
+            "--image",
+            "digit.png",
+            "--top",
+            "2",
+        ],
+    );
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines[0], "digit.png", "{printed}");
+    assert!(printed.contains("note: converted RGB to grey"), "{printed}");
+    assert!(
+        printed.contains("note: resized 56x56 to 28x28"),
+        "{printed}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.ends_with('%') || l.contains("%  "))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn saliency_raw_files_match_the_library_and_the_figures() {
+    let dir = tmp();
+    let data = sample_dir();
+    let printed = ok(
+        dir.path(),
+        &[
+            "saliency",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--indices",
+            "12,0",
+            "--method",
+            "vanilla",
+            "--out",
+            "out",
+            "--raw",
+        ],
+    );
+    assert!(printed.contains("softmax head is made linear"), "{printed}");
+    let out = dir.path().join("out");
+
+    // The same computation through the library: the true classes of images 12 and 0.
+    let model = model::load(&trained().0).unwrap();
+    let test = data::load(DatasetKind::Mnist, &data, Split::Test)
+        .unwrap()
+        .select(&[12, 0])
+        .unwrap();
+    let expected = attribute(
+        &model,
+        &test.images,
+        Some(&test.labels),
+        Method::Vanilla,
+        &Options::default(),
+    )
+    .unwrap();
+    for (i, index) in [12, 0].into_iter().enumerate() {
+        let line = printed
+            .lines()
+            .find(|l| l.starts_with(&format!("test image {index}:")))
+            .unwrap_or_else(|| panic!("no line for image {index}:\n{printed}"));
+        assert!(line.contains(&format!("true {}", test.labels[i])), "{line}");
+        assert!(
+            line.contains(&format!("target {}", test.labels[i])),
+            "{line}"
+        );
+        assert!(line.contains("predicted ") && line.contains('%'), "{line}");
+        assert!(line.ends_with(&format!("{index}-vanilla.png")), "{line}");
+    }
+
+    let raw = read_npy(&out.join("raw.npy")).unwrap();
+    assert_eq!(raw.shape(), &[2, 1, 28, 28]);
+    assert_eq!(raw, expected.raw, "raw.npy is the library's attribution");
+
+    let maps = read_npy(&out.join("maps.npy")).unwrap();
+    assert_eq!(maps.shape(), &[2, 28, 28]);
+    assert_eq!(
+        maps,
+        saliency::maps(Method::Vanilla, &raw, Normalize::PerInput).unwrap()
+    );
+    for map in maps.outer_iter() {
+        assert!(map.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(map.iter().copied().fold(f32::INFINITY, f32::min), 0.0);
+        assert!(map.iter().copied().fold(0.0, f32::max) > 0.999);
+    }
+
+    // The figure: input, heat map and overlay, each 28 px enlarged 8 times,
+    // 8 px apart. The heat map's pixels are viridis of the map.
+    let (w, h, px) = read_png_rgb(&out.join("12-vanilla.png")).unwrap();
+    assert_eq!((w, h), (3 * 224 + 2 * 8, 224));
+    let map = maps.index_axis(Axis(0), 0);
+    for (y, x) in [(0, 0), (10, 14), (14, 10), (27, 27)] {
+        let (fx, fy) = (224 + 8 + 8 * x + 3, 8 * y + 3);
+        let at = 3 * (fy * w as usize + fx);
+        assert_eq!(
+            px[at..at + 3],
+            Colormap::Viridis.rgb(map[[y, x]]),
+            "heat map pixel ({x}, {y})"
+        );
+    }
+    assert!(out.join("0-vanilla.png").is_file());
+}
+
+#[test]
+fn saliency_of_spatial_methods_only_normalises_and_batch_mode_spans_the_batch() {
+    let dir = tmp();
+    let data = sample_dir();
+    let printed = ok(
+        dir.path(),
+        &[
+            "saliency",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--indices",
+            "0,1,2",
+            "--method",
+            "grad-cam",
+            "--class",
+            "3",
+            "--normalize",
+            "batch",
+            "--colormap",
+            "jet",
+            "--out",
+            "out",
+            "--raw",
+        ],
+    );
+    assert_eq!(printed.matches("target 3 ->").count(), 3, "{printed}");
+    assert!(
+        printed.contains("Note: grad-cam: layer conv2d_1"),
+        "{printed}"
+    );
+    let raw = read_npy(&dir.path().join("out/raw.npy")).unwrap();
+    let maps = read_npy(&dir.path().join("out/maps.npy")).unwrap();
+    // Grad-CAM's map, non-negative, with no absolute value taken.
+    assert!(raw.iter().all(|&v| v >= 0.0));
+    let lo = raw.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let first = raw.index_axis(Axis(1), 0);
+    let want = first.mapv(|v| (v - lo) / (hi - lo + 1e-7));
+    let diff = (&maps - &want).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+    assert!(diff < 1e-6, "batch-normalised maps differ by {diff}");
+}
+
+#[test]
+fn saliency_on_own_image_explains_the_predicted_class_with_completeness() {
+    let dir = tmp();
+    let test = data::load(DatasetKind::Mnist, &sample_dir(), Split::Test).unwrap();
+    let png = dir.path().join("my digit.png");
+    write_image_png(&png, test.images.index_axis(Axis(0), 7), Scale::Factor(3)).unwrap();
+    let printed = ok(
+        dir.path(),
+        &[
+            "saliency",
+            "--model",
+            model_arg(),
+            "--image",
+            "my digit.png",
+            "--method",
+            "integrated-gradients",
+            "--steps",
+            "20",
+            "--out",
+            "figs",
+        ],
+    );
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("my digit.png: "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(!line.contains("true "), "{line}");
+    // Unlabelled: the target is the predicted class.
+    let predicted = line
+        .split("predicted ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(line.contains(&format!("target {predicted} ->")), "{line}");
+    assert!(
+        printed.contains("note: resized 84x84 to 28x28"),
+        "{printed}"
+    );
+    assert!(printed.contains("completeness error "), "{printed}");
+    let (w, h, _) =
+        read_png_rgb(&dir.path().join("figs/my digit-integrated-gradients.png")).unwrap();
+    assert_eq!((w, h), (688, 224));
+    assert!(
+        !dir.path().join("figs/raw.npy").exists(),
+        "no .npy without --raw"
+    );
+}
+
+#[test]
+fn report_links_existing_pictures_of_each_method() {
+    let dir = tmp();
+    let data = sample_dir();
+    let printed = ok(
+        dir.path(),
+        &[
+            "report",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--indices",
+            "0,12",
+            "--methods",
+            "vanilla,grad-cam,integrated-gradients",
+            "--out",
+            "report",
+        ],
+    );
+    assert!(printed.contains("Wrote report/index.html"), "{printed}");
+    let html = std::fs::read_to_string(dir.path().join("report/index.html")).unwrap();
+    let srcs = sources(&html);
+    assert_eq!(srcs.len(), 2 * (1 + 3), "an input and three maps per row");
+    for src in &srcs {
+        let (w, h, _) = read_png_rgb(&dir.path().join("report").join(src)).unwrap();
+        assert_eq!((w, h), (28, 28), "{src} is written at the input's size");
+    }
+    for text in [
+        "<th class=\"method\">Gradient</th>",
+        "<th class=\"method\">Grad-CAM</th>",
+        "<th class=\"method\">Integrated gradients</th>",
+        "id=\"input-0\"",
+        "id=\"input-12\"",
+        "the softmax head is made linear for the backward pass",
+        "completeness error at most",
+        "min-max normalisation per input",
+    ] {
+        assert!(html.contains(text), "{text:?} is not in the page");
+    }
+}
+
+#[test]
+fn report_defaults_to_every_method_on_the_tutorials_digits() {
+    let dir = tmp();
+    let data = sample_dir();
+    ok(
+        dir.path(),
+        &[
+            "report",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "r",
+        ],
+    );
+    let html = std::fs::read_to_string(dir.path().join("r/index.html")).unwrap();
+    assert_eq!(
+        html.matches("<th class=\"method\">").count(),
+        Method::ALL.len()
+    );
+    for index in [0, 12, 38, 83, 112, 74, 190] {
+        assert!(
+            html.contains(&format!("id=\"input-{index}\"")),
+            "row {index}"
+        );
+    }
+    for src in sources(&html) {
+        assert!(dir.path().join("r").join(&src).is_file(), "{src}");
+    }
+}
+
+#[test]
+fn demo_trains_and_writes_the_report() {
+    let dir = tmp();
+    let data = sample_dir();
+    let printed = ok(
+        dir.path(),
+        &[
+            "demo",
+            "--out",
+            "demo",
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--limit",
+            "300",
+            "--methods",
+            "guided,occlusion",
+        ],
+    );
+    assert!(printed.contains("Epoch 1/1"), "{printed}");
+    assert!(
+        printed
+            .trim_end()
+            .ends_with("Open demo/report/index.html in a browser."),
+        "{printed}"
+    );
+    assert!(dir.path().join("demo/mnist-sample.safetensors").is_file());
+    let html = std::fs::read_to_string(dir.path().join("demo/report/index.html")).unwrap();
+    assert_eq!(sources(&html).len(), 7 * 3);
+}
+
+#[test]
+fn errors_are_one_line_naming_the_problem() {
+    let dir = tmp();
+    let data = sample_dir();
+    let data = data.to_str().unwrap();
+    let saliency = |model: &str, indices: &str, method: &str| {
+        vec![
+            "saliency".to_string(),
+            "--model".into(),
+            model.into(),
+            "--dataset".into(),
+            "mnist".into(),
+            "--data".into(),
+            data.into(),
+            "--indices".into(),
+            indices.into(),
+            "--method".into(),
+            method.into(),
+            "--out".into(),
+            "out".into(),
+        ]
+    };
+    let run = |args: Vec<String>, code: i32, needles: &[&str]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(dir.path(), &args, code, needles);
+    };
+
+    run(
+        saliency("missing.safetensors", "0", "vanilla"),
+        1,
+        &["missing.safetensors", "No such file"],
+    );
+    run(
+        saliency(model_arg(), "0,1000", "vanilla"),
+        1,
+        &["index 1000 is out of range", "1000 images (0 to 999)"],
+    );
+    run(
+        saliency(model_arg(), "0", "saliency"),
+        2,
+        &["unknown method \"saliency\"", "vanilla", "occlusion"],
+    );
+    run(
+        saliency(model_arg(), "0,x", "vanilla"),
+        2,
+        &["'x'", "--indices"],
+    );
+    let mut class = saliency(model_arg(), "0", "vanilla");
+    class.extend(["--class".into(), "10".into()]);
+    run(class, 1, &["\"10\"", "0 to 9"]);
+    let mut layer = saliency(model_arg(), "0", "grad-cam");
+    layer.extend(["--layer".into(), "conv9".into()]);
+    run(layer, 1, &["conv9"]);
+    run(
+        vec!["saliency".into(), "--model".into(), model_arg().into()],
+        2,
+        &["--method", "--out"],
+    );
+    run(
+        vec![
+            "report".into(),
+            "--model".into(),
+            model_arg().into(),
+            "--dataset".into(),
+            "mnist".into(),
+            "--data".into(),
+            data.into(),
+            "--methods".into(),
+            "vanilla,gradcam".into(),
+            "--out".into(),
+            "r".into(),
+        ],
+        1,
+        &["unknown method \"gradcam\""],
+    );
+    run(
+        vec![
+            "eval".into(),
+            "--model".into(),
+            model_arg().into(),
+            "--dataset".into(),
+            "mnist".into(),
+            "--data".into(),
+            "no-such-folder".into(),
+        ],
+        1,
+        &["no-such-folder"],
+    );
+    assert!(!dir.path().join("out").exists(), "nothing written on error");
+
+    // Help is not an error.
+    let help = salient(dir.path(), &["saliency", "--help"]);
+    assert!(help.status.success());
+    assert!(stdout(&help).contains("--samples"));
+}
