@@ -1,4 +1,4 @@
-//! 2-D convolution by im2col and sgemm.
+//! 2-D convolution as matrix products: im2col (or shifted views) and a GEMM kernel.
 //!
 //! Shapes: `x: [N, Cin, H, W]`, `W: [Cout, Cin, kh, kw]` (PyTorch's layout),
 //! `b: [Cout]`, `y: [N, Cout, Ho, Wo]`.
@@ -20,6 +20,16 @@
 //! through [`matmul`](crate::tensor::kernel::matmul), an AVX-512 kernel (or
 //! `matrixmultiply` on other CPUs), which wants the matrix it streams to have
 //! contiguous rows: hence `dWᵀ = cols · dyᵀ` with `dy` transposed per image.
+//!
+//! **Without im2col.** For stride 1 and no padding (the tutorial's layers) the
+//! columns are never copied: on an output grid as wide as the input, row
+//! `(c, i, j)` of `cols` is the input plane `c` itself, read from offset
+//! `i·W + j` (see `Unroll`). The same shifted rows serve the weight gradient,
+//! and col2im becomes `K` shifted vector additions.
+//!
+//! `conv2d_relu` fuses a ReLU: applied as output tiles are stored, and its
+//! backward rule ([`ReluRule`]) applied to `dy` image by image inside the
+//! convolution's backward.
 
 use rayon::prelude::*;
 

@@ -7,7 +7,7 @@
 //! `B` it streams (`k × 32` values) stays in the L1 cache — which is why the
 //! convolution lays out its im2col columns in 32-pixel panels.
 //!
-//! [`Tiles`] walks a whole product tile by tile. Rows past `m` and columns past
+//! [`matmul`] walks a whole product tile by tile. Rows past `m` and columns past
 //! `n` are handled with clamped row pointers and AVX-512 lane masks, so any
 //! size works without padding. Machines without AVX-512 use
 //! `matrixmultiply::sgemm` (see [`super::gemm`]); [`available`] tells which.
@@ -380,7 +380,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile<B: BRows>(t: &Tile, b: B) {
         let (rows, cols) = (t.rows, t.cols);
-        debug_assert!(rows >= 1 && rows <= MR && cols >= 1 && cols <= NR);
+        debug_assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
         let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(16)));
         let [a0, a1, a2, a3, a4, a5, a6, a7] = t.a;
         let mut acc = [_mm512_setzero_ps(); 2 * MR];
