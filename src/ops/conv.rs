@@ -579,7 +579,8 @@ impl Backward for Conv2d {
         let ys = a.output.as_slice().expect("values are contiguous");
         let (want_dw, rule) = (a.wants[1], a.relu);
 
-        let mut dx = a.wants[0].then(|| a.pool.zeros(&[g.n, g.cin, g.h, g.w]));
+        // Each group clears its own slice of dx, in parallel and in cache.
+        let mut dx = a.wants[0].then(|| a.pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
         let groups = g.n.div_ceil(GROUP);
         let dx_groups: Vec<Option<&mut [f32]>> = match dx.as_mut() {
             Some(t) => t
@@ -598,6 +599,9 @@ impl Backward for Conv2d {
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
             .map(|(((dy, y), x), mut dx)| {
+                if let Some(dx) = dx.as_deref_mut() {
+                    dx.fill(0.0);
+                }
                 let mut s = Scratch::default();
                 let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
                 let mut db = vec![0.0f32; g.cout];

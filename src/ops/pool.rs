@@ -147,13 +147,15 @@ impl Backward for MaxPool2d {
         let x_shape = a.inputs[0].shape();
         let plane_in = x_shape[2] * x_shape[3];
         let plane_out = a.dy.shape()[2] * a.dy.shape()[3];
-        let mut dx = a.pool.zeros(x_shape);
+        // Each plane is cleared and filled by one task while it sits in cache.
+        let mut dx = a.pool.to_overwrite(x_shape);
         dx.as_slice_mut()
             .expect("pooled")
             .par_chunks_mut(plane_in)
             .zip(a.dy.as_slice().expect("contiguous").par_chunks(plane_out))
             .zip(self.argmax.par_chunks(plane_out))
             .for_each(|((dx, dy), arg)| {
+                dx.fill(0.0);
                 for (&g, &at) in dy.iter().zip(arg) {
                     dx[at as usize] += g;
                 }
