@@ -17,14 +17,14 @@ fn close(got: &Tensor, want: &ArrayD<f32>) {
     }
 }
 
-#[test]
-fn conv2d_by_hand() {
-    // x = 1 2 0     W = 1  2    b = 0.5
-    //     0 1 3         0 -1
-    //     2 1 0
-    // y00 = 1·1 + 2·2 + 0·0 + 1·(−1) + .5 = 4.5    y01 = 2 + 0 + 0 − 3 + .5 = −0.5
-    // y10 = 0 + 2 + 0 − 1 + .5 = 1.5               y11 = 1 + 6 + 0 − 0 + .5 = 7.5
-    let mut tape = Tape::new();
+/// The 3x3 image, 2x2 kernel and bias of the convolution examples:
+///
+/// ```text
+/// x = 1 2 0     W = 1  2    b = 0.5
+///     0 1 3         0 -1
+///     2 1 0
+/// ```
+fn paper_example(tape: &mut Tape) -> (salient::Var, salient::Var, salient::Var) {
     let x = tape.input(t(array![[[
         [1.0, 2.0, 0.0],
         [0.0, 1.0, 3.0],
@@ -32,6 +32,16 @@ fn conv2d_by_hand() {
     ]]]));
     let w = tape.input(t(array![[[[1.0, 2.0], [0.0, -1.0]]]]));
     let b = tape.input(t(array![0.5]));
+    (x, w, b)
+}
+
+#[test]
+fn conv2d_by_hand() {
+    // With `paper_example`'s x, W and b:
+    // y00 = 1·1 + 2·2 + 0·0 + 1·(−1) + .5 = 4.5    y01 = 2 + 0 + 0 − 3 + .5 = −0.5
+    // y10 = 0 + 2 + 0 − 1 + .5 = 1.5               y11 = 1 + 6 + 0 − 0 + .5 = 7.5
+    let mut tape = Tape::new();
+    let (x, w, b) = paper_example(&mut tape);
     let y = tape.conv2d(x, w, b, Conv2dSpec::default()).unwrap();
     close(
         tape.value(y).unwrap(),
@@ -327,13 +337,7 @@ fn conv2d_relu_by_hand_in_all_three_rules() {
     //   guided    passes where both:           dz = [[1, 0], [0, 1]]
     // and db = Σ dz: 1, 3 and 2.
     let mut tape = Tape::new();
-    let x = tape.input(t(array![[[
-        [1.0, 2.0, 0.0],
-        [0.0, 1.0, 3.0],
-        [2.0, 1.0, 0.0]
-    ]]]));
-    let w = tape.input(t(array![[[[1.0, 2.0], [0.0, -1.0]]]]));
-    let b = tape.input(t(array![0.5]));
+    let (x, w, b) = paper_example(&mut tape);
     let y = tape.conv2d_relu(x, w, b, Conv2dSpec::default()).unwrap();
     close(
         tape.value(y).unwrap(),
