@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::ops::ReluRule;
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::kernel::{matmul, Epilogue, Shifted, Strided};
+use crate::tensor::kernel::{matmul, matmul_keep, Epilogue, Keep, Shifted, Strided};
 use crate::tensor::{as_slice, shape_error, Pool, Tensor};
 
 /// Padding of a convolution, as Keras names it.
@@ -366,16 +366,14 @@ fn forward_image(
             matmul(g.cout, p, k, rows(ws, k), rows(cols, p), y, p, ep);
         }
         Unroll::Shifted { offs, wide } => {
-            let out = sized(&mut s.cols, g.cout * wide);
-            // out[Cout, wide] = W[Cout, K] · X[K, wide] + b, row r of X = x[offs[r]..]
+            // y[Cout, P] = W[Cout, K] · X[K, wide] + b with row r of X =
+            // x[offs[r]..], storing the first Wo of every W columns.
             let xs = Shifted { data: x, offs };
-            matmul(g.cout, *wide, k, rows(ws, k), xs, out, *wide, ep);
-            // Keep the first Wo of every W columns.
-            for (y, out) in y.chunks_mut(p).zip(out.chunks(*wide)) {
-                for (y, out) in y.chunks_mut(g.wo).zip(out.chunks(g.w)) {
-                    y.copy_from_slice(&out[..g.wo]);
-                }
-            }
+            let keep = Keep {
+                row: g.w,
+                first: g.wo,
+            };
+            matmul_keep(g.cout, *wide, k, rows(ws, k), xs, y, p, ep, keep);
         }
     }
 }

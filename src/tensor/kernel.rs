@@ -175,7 +175,58 @@ pub fn matmul<'a, 'b>(
     c_rs: usize,
     ep: Epilogue<'_>,
 ) {
-    let (a, b) = (a.into(), b.into());
+    matmul_keeping(m, n, k, a.into(), b.into(), c, c_rs, ep, None);
+}
+
+/// Which columns of a product to store: of every `row` consecutive columns,
+/// the first `first`, packed together. A stride-1 convolution computed on an
+/// output grid as wide as its input (`row = W`) keeps the `first = Wo` real
+/// outputs of each row this way, with no second pass over memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keep {
+    pub row: usize,
+    pub first: usize,
+}
+
+impl Keep {
+    /// Where column `j` of the full product lands among the kept ones (for a
+    /// dropped column, where the next kept one lands).
+    pub fn packed(&self, j: usize) -> usize {
+        (j / self.row) * self.first + (j % self.row).min(self.first)
+    }
+}
+
+/// [`matmul`] storing only the columns `keep` selects, packed: row `i` of `C`
+/// holds `keep.packed(n)` values from `c[i * c_rs]` on. No accumulation.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_keep<'a, 'b>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: impl Into<Operand<'a>>,
+    b: impl Into<Operand<'b>>,
+    c: &mut [f32],
+    c_rs: usize,
+    ep: Epilogue<'_>,
+    keep: Keep,
+) {
+    assert!(!ep.accumulate, "matmul_keep stores, it does not accumulate");
+    assert!(keep.first >= 1 && keep.first <= keep.row, "keep {keep:?}");
+    matmul_keeping(m, n, k, a.into(), b.into(), c, c_rs, ep, Some(keep));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_keeping(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &mut [f32],
+    c_rs: usize,
+    ep: Epilogue<'_>,
+    keep: Option<Keep>,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -184,12 +235,30 @@ pub fn matmul<'a, 'b>(
         let (da, db) = (dense_if_shifted(&a, m, k), dense_if_shifted(&b, k, n));
         let sa = strided_view(&a, da.as_deref(), k);
         let sb = strided_view(&b, db.as_deref(), n);
-        return matmul_portable(m, n, k, sa, sb, c, c_rs, ep);
+        let Some(keep) = keep else {
+            return matmul_portable(m, n, k, sa, sb, c, c_rs, ep);
+        };
+        let mut full = vec![0.0f32; m * n];
+        matmul_portable(m, n, k, sa, sb, &mut full, n, ep);
+        for (i, row) in full.chunks(n).enumerate() {
+            for (j, &v) in row
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| j % keep.row < keep.first)
+            {
+                c[i * c_rs + keep.packed(j)] = v;
+            }
+        }
+        return;
     }
     assert!(b.unit_columns(), "B must have contiguous columns");
     assert!(a.fits(m, k), "A is too short");
     assert!(b.fits(k, n), "B is too short");
-    assert!((m - 1) * c_rs + n - 1 < c.len(), "C is too short");
+    let stored = keep.map_or(n, |kp| kp.packed(n));
+    assert!(
+        stored == 0 || (m - 1) * c_rs + stored - 1 < c.len(),
+        "C is too short"
+    );
     if let Some(bias) = ep.row_bias {
         assert!(bias.len() >= m, "bias is too short");
     }
@@ -208,6 +277,19 @@ pub fn matmul<'a, 'b>(
         // every row block while it is in L1.
         for j in (0..n).step_by(NR) {
             let cols = NR.min(n - j);
+            // With `keep`, the lanes to store and where the tile's first kept
+            // column goes.
+            let (keep_lanes, c_col) = match keep {
+                None => (None, j),
+                Some(kp) => {
+                    let lanes: [u16; VECS] = std::array::from_fn(|v| {
+                        (0..16)
+                            .filter(|&l| 16 * v + l < cols && (j + 16 * v + l) % kp.row < kp.first)
+                            .fold(0, |m, l| m | 1 << l)
+                    });
+                    (Some(lanes), kp.packed(j))
+                }
+            };
             for i in (0..m).step_by(MR) {
                 let rows = MR.min(m - i);
                 #[cfg(target_arch = "x86_64")]
@@ -230,7 +312,8 @@ pub fn matmul<'a, 'b>(
                         k: kc,
                         a: a_rows,
                         aks,
-                        c: c.as_mut_ptr().add(i * c_rs + j),
+                        c: c.as_mut_ptr().add(i * c_rs + c_col),
+                        keep: keep_lanes,
                         crs: c_rs,
                         rows,
                         cols,
@@ -372,14 +455,16 @@ mod avx512 {
         pub bias: Option<*const f32>,
         pub accumulate: bool,
         pub relu: bool,
+        /// Store only these lanes of each vector, packed together.
+        pub keep: Option<[u16; VECS]>,
     }
 
     /// One tile: `C[rows, cols] (+)= A[rows, k] · B[k, cols]` (+ bias, relu).
     ///
     /// # Safety
     /// AVX-512F must be available. `t.a[r] + s·t.aks` for `s < k`, `b.row(s) + j`
-    /// for `j < cols`, `t.c + r·t.crs + j` for `r < rows`, and `bias + r` must
-    /// all be in bounds.
+    /// for `j < cols`, `t.c + r·t.crs + j` for `r < rows` (for `j` below the
+    /// number of kept lanes, with `keep`), and `bias + r` must all be in bounds.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile<B: BRows>(t: &Tile, b: B) {
         let (rows, cols) = (t.rows, t.cols);
@@ -391,7 +476,8 @@ mod avx512 {
         let mut off = 0usize;
         for s in 0..t.k {
             let bp = b.row(s);
-            let bv: [__m512; VECS] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
+            let bv: [__m512; VECS] =
+                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
             macro_rules! fma_row {
                 ($r:expr, $ap:expr) => {
                     let av = _mm512_set1_ps(*$ap.add(off));
@@ -410,9 +496,23 @@ mod avx512 {
             fma_row!(7, a7);
             off += t.aks;
         }
+        store(acc, t, &masks);
+    }
+
+    /// Writes a finished tile: accumulate, bias, ReLU, then store (packed, with
+    /// `keep`). Kept out of line so that the accumulators of the main loop stay
+    /// in registers.
+    ///
+    /// # Safety
+    /// As for [`tile`].
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn store(acc: [[__m512; VECS]; MR], t: &Tile, masks: &[__mmask16; VECS]) {
+        let rows = t.rows;
         let zero = _mm512_setzero_ps();
         for (r, acc) in acc.iter().enumerate().take(rows) {
             let cp = t.c.add(r * t.crs);
+            let mut packed = cp;
             for v in 0..VECS {
                 let mut x = acc[v];
                 if t.accumulate {
@@ -426,7 +526,21 @@ mod avx512 {
                     // max(0, x) keeps a NaN visible (as `ops::relu` does).
                     x = _mm512_max_ps(zero, x);
                 }
-                _mm512_mask_storeu_ps(cp.add(16 * v), masks[v], x);
+                match t.keep {
+                    None => _mm512_mask_storeu_ps(cp.add(16 * v), masks[v], x),
+                    Some(keep) => {
+                        // Gather the kept lanes at the bottom of the register
+                        // (vcompressps; its store form is microcoded and slow),
+                        // then store that many lanes.
+                        let kept = keep[v].count_ones() as usize;
+                        _mm512_mask_storeu_ps(
+                            packed,
+                            lanes(kept),
+                            _mm512_maskz_compress_ps(keep[v], x),
+                        );
+                        packed = packed.add(kept);
+                    }
+                }
             }
         }
     }
@@ -435,6 +549,53 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keeping the first 3 of every 5 columns equals computing all and dropping.
+    #[test]
+    fn keep_packs_the_first_columns_of_each_row() {
+        let (m, n, k) = (9, 103, 11);
+        let keep = Keep { row: 5, first: 3 };
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let mut full = vec![0.0f32; m * n];
+        let ep = Epilogue {
+            accumulate: false,
+            row_bias: None,
+            relu: true,
+        };
+        let (sa, sb) = (
+            Strided {
+                data: &a,
+                rs: k,
+                cs: 1,
+            },
+            Strided {
+                data: &b,
+                rs: n,
+                cs: 1,
+            },
+        );
+        matmul_portable(m, n, k, sa, sb, &mut full, n, ep);
+        let kept = keep.packed(n);
+        assert_eq!(kept, 20 * 3 + 3);
+        let mut packed = vec![f32::NAN; m * kept];
+        matmul_keep(m, n, k, sa, sb, &mut packed, kept, ep, keep);
+        for i in 0..m {
+            let want: Vec<f32> = (0..n)
+                .filter(|j| j % 5 < 3)
+                .map(|j| full[i * n + j])
+                .collect();
+            let got = &packed[i * kept..(i + 1) * kept];
+            assert!(
+                want.iter().zip(got).all(|(w, g)| (w - g).abs() < 1e-4),
+                "row {i}"
+            );
+        }
+    }
 
     /// The kernel against a plain triple loop, on sizes that exercise every tail.
     #[test]
