@@ -137,6 +137,17 @@ impl Operand<'_> {
     }
 }
 
+/// Vectors per tile row for a product `n` columns wide: 3 unless 2 wastes
+/// enough fewer lanes to make up for being about 13% slower per lane.
+fn tile_vectors(n: usize) -> usize {
+    let used = |v: usize| n as f64 / (n.div_ceil(16 * v) * 16 * v) as f64;
+    if used(2) > 1.13 * used(3) {
+        2
+    } else {
+        VECS
+    }
+}
+
 fn dense_if_shifted(op: &Operand<'_>, rows: usize, cols: usize) -> Option<Vec<f32>> {
     matches!(op, Operand::Shifted(_)).then(|| op.dense(rows, cols))
 }
@@ -273,10 +284,14 @@ fn matmul_keeping(
             row_bias: if last { ep.row_bias } else { None },
             relu: ep.relu && last,
         };
+        // Tiles three vectors wide do more work per load; two-vector tiles
+        // waste less when `n` is a multiple of 32 (e.g. 64 output channels).
+        let vecs = tile_vectors(n);
+        let nr = 16 * vecs;
         // Panels of B outside, row blocks of A inside: one panel of B serves
         // every row block while it is in L1.
-        for j in (0..n).step_by(NR) {
-            let cols = NR.min(n - j);
+        for j in (0..n).step_by(nr) {
+            let cols = nr.min(n - j);
             // With `keep`, the lanes to store and where the tile's first kept
             // column goes.
             let (keep_lanes, c_col) = match keep {
@@ -322,20 +337,26 @@ fn matmul_keeping(
                         relu: block_ep.relu,
                     };
                     match b {
-                        Operand::Strided(s) => avx512::tile(
-                            &t,
-                            avx512::StridedRows {
+                        Operand::Strided(s) => {
+                            let rows_of_b = avx512::StridedRows {
                                 base: s.data.as_ptr().add(j + k0 * s.rs),
                                 rs: s.rs,
-                            },
-                        ),
-                        Operand::Shifted(s) => avx512::tile(
-                            &t,
-                            avx512::ShiftedRows {
+                            };
+                            match vecs {
+                                2 => avx512::tile::<_, 2>(&t, rows_of_b),
+                                _ => avx512::tile::<_, 3>(&t, rows_of_b),
+                            }
+                        }
+                        Operand::Shifted(s) => {
+                            let rows_of_b = avx512::ShiftedRows {
                                 base: s.data.as_ptr().add(j),
                                 offs: s.offs.as_ptr().add(k0),
-                            },
-                        ),
+                            };
+                            match vecs {
+                                2 => avx512::tile::<_, 2>(&t, rows_of_b),
+                                _ => avx512::tile::<_, 3>(&t, rows_of_b),
+                            }
+                        }
                     }
                 }
             }
@@ -395,7 +416,7 @@ pub fn matmul_portable(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{MR, NR, VECS};
+    use super::{MR, VECS};
 
     /// Lane mask with the low `n` of 16 lanes set.
     #[inline(always)]
@@ -466,22 +487,22 @@ mod avx512 {
     /// for `j < cols`, `t.c + r·t.crs + j` for `r < rows` (for `j` below the
     /// number of kept lanes, with `keep`), and `bias + r` must all be in bounds.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<B: BRows>(t: &Tile, b: B) {
+    pub unsafe fn tile<B: BRows, const V: usize>(t: &Tile, b: B) {
         let (rows, cols) = (t.rows, t.cols);
-        debug_assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
-        // Lane masks of the VECS vectors of a tile row (the last may be partial).
-        let masks: [__mmask16; VECS] = std::array::from_fn(|v| lanes(cols.saturating_sub(16 * v)));
+        debug_assert!((1..=MR).contains(&rows) && (1..=16 * V).contains(&cols) && V <= VECS);
+        // Lane masks of the V vectors of a tile row (the last may be partial).
+        let masks: [__mmask16; V] = std::array::from_fn(|v| lanes(cols.saturating_sub(16 * v)));
         let [a0, a1, a2, a3, a4, a5, a6, a7] = t.a;
-        let mut acc = [[_mm512_setzero_ps(); VECS]; MR];
+        let mut acc = [[_mm512_setzero_ps(); V]; MR];
         let mut off = 0usize;
         for s in 0..t.k {
             let bp = b.row(s);
-            let bv: [__m512; VECS] =
+            let bv: [__m512; V] =
                 std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
             macro_rules! fma_row {
                 ($r:expr, $ap:expr) => {
                     let av = _mm512_set1_ps(*$ap.add(off));
-                    for v in 0..VECS {
+                    for v in 0..V {
                         acc[$r][v] = _mm512_fmadd_ps(av, bv[v], acc[$r][v]);
                     }
                 };
@@ -507,13 +528,13 @@ mod avx512 {
     /// As for [`tile`].
     #[target_feature(enable = "avx512f")]
     #[inline(never)]
-    unsafe fn store(acc: [[__m512; VECS]; MR], t: &Tile, masks: &[__mmask16; VECS]) {
+    unsafe fn store<const V: usize>(acc: [[__m512; V]; MR], t: &Tile, masks: &[__mmask16; V]) {
         let rows = t.rows;
         let zero = _mm512_setzero_ps();
         for (r, acc) in acc.iter().enumerate().take(rows) {
             let cp = t.c.add(r * t.crs);
             let mut packed = cp;
-            for v in 0..VECS {
+            for v in 0..V {
                 let mut x = acc[v];
                 if t.accumulate {
                     x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], cp.add(16 * v)));
