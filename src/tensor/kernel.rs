@@ -521,13 +521,13 @@ mod avx512 {
     }
 
     /// Writes a finished tile: accumulate, bias, ReLU, then store (packed, with
-    /// `keep`). Kept out of line so that the accumulators of the main loop stay
-    /// in registers.
+    /// `keep`). The accumulators come by value: taking them by reference made
+    /// the compiler mirror every one to the stack inside the main loop.
     ///
     /// # Safety
     /// As for [`tile`].
     #[target_feature(enable = "avx512f")]
-    #[inline(never)]
+    #[inline]
     unsafe fn store<const V: usize>(acc: [[__m512; V]; MR], t: &Tile, masks: &[__mmask16; V]) {
         let rows = t.rows;
         let zero = _mm512_setzero_ps();
