@@ -28,9 +28,15 @@ impl Pool {
     pub fn vec(&mut self, len: usize) -> Vec<f32> {
         match self.free.get_mut(&len).and_then(Vec::pop) {
             Some(mut v) => {
-                // Large buffers are cleared by all cores.
-                use rayon::prelude::*;
-                v.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
+                // Large buffers are cleared by all cores; small ones (biases,
+                // kernels) are not worth sending to the thread pool.
+                const CHUNK: usize = 1 << 16;
+                if v.len() > CHUNK {
+                    use rayon::prelude::*;
+                    v.par_chunks_mut(CHUNK).for_each(|c| c.fill(0.0));
+                } else {
+                    v.fill(0.0);
+                }
                 v
             }
             None => vec![0.0; len],
