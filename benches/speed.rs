@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use salient::model::Sequential;
 use salient::ops::{conv2d_forward, Conv2dSpec};
-use salient::saliency::{attribute, Method, Options};
+use salient::saliency::{attribute_in, Method, Options};
 use salient::tensor::Pool;
 use salient::train::TrainStep;
 use salient::{ReluRule, Tape, Tensor};
@@ -119,11 +119,22 @@ fn saliency(c: &mut Criterion) {
     let targets: Vec<usize> = (0..BATCH).map(|i| i % 10).collect();
     let options = Options::default();
 
-    // Input gradients of 250 images: one forward and one backward pass.
+    // Input gradients of 250 images: one forward and one backward pass. The
+    // workspace persists across iterations, as it does across the batches of
+    // a longer run (`salient saliency` over a data set).
+    let mut workspace = Pool::new();
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("vanilla/mnist", |bench| {
         bench.iter(|| {
-            black_box(attribute(&model, &x, Some(&targets), Method::Vanilla, &options).unwrap())
+            let a = attribute_in(
+                &model,
+                &x,
+                Some(&targets),
+                Method::Vanilla,
+                &options,
+                &mut workspace,
+            );
+            black_box(a.unwrap())
         })
     });
 
@@ -132,7 +143,15 @@ fn saliency(c: &mut Criterion) {
     group.throughput(Throughput::Elements(options.samples as u64));
     group.bench_function("smoothgrad/mnist", |bench| {
         bench.iter(|| {
-            black_box(attribute(&model, &one, Some(&[3]), Method::SmoothGrad, &options).unwrap())
+            let a = attribute_in(
+                &model,
+                &one,
+                Some(&[3]),
+                Method::SmoothGrad,
+                &options,
+                &mut workspace,
+            );
+            black_box(a.unwrap())
         })
     });
     group.finish();

@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::ops::ReluRule;
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::kernel::{matmul, matmul_keep, Epilogue, Keep, Shifted, Strided};
+use crate::tensor::kernel::{matmul, matmul_keep, transpose, Epilogue, Keep, Shifted, Strided};
 use crate::tensor::{as_slice, shape_error, Pool, Tensor};
 
 /// Padding of a convolution, as Keras names it.
@@ -405,7 +405,7 @@ fn backward_image(
                 let cols = sized(&mut s.cols, k * p);
                 im2col(g, x, cols);
                 let dyt = sized(&mut s.dyt, p * g.cout);
-                transpose(dy, g.cout, p, dyt);
+                transpose(dy, g.cout, p, p, dyt, g.cout);
                 matmul(
                     k,
                     g.cout,
@@ -426,17 +426,15 @@ fn backward_image(
         }
         Unroll::Shifted { offs, wide } => {
             let wide = *wide;
-            // dy on the wide grid; the extra columns stay zero, so they add nothing.
-            let dy_wide = sized(&mut s.dy_wide, g.cout * wide);
-            for (d, dy) in dy_wide.chunks_mut(wide).zip(dy.chunks(p)) {
-                for (d, dy) in d.chunks_mut(g.w).zip(dy.chunks(g.wo)) {
-                    d[..g.wo].copy_from_slice(dy);
-                }
-            }
             if let Some(dwt) = dwt {
-                // dWᵀ[K, Cout] += X[K, wide] · dy_wideᵀ[wide, Cout]
+                // dWᵀ[K, Cout] += X[K, wide] · dy_wideᵀ[wide, Cout], where dy on
+                // the wide grid is zero in the extra columns (rows here), so
+                // they add nothing. Output row `oy` of dy lands at row oy·W.
                 let dyt = sized(&mut s.dyt, wide * g.cout);
-                transpose(dy_wide, g.cout, wide, dyt);
+                for oy in 0..g.ho {
+                    let dst = &mut dyt[oy * g.w * g.cout..];
+                    transpose(&dy[oy * g.wo..], g.cout, p, g.wo, dst, g.cout);
+                }
                 let xs = Shifted { data: x, offs };
                 matmul(
                     k,
@@ -450,6 +448,13 @@ fn backward_image(
                 );
             }
             if let Some(dx) = dx {
+                // dy on the wide grid; the extra columns stay zero.
+                let dy_wide = sized(&mut s.dy_wide, g.cout * wide);
+                for (d, dy) in dy_wide.chunks_mut(wide).zip(dy.chunks(p)) {
+                    for (d, dy) in d.chunks_mut(g.w).zip(dy.chunks(g.wo)) {
+                        d[..g.wo].copy_from_slice(dy);
+                    }
+                }
                 // dX[K, wide] = Wᵀ[K, Cout] · dy_wide[Cout, wide]; row r goes back
                 // onto the input where row r of X was read: x[offs[r]..].
                 let dcols = sized(&mut s.cols, k * wide);
@@ -528,20 +533,6 @@ fn rows(data: &[f32], cols: usize) -> Strided<'_> {
     }
 }
 
-/// `out[P, C] = inᵀ` for a row-major `in[C, P]`, in blocks of 16 rows of `out`
-/// so that the scattered writes stay in L1.
-fn transpose(input: &[f32], c: usize, p: usize, out: &mut [f32]) {
-    const BLOCK: usize = 16;
-    for p0 in (0..p).step_by(BLOCK) {
-        let pb = BLOCK.min(p - p0);
-        for (ci, row) in input.chunks(p).take(c).enumerate() {
-            for (j, &v) in row[p0..p0 + pb].iter().enumerate() {
-                out[(p0 + j) * c + ci] = v;
-            }
-        }
-    }
-}
-
 /// `dz = rule(y, dy)` element-wise, with the rule chosen once outside the loop
 /// so that each loop is a plain vectorisable select.
 fn relu_backward(rule: ReluRule, y: &[f32], dy: &[f32], dz: &mut [f32]) {
@@ -553,6 +544,20 @@ fn relu_backward(rule: ReluRule, y: &[f32], dy: &[f32], dz: &mut [f32]) {
             pairs.for_each(|(d, (&y, &g))| *d = if y > 0.0 && g > 0.0 { g } else { 0.0 })
         }
     }
+}
+
+/// `Σ xs` in 16 interleaved partial sums (a fixed order, so the same bits on
+/// every run), which the compiler keeps in one vector register.
+fn lane_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Images per partial sum of the weight gradient: fixed, so the summation order
@@ -575,7 +580,7 @@ impl Backward for Conv2d {
         let ws = a.inputs[1].as_slice().expect("checked in forward");
         let dy = a.dy.as_slice().expect("gradients are contiguous");
         let ys = a.output.as_slice().expect("values are contiguous");
-        let (want_dw, rule) = (a.wants[1], a.relu);
+        let (want_dw, want_db, rule) = (a.wants[1], a.wants[2], a.relu);
 
         // Each group clears its own slice of dx, in parallel and in cache.
         let mut dx = a.wants[0].then(|| a.pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
@@ -620,9 +625,11 @@ impl Backward for Conv2d {
                     let dx_i = dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]);
                     let dwt_i = want_dw.then_some(&mut dwt[..]);
                     backward_image(g, &u, x, ws, dy, dx_i, dwt_i, &mut s);
-                    // db[c] += Σ_P dy[c, P]
-                    for (d, plane) in db.iter_mut().zip(dy.chunks(p)) {
-                        *d += plane.iter().sum::<f32>();
+                    if want_db {
+                        // db[c] += Σ_P dy[c, P]
+                        for (d, plane) in db.iter_mut().zip(dy.chunks(p)) {
+                            *d += lane_sum(plane);
+                        }
                     }
                     s.dz = dz;
                 }

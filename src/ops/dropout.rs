@@ -29,6 +29,11 @@ pub fn dropout_mask(shape: &[usize], rate: f32, seed: u64, pool: &mut Pool) -> R
         ));
     }
     let scale = 1.0 / (1.0 - rate);
+    // `rand` turns a u32 into a uniform f32 as `(u >> 8)·2⁻²⁴`, so "the draw is
+    // at least `rate`" is the integer test `u >> 8 ≥ ⌈rate·2²⁴⌉` (exact: rate·2²⁴
+    // fits an f64). Drawing a block of words at once and comparing integers
+    // vectorises; the decisions are those of `rng.random::<f32>() >= rate`.
+    let threshold = (f64::from(rate) * f64::from(1u32 << 24)).ceil() as u32;
     let mut mask = pool.to_overwrite(shape);
     mask.as_slice_mut()
         .expect("pooled")
@@ -37,12 +42,11 @@ pub fn dropout_mask(shape: &[usize], rate: f32, seed: u64, pool: &mut Pool) -> R
         .for_each(|(block, m)| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream(block as u64);
-            for v in m {
-                *v = if rng.random::<f32>() >= rate {
-                    scale
-                } else {
-                    0.0
-                };
+            let mut words = [0u32; BLOCK];
+            let words = &mut words[..m.len()];
+            rng.fill(words);
+            for (v, &u) in m.iter_mut().zip(words.iter()) {
+                *v = if u >> 8 >= threshold { scale } else { 0.0 };
             }
         });
     Ok(mask)
@@ -85,5 +89,33 @@ impl Tape<'_> {
             Ok((y, mask))
         })?;
         Ok(self.push(y, &[x], Box::new(Dropout { mask })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integer comparison keeps exactly the values a per-value
+    /// `rng.random::<f32>() >= rate` would, block by block.
+    #[test]
+    fn mask_matches_drawing_one_float_at_a_time() {
+        for rate in [0.0, 0.25, 0.5, 0.1, 0.999] {
+            let len = 2 * BLOCK + 123;
+            let mask = dropout_mask(&[len], rate, 7, &mut Pool::new()).unwrap();
+            let scale = 1.0 / (1.0 - rate);
+            for (block, m) in mask.as_slice().unwrap().chunks(BLOCK).enumerate() {
+                let mut rng = ChaCha8Rng::seed_from_u64(7);
+                rng.set_stream(block as u64);
+                for &v in m {
+                    let want = if rng.random::<f32>() >= rate {
+                        scale
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(v, want, "rate {rate}, block {block}");
+                }
+            }
+        }
     }
 }

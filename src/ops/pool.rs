@@ -5,8 +5,8 @@
 //! `Ho = ⌊(H − ph) / sh⌋ + 1`.
 //!
 //! The derivative of a max is 1 at the winning input and 0 elsewhere, so the
-//! backward sends each output's gradient to the one input that won, which the
-//! forward records (the argmax). **Ties** go to the first maximum in row-major
+//! backward sends each output's gradient to the one input that won, found
+//! again from the input and output. **Ties** go to the first maximum in row-major
 //! order within the window (PyTorch does the same). When windows overlap
 //! (stride < pool size), an input that wins several windows receives the sum.
 
@@ -57,107 +57,293 @@ impl MaxPool2dSpec {
     }
 }
 
-/// Max-pools `x: [N, C, H, W]`. Returns `y: [N, C, Ho, Wo]` and, for each output,
-/// the position of its winner within its input plane.
-pub fn max_pool2d_forward(
-    x: &Tensor,
-    spec: MaxPool2dSpec,
-    pool: &mut Pool,
-) -> Result<(Tensor, Vec<u32>)> {
+/// Max-pools `x: [N, C, H, W]` into `y: [N, C, Ho, Wo]`.
+///
+/// No argmax is kept: the backward finds each window's winner again as the
+/// first input equal to the output, which is cheaper than writing and reading
+/// one index per output (and keeps the forward a plain vectorisable max).
+pub fn max_pool2d_forward(x: &Tensor, spec: MaxPool2dSpec, pool: &mut Pool) -> Result<Tensor> {
+    let (n, c, h, w) = dims(x)?;
+    let (ho, wo) = spec.output_size(h, w)?;
+    let xs = as_slice(x, "max_pool2d")?;
+    let mut y = pool.to_overwrite(&[n, c, ho, wo]);
+    let fast = crate::tensor::kernel::available();
+    y.as_slice_mut()
+        .expect("pooled")
+        .par_chunks_mut(PLANES * ho * wo)
+        .zip(xs.par_chunks(PLANES * h * w))
+        .for_each(|(y, x)| {
+            for (y, x) in y.chunks_mut(ho * wo).zip(x.chunks(h * w)) {
+                if spec == MaxPool2dSpec::square(2) {
+                    max_2x2(x, w, wo, y, fast);
+                } else {
+                    for (o, y) in y.iter_mut().enumerate() {
+                        *y = x[winner(x, w, spec, o / wo, o % wo)];
+                    }
+                }
+            }
+        });
+    Ok(y)
+}
+
+/// Planes per parallel task: enough work to be worth sending to a thread.
+const PLANES: usize = 8;
+
+fn dims(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     expect_rank(x, 4, "max_pool2d", "input [N, C, H, W]")?;
     let &[n, c, h, w] = x.shape() else {
         unreachable!("rank checked")
     };
-    let (ho, wo) = spec.output_size(h, w)?;
-    let xs = as_slice(x, "max_pool2d")?;
-    let mut y = pool.to_overwrite(&[n, c, ho, wo]);
-    let mut argmax = vec![0u32; n * c * ho * wo];
-    let ((ph, pw), (sh, sw)) = (spec.pool, spec.stride);
-    y.as_slice_mut()
-        .expect("pooled")
-        .par_chunks_mut(ho * wo)
-        .zip(argmax.par_chunks_mut(ho * wo))
-        .zip(xs.par_chunks(h * w))
-        .for_each(|((y, arg), x)| {
-            if spec == MaxPool2dSpec::square(2) {
-                pool_2x2(x, w, wo, y, arg);
-                return;
-            }
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut best = oy * sh * w + ox * sw;
-                    for i in 0..ph {
-                        for j in 0..pw {
-                            let at = (oy * sh + i) * w + ox * sw + j;
-                            if wins(x[at], x[best]) {
-                                best = at;
-                            }
-                        }
-                    }
-                    y[oy * wo + ox] = x[best];
-                    arg[oy * wo + ox] = best as u32;
-                }
-            }
-        });
-    Ok((y, argmax))
+    Ok((n, c, h, w))
 }
 
-/// Whether `v` takes a window from the current winner `best`: strictly greater
-/// (so the first maximum keeps the win), or a NaN (so that NaN propagates).
+/// `max(a, b)`, but a NaN in either wins, so that NaN propagates.
 #[inline(always)]
-fn wins(v: f32, best: f32) -> bool {
-    v > best || (v.is_nan() && !best.is_nan())
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || a > b {
+        a
+    } else {
+        b
+    }
 }
 
-/// The common 2x2, stride-2 case for one plane, two input rows at a time.
-fn pool_2x2(x: &[f32], w: usize, wo: usize, y: &mut [f32], arg: &mut [u32]) {
-    for (oy, (y, arg)) in y.chunks_mut(wo).zip(arg.chunks_mut(wo)).enumerate() {
+/// Whether input `v` is the output `y` of its window: equal, or both NaN.
+#[inline(always)]
+fn is_max(v: f32, y: f32) -> bool {
+    v == y || (v.is_nan() && y.is_nan())
+}
+
+/// The position in the plane of output `(oy, ox)`'s winner: the first input of
+/// the window, in row-major order, that no later one beats (a NaN beats all).
+fn winner(x: &[f32], w: usize, spec: MaxPool2dSpec, oy: usize, ox: usize) -> usize {
+    let ((ph, pw), (sh, sw)) = (spec.pool, spec.stride);
+    let mut best = oy * sh * w + ox * sw;
+    for i in 0..ph {
+        for j in 0..pw {
+            let at = (oy * sh + i) * w + ox * sw + j;
+            let (v, b) = (x[at], x[best]);
+            if v > b || (v.is_nan() && !b.is_nan()) {
+                best = at;
+            }
+        }
+    }
+    best
+}
+
+/// The common 2x2, stride-2 case for one plane, one output row at a time;
+/// `fast`: with AVX-512 (the caller checked that the CPU has it).
+fn max_2x2(x: &[f32], w: usize, wo: usize, y: &mut [f32], fast: bool) {
+    for (oy, y) in y.chunks_mut(wo).enumerate() {
+        let (r0, r1) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: AVX-512 is available; the rows hold 2·wo values each.
+            unsafe { avx512::max_row(r0, r1, y) };
+            continue;
+        }
+        let _ = fast;
+        for (y, (a, b)) in y.iter_mut().zip(r0.chunks_exact(2).zip(r1.chunks_exact(2))) {
+            *y = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
+        }
+    }
+}
+
+/// The backward of a 2x2, stride-2 pooling for one plane: each window's four
+/// inputs get `dy` at the winner and 0 elsewhere, written in one pass; rows
+/// and columns no window covers (odd sizes) are zero.
+fn max_2x2_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    h: usize,
+    w: usize,
+    dx: &mut [f32],
+    fast: bool,
+) {
+    let wo = w / 2;
+    for (oy, (y, dy)) in y.chunks(wo).zip(dy.chunks(wo)).enumerate() {
         let top = 2 * oy * w;
-        let (r0, r1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
-        for (ox, ((y, arg), (a, b))) in y
-            .iter_mut()
-            .zip(arg.iter_mut())
-            .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
-            .enumerate()
-        {
-            // Candidates in row-major order: a[0], a[1], b[0], b[1].
-            let (mut v, mut at) = (a[0], top + 2 * ox);
-            if wins(a[1], v) {
-                (v, at) = (a[1], top + 2 * ox + 1);
-            }
-            if wins(b[0], v) {
-                (v, at) = (b[0], top + w + 2 * ox);
-            }
-            if wins(b[1], v) {
-                (v, at) = (b[1], top + w + 2 * ox + 1);
-            }
-            *y = v;
-            *arg = at as u32;
+        let (x0, x1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
+        let (d0, d1) = dx[top..top + 2 * w].split_at_mut(w);
+        if w % 2 == 1 {
+            d0[w - 1] = 0.0;
+            d1[w - 1] = 0.0;
+        }
+        let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: AVX-512 is available; x0, x1, d0, d1 hold 2·wo values
+            // and y, dy hold wo.
+            unsafe { avx512::max_backward_row(x0, x1, y, dy, d0, d1) };
+            continue;
+        }
+        let _ = fast;
+        for ox in 0..wo {
+            let (v, g) = (y[ox], dy[ox]);
+            let (a, b, c) = (
+                is_max(x0[2 * ox], v),
+                is_max(x0[2 * ox + 1], v),
+                is_max(x1[2 * ox], v),
+            );
+            // Row-major order: the first input equal to the max wins.
+            let (wa, wb, wc) = (a, !a && b, !a && !b && c);
+            let wd = !a && !b && !c;
+            d0[2 * ox] = if wa { g } else { 0.0 };
+            d0[2 * ox + 1] = if wb { g } else { 0.0 };
+            d1[2 * ox] = if wc { g } else { 0.0 };
+            d1[2 * ox + 1] = if wd { g } else { 0.0 };
+        }
+    }
+    dx[2 * (h / 2) * w..].fill(0.0);
+}
+
+/// The 2x2 rows with AVX-512: 16 outputs (32 inputs per row) per step forward,
+/// 8 windows per step backward, with lane masks for the tails.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Lane mask with the low `n` of 16 lanes set.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// `max(a, b)` lane-wise, NaN where either is NaN (`vmaxps` alone returns
+    /// `b` when either is).
+    #[inline(always)]
+    unsafe fn nan_max(a: __m512, b: __m512) -> __m512 {
+        let a_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a);
+        _mm512_mask_mov_ps(_mm512_max_ps(a, b), a_nan, a)
+    }
+
+    /// `y[o] = max(x0[2o], x0[2o + 1], x1[2o], x1[2o + 1])`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `x0` and `x1` hold at least `2·y.len()` values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max_row(x0: &[f32], x1: &[f32], y: &mut [f32]) {
+        let wo = y.len();
+        debug_assert!(x0.len() >= 2 * wo && x1.len() >= 2 * wo);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for o in (0..wo).step_by(16) {
+            let n = (wo - o).min(16);
+            // 2n inputs per row: the first vector's lanes, then the second's.
+            let (m_lo, m_hi) = (lanes(2 * n), lanes(2 * n.saturating_sub(8)));
+            let (p0, p1) = (x0.as_ptr().add(2 * o), x1.as_ptr().add(2 * o));
+            let lo = nan_max(
+                _mm512_maskz_loadu_ps(m_lo, p0),
+                _mm512_maskz_loadu_ps(m_lo, p1),
+            );
+            let hi = nan_max(
+                _mm512_maskz_loadu_ps(m_hi, p0.add(16)),
+                _mm512_maskz_loadu_ps(m_hi, p1.add(16)),
+            );
+            // Column pairs: even lanes against odd lanes of the 32 maxima.
+            let left = _mm512_permutex2var_ps(lo, even, hi);
+            let right = _mm512_permutex2var_ps(lo, odd, hi);
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), lanes(n), nan_max(left, right));
+        }
+    }
+
+    /// One output row's backward: `d0`, `d1` (the two input rows' gradients)
+    /// get `dy[o]` at the first input of window `o` equal to `y[o]`, 0 elsewhere.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `x0`, `x1`, `d0`, `d1` hold at least
+    /// `2·y.len()` values and `dy` at least `y.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max_backward_row(
+        x0: &[f32],
+        x1: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        d0: &mut [f32],
+        d1: &mut [f32],
+    ) {
+        let wo = y.len();
+        debug_assert!(x0.len() >= 2 * wo && x1.len() >= 2 * wo && dy.len() >= wo);
+        debug_assert!(d0.len() >= 2 * wo && d1.len() >= 2 * wo);
+        // Lane 2i and 2i + 1 both read window i.
+        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        // Even lanes are left columns, odd lanes right columns.
+        const LEFT: u16 = 0x5555;
+        // The first set lane of each pair, left before right.
+        let first = |e: u16| {
+            let l = e & LEFT;
+            l | (e & !LEFT & !(l << 1))
+        };
+        for o in (0..wo).step_by(8) {
+            let n = (wo - o).min(8);
+            let (m8, m16) = (lanes(n), lanes(2 * n));
+            let yv = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, y.as_ptr().add(o)));
+            let g = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, dy.as_ptr().add(o)));
+            let y_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(yv, yv);
+            // Where an input is its window's max: equal, or both NaN.
+            let hits = |x: __m512| {
+                _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, yv)
+                    | (_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x) & y_nan)
+            };
+            let a = _mm512_maskz_loadu_ps(m16, x0.as_ptr().add(2 * o));
+            let b = _mm512_maskz_loadu_ps(m16, x1.as_ptr().add(2 * o));
+            // Row-major order: the top row's first hit wins; the bottom row
+            // only where the top row has none.
+            let top = first(hits(a));
+            let taken = (top | (top >> 1)) & LEFT;
+            let bottom = first(hits(b) & !(taken | (taken << 1)));
+            _mm512_mask_storeu_ps(d0.as_mut_ptr().add(2 * o), m16, _mm512_maskz_mov_ps(top, g));
+            _mm512_mask_storeu_ps(
+                d1.as_mut_ptr().add(2 * o),
+                m16,
+                _mm512_maskz_mov_ps(bottom, g),
+            );
         }
     }
 }
 
 struct MaxPool2d {
-    /// Winner of each output, as a position within its `H × W` input plane.
-    argmax: Vec<u32>,
+    spec: MaxPool2dSpec,
 }
 
 impl Backward for MaxPool2d {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let x_shape = a.inputs[0].shape();
-        let plane_in = x_shape[2] * x_shape[3];
-        let plane_out = a.dy.shape()[2] * a.dy.shape()[3];
-        // Each plane is cleared and filled by one task while it sits in cache.
+        let (h, w) = (x_shape[2], x_shape[3]);
+        let (ho, wo) = (a.dy.shape()[2], a.dy.shape()[3]);
+        let (plane_in, plane_out) = (h * w, ho * wo);
+        let xs = a.inputs[0].as_slice().expect("checked in forward");
+        let ys = a.output.as_slice().expect("values are contiguous");
+        let dys = a.dy.as_slice().expect("gradients are contiguous");
+        let spec = self.spec;
+        let fast = crate::tensor::kernel::available();
+        // Each group of planes is cleared and filled by one task, in cache.
         let mut dx = a.pool.to_overwrite(x_shape);
         dx.as_slice_mut()
             .expect("pooled")
-            .par_chunks_mut(plane_in)
-            .zip(a.dy.as_slice().expect("contiguous").par_chunks(plane_out))
-            .zip(self.argmax.par_chunks(plane_out))
-            .for_each(|((dx, dy), arg)| {
-                dx.fill(0.0);
-                for (&g, &at) in dy.iter().zip(arg) {
-                    dx[at as usize] += g;
+            .par_chunks_mut(PLANES * plane_in)
+            .zip(xs.par_chunks(PLANES * plane_in))
+            .zip(ys.par_chunks(PLANES * plane_out))
+            .zip(dys.par_chunks(PLANES * plane_out))
+            .for_each(|(((dx, x), y), dy)| {
+                let planes = dx
+                    .chunks_mut(plane_in)
+                    .zip(x.chunks(plane_in))
+                    .zip(y.chunks(plane_out).zip(dy.chunks(plane_out)));
+                for ((dx, x), (y, dy)) in planes {
+                    if spec == MaxPool2dSpec::square(2) {
+                        max_2x2_backward(x, y, dy, h, w, dx, fast);
+                        continue;
+                    }
+                    // Overlapping windows: an input that wins several sums them.
+                    dx.fill(0.0);
+                    for (o, &g) in dy.iter().enumerate() {
+                        dx[winner(x, w, spec, o / wo, o % wo)] += g;
+                    }
                 }
             });
         vec![Some(dx)]
@@ -167,7 +353,41 @@ impl Backward for MaxPool2d {
 impl Tape<'_> {
     /// Max pooling of `x: [N, C, H, W]` with 'valid' padding.
     pub fn max_pool2d(&mut self, x: Var, spec: MaxPool2dSpec) -> Result<Var> {
-        let (y, argmax) = self.compute(&[x], |v, pool| max_pool2d_forward(v[0], spec, pool))?;
-        Ok(self.push(y, &[x], Box::new(MaxPool2d { argmax })))
+        let y = self.compute(&[x], |v, pool| max_pool2d_forward(v[0], spec, pool))?;
+        Ok(self.push(y, &[x], Box::new(MaxPool2d { spec })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 2x2 fast path (vector code where the CPU has it) agrees with the
+    /// general window scan on planes full of ties, signed zeros and NaNs, at
+    /// every width up to 40 (so every tail of the vector loops).
+    #[test]
+    fn fast_2x2_agrees_with_the_general_scan() {
+        let spec = MaxPool2dSpec::square(2);
+        let palette = [0.0, -0.0, 1.0, 2.0, f32::NAN, 1.0, 2.0, 0.5];
+        for (h, w) in (2..=40).map(|w| (2 + w % 5, w)) {
+            let x: Vec<f32> = (0..h * w).map(|i| palette[(i * 7 + i / 3) % 8]).collect();
+            let (ho, wo) = spec.output_size(h, w).unwrap();
+            let dy: Vec<f32> = (0..ho * wo).map(|i| i as f32 + 1.0).collect();
+            let mut want = vec![0.0; h * w];
+            for o in 0..ho * wo {
+                want[winner(&x, w, spec, o / wo, o % wo)] += dy[o];
+            }
+            for fast in [false, crate::tensor::kernel::available()] {
+                let mut y = vec![0.0; ho * wo];
+                max_2x2(&x, w, wo, &mut y, fast);
+                for (o, &y) in y.iter().enumerate() {
+                    let at = winner(&x, w, spec, o / wo, o % wo);
+                    assert!(is_max(x[at], y), "{h}x{w} output {o}, fast {fast}");
+                }
+                let mut dx = vec![f32::NAN; h * w];
+                max_2x2_backward(&x, &y, &dy, h, w, &mut dx, fast);
+                assert_eq!(dx, want, "{h}x{w}, fast {fast}");
+            }
+        }
     }
 }

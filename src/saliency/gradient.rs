@@ -27,7 +27,7 @@ use crate::layers::Mode;
 use crate::model::{Head, Sequential};
 use crate::ops::ReluRule;
 use crate::tape::Tape;
-use crate::tensor::Tensor;
+use crate::tensor::{Pool, Tensor};
 
 use super::{check_inputs, chunks, pick, predicted, rows};
 
@@ -58,14 +58,52 @@ pub fn class_gradient(
     rule: ReluRule,
     layer: Option<usize>,
 ) -> Result<ClassGradient> {
+    class_gradient_in(model, inputs, targets, rule, layer, &mut Pool::new())
+}
+
+/// [`class_gradient`] taking its buffers from `pool` and returning them there,
+/// so that a second pass of the same size allocates nothing (page faults and
+/// zeroing of fresh memory cost as much as a third of a one-off pass).
+pub fn class_gradient_in(
+    model: &Sequential,
+    inputs: &Tensor,
+    targets: Option<&[usize]>,
+    rule: ReluRule,
+    layer: Option<usize>,
+    pool: &mut Pool,
+) -> Result<ClassGradient> {
     check_inputs(model, inputs, targets)?;
-    let n = inputs.shape()[0];
+    let input = pool.copy_of(inputs);
+    let mut tape = Tape::with_pool(std::mem::take(pool));
+    let result = class_gradient_on(&mut tape, model, input, targets, rule, layer);
+    *pool = tape.into_pool();
+    let (x_grad, logits, targets, layer) = result?;
+    Ok(ClassGradient {
+        input: x_grad,
+        logits,
+        targets,
+        layer,
+    })
+}
+
+/// Gradient, class scores, targets and the layer's value and gradient.
+type Pass = (Tensor, Tensor, Vec<usize>, Option<(Tensor, Tensor)>);
+
+/// The pass itself, on a tape whose pool the caller takes back.
+fn class_gradient_on<'m>(
+    tape: &mut Tape<'m>,
+    model: &'m Sequential,
+    input: Tensor,
+    targets: Option<&[usize]>,
+    rule: ReluRule,
+    layer: Option<usize>,
+) -> Result<Pass> {
+    let n = input.shape()[0];
     let k = model.num_classes();
-    let mut tape = Tape::new();
-    let x = tape.input(inputs.clone());
+    let x = tape.input(input);
     // The weights enter as constants read in place; the head is linear for this
     // pass only.
-    let pass = model.forward(&mut tape, x, Mode::Infer, Head::Linear)?;
+    let pass = model.forward(tape, x, Mode::Infer, Head::Linear)?;
     let out = pass.last();
     let out_shape = tape.value(out)?.shape().to_vec();
     let logits = tape
@@ -109,12 +147,8 @@ pub fn class_gradient(
         }
         None => None,
     };
-    Ok(ClassGradient {
-        input,
-        logits,
-        targets,
-        layer,
-    })
+    tape.recycle(grads);
+    Ok((input, logits, targets, layer))
 }
 
 /// Input gradients of a whole batch, with targets and scores.
@@ -137,16 +171,30 @@ pub fn input_gradients(
     rule: ReluRule,
     batch_size: usize,
 ) -> Result<InputGradients> {
+    input_gradients_in(model, inputs, targets, rule, batch_size, &mut Pool::new())
+}
+
+/// [`input_gradients`] with buffers from `pool`: every batch after the first
+/// reuses the first one's.
+pub fn input_gradients_in(
+    model: &Sequential,
+    inputs: &Tensor,
+    targets: Option<&[usize]>,
+    rule: ReluRule,
+    batch_size: usize,
+    pool: &mut Pool,
+) -> Result<InputGradients> {
     let n = inputs.shape().first().copied().unwrap_or(0);
     let mut gradient = Tensor::zeros(inputs.raw_dim());
     let mut all_targets = Vec::with_capacity(n);
     let mut scores = Vec::with_capacity(n);
     for range in chunks(n, batch_size) {
         let given = targets.map(|t| &t[range.clone()]);
-        let pass = class_gradient(model, &rows(inputs, range.clone()), given, rule, None)?;
+        let pass = class_gradient_in(model, &rows(inputs, range.clone()), given, rule, None, pool)?;
         gradient
             .slice_axis_mut(Axis(0), Slice::from(range))
             .assign(&pass.input);
+        pool.give(pass.input);
         scores.extend(pick(&pass.logits, &pass.targets));
         all_targets.extend(pass.targets);
     }

@@ -31,9 +31,9 @@ use ndarray::Axis;
 use crate::error::{Error, Result};
 use crate::model::{Head, Sequential};
 use crate::ops::ReluRule;
-use crate::tensor::{shape_error, Tensor};
+use crate::tensor::{shape_error, Pool, Tensor};
 
-use super::gradient::class_gradient;
+use super::gradient::class_gradient_in;
 use super::{check_inputs, chunks, pick};
 
 /// The reference input `x′` integrated gradients starts from.
@@ -139,6 +139,7 @@ pub fn integrated_gradients(
     baseline: &Baseline,
     steps: usize,
     batch_size: usize,
+    pool: &mut Pool,
 ) -> Result<(Tensor, Vec<Completeness>)> {
     if steps == 0 {
         return Err(Error::invalid(
@@ -174,12 +175,20 @@ pub fn integrated_gradients(
                 point.assign(&(&x0 + &(&delta * alpha)));
             }
             let targets = vec![targets[i]; range.len()];
-            let g = class_gradient(model, &points, Some(&targets), ReluRule::Gradient, None)?;
+            let g = class_gradient_in(
+                model,
+                &points,
+                Some(&targets),
+                ReluRule::Gradient,
+                None,
+                pool,
+            )?;
             for point in g.input.axis_iter(Axis(0)) {
                 for (s, &v) in sum.iter_mut().zip(point.iter()) {
                     *s += f64::from(v);
                 }
             }
+            pool.give(g.input);
         }
         // IG = (x − x′) ⊙ mean gradient, in logical order as summed.
         let mut total = 0.0f64;

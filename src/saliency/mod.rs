@@ -54,7 +54,7 @@ use crate::error::{Error, Result};
 use crate::images::{normalize_maps, saliency_maps, Normalize};
 use crate::model::{argmax, Head, Sequential};
 use crate::ops::ReluRule;
-use crate::tensor::Tensor;
+use crate::tensor::{Pool, Tensor};
 
 pub use cam::Cam;
 pub use integrated::{Baseline, Completeness};
@@ -268,6 +268,36 @@ pub fn attribute(
     method: Method,
     options: &Options,
 ) -> Result<Attribution> {
+    attribute_in(model, inputs, targets, method, options, &mut Pool::new())
+}
+
+/// [`attribute`] with a workspace: the gradient methods, SmoothGrad and
+/// integrated gradients take their buffers from `workspace` and give them back,
+/// so calling again with inputs of the same size allocates nothing.
+///
+/// ```
+/// use salient::model::Sequential;
+/// use salient::saliency::{attribute_in, Method, Options};
+/// use salient::tensor::Pool;
+/// use salient::Tensor;
+///
+/// let model = Sequential::tutorial([1, 28, 28], 10, 0)?;
+/// let mut workspace = Pool::new();
+/// for batch in 0..2 {
+///     let images = Tensor::from_elem(vec![4, 1, 28, 28], 0.1 * batch as f32);
+///     let a = attribute_in(&model, &images, None, Method::Vanilla, &Options::default(), &mut workspace)?;
+///     assert_eq!(a.raw.shape(), &[4, 1, 28, 28]);
+/// }
+/// # Ok::<(), salient::Error>(())
+/// ```
+pub fn attribute_in(
+    model: &Sequential,
+    inputs: &Tensor,
+    targets: Option<&[usize]>,
+    method: Method,
+    options: &Options,
+    workspace: &mut Pool,
+) -> Result<Attribution> {
     check_inputs(model, inputs, targets)?;
     check_batch_size(options.batch_size)?;
     let n = inputs.shape()[0];
@@ -295,7 +325,7 @@ pub fn attribute(
                 Method::Guided => ReluRule::Guided,
                 _ => ReluRule::Gradient,
             };
-            let g = gradient::input_gradients(model, inputs, targets, rule, bs)?;
+            let g = gradient::input_gradients_in(model, inputs, targets, rule, bs, workspace)?;
             let raw = if method == Method::GradientXInput {
                 g.gradient * inputs
             } else {
@@ -310,7 +340,7 @@ pub fn attribute(
                 Method::SmoothGradSq => Aggregate::MeanOfSquares,
                 _ => Aggregate::Variance,
             };
-            let raw = smooth::smoothgrad(model, inputs, &targets, options, aggregate)?;
+            let raw = smooth::smoothgrad(model, inputs, &targets, options, aggregate, workspace)?;
             notes.push(format!(
                 "{method}: {} noisy copies per input, noise std-dev {} x (max - min) of each input, seed {}",
                 options.samples, options.noise_level, options.seed
@@ -326,6 +356,7 @@ pub fn attribute(
                 &options.baseline,
                 options.steps,
                 bs,
+                workspace,
             )?;
             notes.extend(integrated::completeness_notes(&report, options.steps));
             completeness = Some(report);

@@ -24,9 +24,9 @@ use crate::error::{Error, Result};
 use crate::layers::mix;
 use crate::model::Sequential;
 use crate::ops::ReluRule;
-use crate::tensor::Tensor;
+use crate::tensor::{Pool, Tensor};
 
-use super::gradient::class_gradient;
+use super::gradient::class_gradient_in;
 use super::{check_inputs, chunks, Options};
 
 /// How the gradients of the noisy copies are combined.
@@ -52,6 +52,7 @@ pub fn smoothgrad(
     targets: &[usize],
     options: &Options,
     aggregate: Aggregate,
+    pool: &mut Pool,
 ) -> Result<Tensor> {
     let op = "smoothgrad";
     check_inputs(model, inputs, Some(targets))?;
@@ -92,7 +93,14 @@ pub fn smoothgrad(
             }
             copies.mapv_inplace(|v| v + sigma * rng.sample::<f32, _>(StandardNormal));
             let targets = vec![targets[i]; range.len()];
-            let g = class_gradient(model, &copies, Some(&targets), ReluRule::Gradient, None)?;
+            let g = class_gradient_in(
+                model,
+                &copies,
+                Some(&targets),
+                ReluRule::Gradient,
+                None,
+                pool,
+            )?;
             for copy in g.input.outer_iter() {
                 for ((s, s2), &v) in sum.iter_mut().zip(&mut sum_sq).zip(copy.iter()) {
                     let v = f64::from(v);
@@ -100,6 +108,7 @@ pub fn smoothgrad(
                     *s2 += v * v;
                 }
             }
+            pool.give(g.input);
         }
         let count = n as f64;
         // Logical (row-major) order on both sides, as the sums were taken.
