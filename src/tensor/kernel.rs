@@ -189,6 +189,23 @@ pub fn matmul<'a, 'b>(
     matmul_keeping(m, n, k, a.into(), b.into(), c, c_rs, ep, None);
 }
 
+/// Bit `l` set for each column `j + l`, `l < cols`, that `keep` stores. Walks
+/// the row position instead of dividing per lane: this runs once per panel.
+fn kept_lanes(keep: Keep, j: usize, cols: usize) -> u64 {
+    let mut pos = j % keep.row;
+    let mut bits = 0u64;
+    for l in 0..cols {
+        if pos < keep.first {
+            bits |= 1 << l;
+        }
+        pos += 1;
+        if pos == keep.row {
+            pos = 0;
+        }
+    }
+    bits
+}
+
 /// Which columns of a product to store: of every `row` consecutive columns,
 /// the first `first`, packed together. A stride-1 convolution computed on an
 /// output grid as wide as its input (`row = W`) keeps the `first = Wo` real
@@ -296,14 +313,7 @@ fn matmul_keeping(
             // column goes.
             let (keep_lanes, c_col) = match keep {
                 None => (None, j),
-                Some(kp) => {
-                    let lanes: [u16; VECS] = std::array::from_fn(|v| {
-                        (0..16)
-                            .filter(|&l| 16 * v + l < cols && (j + 16 * v + l) % kp.row < kp.first)
-                            .fold(0, |m, l| m | 1 << l)
-                    });
-                    (Some(lanes), kp.packed(j))
-                }
+                Some(kp) => (Some(kept_lanes(kp, j, cols)), kp.packed(j)),
             };
             for i in (0..m).step_by(MR) {
                 let rows = MR.min(m - i);
@@ -473,6 +483,22 @@ mod avx512 {
 
     use super::{MR, VECS};
 
+    /// The low `n` bits set (`n ≤ 64`): lane masks of up to four vectors.
+    #[inline(always)]
+    fn lane_bits(n: usize) -> u64 {
+        if n >= 64 {
+            !0
+        } else {
+            (1u64 << n) - 1
+        }
+    }
+
+    /// Vector `v`'s 16 lanes out of a [`lane_bits`]-style integer.
+    #[inline(always)]
+    fn mask(bits: u64, v: usize) -> __mmask16 {
+        (bits >> (16 * v)) as __mmask16
+    }
+
     /// Lane mask with the low `n` of 16 lanes set.
     #[inline(always)]
     fn lanes(n: usize) -> __mmask16 {
@@ -531,8 +557,9 @@ mod avx512 {
         pub bias: Option<*const f32>,
         pub accumulate: bool,
         pub relu: bool,
-        /// Store only these lanes of each vector, packed together.
-        pub keep: Option<[u16; VECS]>,
+        /// Store only these lanes (bit `16·v + l` for lane `l` of vector `v`),
+        /// packed together.
+        pub keep: Option<u64>,
     }
 
     /// One tile: `C[rows, cols] (+)= A[rows, k] · B[k, cols]` (+ bias, relu).
@@ -545,15 +572,17 @@ mod avx512 {
     pub unsafe fn tile<B: BRows, const V: usize>(t: &Tile, b: B) {
         let (rows, cols) = (t.rows, t.cols);
         debug_assert!((1..=MR).contains(&rows) && (1..=16 * V).contains(&cols) && V <= VECS);
-        // Lane masks of the V vectors of a tile row (the last may be partial).
-        let masks: [__mmask16; V] = std::array::from_fn(|v| lanes(cols.saturating_sub(16 * v)));
+        // Lane masks of the V vectors of a tile row (the last may be partial),
+        // as bits of one integer: an array of masks built lane by lane cost a
+        // store-forwarding stall per tile, which small-K products feel.
+        let masks = lane_bits(cols);
         let [a0, a1, a2, a3, a4, a5, a6, a7] = t.a;
         let mut acc = [[_mm512_setzero_ps(); V]; MR];
         let mut off = 0usize;
         for s in 0..t.k {
             let bp = b.row(s);
             let bv: [__m512; V] =
-                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
+                std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(masks, v), bp.add(16 * v)));
             macro_rules! fma_row {
                 ($r:expr, $ap:expr) => {
                     let av = _mm512_set1_ps(*$ap.add(off));
@@ -572,7 +601,22 @@ mod avx512 {
             fma_row!(7, a7);
             off += t.aks;
         }
-        store(acc, t, &masks);
+        // Rows past `t.rows` were computed on clamped pointers; not stored.
+        let [c0, c1, c2, c3, c4, c5, c6, c7] = acc;
+        store_row(c0, 0, t, masks);
+        for (r, c) in [
+            (1, c1),
+            (2, c2),
+            (3, c3),
+            (4, c4),
+            (5, c5),
+            (6, c6),
+            (7, c7),
+        ] {
+            if r < t.rows {
+                store_row(c, r, t, masks);
+            }
+        }
     }
 
     /// See [`super::transpose`].
@@ -603,47 +647,49 @@ mod avx512 {
         }
     }
 
-    /// Writes a finished tile: accumulate, bias, ReLU, then store (packed, with
-    /// `keep`). The accumulators come by value: taking them by reference made
-    /// the compiler mirror every one to the stack inside the main loop.
+    /// Writes row `r` of a finished tile: accumulate, bias, ReLU, then store
+    /// (packed, with `keep`).
+    ///
+    /// Always inlined, and called once per row with a constant `r`, so that the
+    /// accumulators never leave their registers: passed as one array (by value
+    /// or by reference) they were kept in a stack copy, zeroed by a call to
+    /// memset per tile and mirrored inside the main loop. Without its own
+    /// `target_feature` (which `inline(always)` forbids) it relies on being
+    /// inlined into [`tile`], whose intrinsics then inline too.
     ///
     /// # Safety
-    /// As for [`tile`].
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn store<const V: usize>(acc: [[__m512; V]; MR], t: &Tile, masks: &[__mmask16; V]) {
-        let rows = t.rows;
-        let zero = _mm512_setzero_ps();
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            let cp = t.c.add(r * t.crs);
-            let mut packed = cp;
-            for v in 0..V {
-                let mut x = acc[v];
-                if t.accumulate {
-                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], cp.add(16 * v)));
-                }
-                if let Some(bias) = t.bias {
-                    x = _mm512_add_ps(x, _mm512_set1_ps(*bias.add(r)));
-                }
-                if t.relu {
-                    // vmaxps returns its second operand when either is NaN, so
-                    // max(0, x) keeps a NaN visible (as `ops::relu` does).
-                    x = _mm512_max_ps(zero, x);
-                }
-                match t.keep {
-                    None => _mm512_mask_storeu_ps(cp.add(16 * v), masks[v], x),
-                    Some(keep) => {
-                        // Gather the kept lanes at the bottom of the register
-                        // (vcompressps; its store form is microcoded and slow),
-                        // then store that many lanes.
-                        let kept = keep[v].count_ones() as usize;
-                        _mm512_mask_storeu_ps(
-                            packed,
-                            lanes(kept),
-                            _mm512_maskz_compress_ps(keep[v], x),
-                        );
-                        packed = packed.add(kept);
-                    }
+    /// As for [`tile`], with `r < t.rows`.
+    #[inline(always)]
+    unsafe fn store_row<const V: usize>(acc: [__m512; V], r: usize, t: &Tile, masks: u64) {
+        let cp = t.c.add(r * t.crs);
+        let mut packed = cp;
+        for (v, &acc) in acc.iter().enumerate() {
+            let mut x = acc;
+            if t.accumulate {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask(masks, v), cp.add(16 * v)));
+            }
+            if let Some(bias) = t.bias {
+                x = _mm512_add_ps(x, _mm512_set1_ps(*bias.add(r)));
+            }
+            if t.relu {
+                // vmaxps returns its second operand when either is NaN, so
+                // max(0, x) keeps a NaN visible (as `ops::relu` does).
+                x = _mm512_max_ps(_mm512_setzero_ps(), x);
+            }
+            match t.keep {
+                None => _mm512_mask_storeu_ps(cp.add(16 * v), mask(masks, v), x),
+                Some(keep) => {
+                    // Gather the kept lanes at the bottom of the register
+                    // (vcompressps; its store form is microcoded and slow),
+                    // then store that many lanes.
+                    let lanes_kept = mask(keep, v);
+                    let kept = lanes_kept.count_ones() as usize;
+                    _mm512_mask_storeu_ps(
+                        packed,
+                        lanes(kept),
+                        _mm512_maskz_compress_ps(lanes_kept, x),
+                    );
+                    packed = packed.add(kept);
                 }
             }
         }
