@@ -309,6 +309,9 @@ fn matmul_keeping(
         // every row block while it is in L1.
         for j in (0..n).step_by(nr) {
             let cols = nr.min(n - j);
+            // A narrow last panel runs a narrower tile: no FMAs on empty
+            // vectors (for 193 columns, the last panel holds just one).
+            let tile_vecs = cols.div_ceil(16);
             // With `keep`, the lanes to store and where the tile's first kept
             // column goes.
             let (keep_lanes, c_col) = match keep {
@@ -352,7 +355,8 @@ fn matmul_keeping(
                                 base: s.data.as_ptr().add(j + k0 * s.rs),
                                 rs: s.rs,
                             };
-                            match vecs {
+                            match tile_vecs {
+                                1 => avx512::tile::<_, 1>(&t, rows_of_b),
                                 2 => avx512::tile::<_, 2>(&t, rows_of_b),
                                 _ => avx512::tile::<_, 3>(&t, rows_of_b),
                             }
@@ -362,7 +366,8 @@ fn matmul_keeping(
                                 base: s.data.as_ptr().add(j),
                                 offs: s.offs.as_ptr().add(k0),
                             };
-                            match vecs {
+                            match tile_vecs {
+                                1 => avx512::tile::<_, 1>(&t, rows_of_b),
                                 2 => avx512::tile::<_, 2>(&t, rows_of_b),
                                 _ => avx512::tile::<_, 3>(&t, rows_of_b),
                             }
