@@ -189,21 +189,32 @@ pub fn matmul<'a, 'b>(
     matmul_keeping(m, n, k, a.into(), b.into(), c, c_rs, ep, None);
 }
 
-/// Bit `l` set for each column `j + l`, `l < cols`, that `keep` stores. Walks
-/// the row position instead of dividing per lane: this runs once per panel.
-fn kept_lanes(keep: Keep, j: usize, cols: usize) -> u64 {
-    let mut pos = j % keep.row;
-    let mut bits = 0u64;
-    for l in 0..cols {
-        if pos < keep.first {
-            bits |= 1 << l;
-        }
-        pos += 1;
-        if pos == keep.row {
-            pos = 0;
-        }
+/// The low `n` bits set (all 64 for `n ≥ 64`).
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 {
+        !0
+    } else {
+        (1u64 << n) - 1
     }
-    bits
+}
+
+/// Bit `l` set for each column `j + l`, `l < cols ≤ 64`, that `keep` stores.
+/// Kept columns come in runs of `first` every `row`, so this ORs a few runs
+/// together rather than testing lane by lane: it runs once per panel.
+fn kept_lanes(keep: Keep, j: usize, cols: usize) -> u64 {
+    let run = |from: usize, len: usize| low_bits(len) << from;
+    let pos = j % keep.row;
+    let mut bits = if pos < keep.first {
+        run(0, keep.first - pos)
+    } else {
+        0
+    };
+    let mut start = keep.row - pos;
+    while start < cols {
+        bits |= run(start, keep.first);
+        start += keep.row;
+    }
+    bits & low_bits(cols)
 }
 
 /// Which columns of a product to store: of every `row` consecutive columns,
@@ -488,17 +499,7 @@ mod avx512 {
 
     use super::{MR, VECS};
 
-    /// The low `n` bits set (`n ≤ 64`): lane masks of up to four vectors.
-    #[inline(always)]
-    fn lane_bits(n: usize) -> u64 {
-        if n >= 64 {
-            !0
-        } else {
-            (1u64 << n) - 1
-        }
-    }
-
-    /// Vector `v`'s 16 lanes out of a [`lane_bits`]-style integer.
+    /// Vector `v`'s 16 lanes out of an integer with a bit per lane.
     #[inline(always)]
     fn mask(bits: u64, v: usize) -> __mmask16 {
         (bits >> (16 * v)) as __mmask16
@@ -580,7 +581,7 @@ mod avx512 {
         // Lane masks of the V vectors of a tile row (the last may be partial),
         // as bits of one integer: an array of masks built lane by lane cost a
         // store-forwarding stall per tile, which small-K products feel.
-        let masks = lane_bits(cols);
+        let masks = super::low_bits(cols);
         let [a0, a1, a2, a3, a4, a5, a6, a7] = t.a;
         let mut acc = [[_mm512_setzero_ps(); V]; MR];
         let mut off = 0usize;
@@ -719,6 +720,26 @@ mod tests {
                         let want = if i < rows { src[i * src_rs + j] } else { -1.0 };
                         assert_eq!(dst[j * dst_rs + i], want, "({i}, {j})");
                     }
+                }
+            }
+        }
+    }
+
+    /// The run-by-run lane mask equals testing each lane.
+    #[test]
+    fn kept_lanes_match_a_lane_by_lane_test() {
+        for (row, first) in [(1, 1), (5, 3), (13, 11), (32, 30), (70, 2), (7, 7)] {
+            let keep = Keep { row, first };
+            for j in 0..3 * row {
+                for cols in [1, 15, 16, 33, 48] {
+                    let want = (0..cols)
+                        .filter(|l| (j + l) % row < first)
+                        .fold(0u64, |m, l| m | 1 << l);
+                    assert_eq!(
+                        kept_lanes(keep, j, cols),
+                        want,
+                        "{keep:?} j {j} cols {cols}"
+                    );
                 }
             }
         }
