@@ -25,7 +25,8 @@
 //! columns are never copied: on an output grid as wide as the input, row
 //! `(c, i, j)` of `cols` is the input plane `c` itself, read from offset
 //! `i·W + j` (see `Unroll`). The same shifted rows serve the weight gradient,
-//! and col2im becomes `K` shifted vector additions.
+//! and col2im happens inside the kernel: each row of `Wᵀ·dy` is added onto
+//! the input at its shift as it leaves the registers.
 //!
 //! `conv2d_relu` fuses a ReLU: applied as output tiles are stored, and its
 //! backward rule ([`ReluRule`]) applied to `dy` image by image inside the
@@ -36,7 +37,9 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::ops::ReluRule;
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::kernel::{matmul, matmul_keep, transpose, Epilogue, Keep, Shifted, Strided};
+use crate::tensor::kernel::{
+    matmul, matmul_add_at, matmul_keep, transpose, Epilogue, Keep, Shifted, Strided,
+};
 use crate::tensor::{as_slice, shape_error, Pool, Tensor};
 
 /// Padding of a convolution, as Keras names it.
@@ -455,24 +458,10 @@ fn backward_image(
                         d[..g.wo].copy_from_slice(dy);
                     }
                 }
-                // dX[K, wide] = Wᵀ[K, Cout] · dy_wide[Cout, wide]; row r goes back
-                // onto the input where row r of X was read: x[offs[r]..].
-                let dcols = sized(&mut s.cols, k * wide);
-                matmul(
-                    k,
-                    wide,
-                    g.cout,
-                    wt,
-                    rows(dy_wide, wide),
-                    dcols,
-                    wide,
-                    Epilogue::STORE,
-                );
-                for (row, &off) in dcols.chunks(wide).zip(offs) {
-                    for (d, v) in dx[off..off + wide].iter_mut().zip(row) {
-                        *d += v;
-                    }
-                }
+                // dX[K, wide] = Wᵀ[K, Cout] · dy_wide[Cout, wide], and row r goes
+                // back onto the input where row r of X was read, x[offs[r]..]:
+                // added there as the kernel stores it (col2im, fused).
+                matmul_add_at(k, wide, g.cout, wt, rows(dy_wide, wide), dx, offs);
             }
         }
     }
@@ -601,11 +590,10 @@ impl Backward for Conv2d {
             .zip(ys.par_chunks(GROUP * g.cout * p))
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
-            .map(|(((dy, y), x), mut dx)| {
+            .map_init(Scratch::default, |s, (((dy, y), x), mut dx)| {
                 if let Some(dx) = dx.as_deref_mut() {
                     dx.fill(0.0);
                 }
-                let mut s = Scratch::default();
                 let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
                 let mut db = vec![0.0f32; g.cout];
                 let images = dy
@@ -624,7 +612,7 @@ impl Backward for Conv2d {
                     };
                     let dx_i = dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]);
                     let dwt_i = want_dw.then_some(&mut dwt[..]);
-                    backward_image(g, &u, x, ws, dy, dx_i, dwt_i, &mut s);
+                    backward_image(g, &u, x, ws, dy, dx_i, dwt_i, s);
                     if want_db {
                         // db[c] += Σ_P dy[c, P]
                         for (d, plane) in db.iter_mut().zip(dy.chunks(p)) {

@@ -186,7 +186,56 @@ pub fn matmul<'a, 'b>(
     c_rs: usize,
     ep: Epilogue<'_>,
 ) {
-    matmul_keeping(m, n, k, a.into(), b.into(), c, c_rs, ep, None);
+    matmul_keeping(m, n, k, a.into(), b.into(), c, Out::Rows(c_rs), ep, None);
+}
+
+/// `C += A·B` where row `i` of `C` is `c[offs[i]..][..n]`: rows may overlap,
+/// and overlapping rows sum. This is col2im fused into the product: the input
+/// gradient of a stride-1 convolution adds row `(c, i, j)` of `Wᵀ·dy` onto the
+/// input plane `c` at offset `i·W + j`, straight from the registers.
+///
+/// # Panics
+/// If an operand is too short for the sizes, offsets and strides given, or `B`
+/// has non-unit column stride.
+pub fn matmul_add_at<'a, 'b>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: impl Into<Operand<'a>>,
+    b: impl Into<Operand<'b>>,
+    c: &mut [f32],
+    offs: &[usize],
+) {
+    assert!(offs.len() >= m, "fewer offsets than rows");
+    matmul_keeping(
+        m,
+        n,
+        k,
+        a.into(),
+        b.into(),
+        c,
+        Out::At(offs),
+        Epilogue::ACCUMULATE,
+        None,
+    );
+}
+
+/// Where the rows of `C` are.
+#[derive(Clone, Copy, Debug)]
+enum Out<'a> {
+    /// Row `i` at `c[i·rs..]`.
+    Rows(usize),
+    /// Row `i` at `c[offs[i]..]`.
+    At(&'a [usize]),
+}
+
+impl Out<'_> {
+    fn row(&self, i: usize) -> usize {
+        match self {
+            Out::Rows(rs) => i * rs,
+            Out::At(offs) => offs[i],
+        }
+    }
 }
 
 /// The low `n` bits set (all 64 for `n ≥ 64`).
@@ -251,7 +300,17 @@ pub fn matmul_keep<'a, 'b>(
 ) {
     assert!(!ep.accumulate, "matmul_keep stores, it does not accumulate");
     assert!(keep.first >= 1 && keep.first <= keep.row, "keep {keep:?}");
-    matmul_keeping(m, n, k, a.into(), b.into(), c, c_rs, ep, Some(keep));
+    matmul_keeping(
+        m,
+        n,
+        k,
+        a.into(),
+        b.into(),
+        c,
+        Out::Rows(c_rs),
+        ep,
+        Some(keep),
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -262,30 +321,54 @@ fn matmul_keeping(
     a: Operand<'_>,
     b: Operand<'_>,
     c: &mut [f32],
-    c_rs: usize,
+    out: Out<'_>,
     ep: Epilogue<'_>,
     keep: Option<Keep>,
+) {
+    matmul_on(m, n, k, a, b, c, out, ep, keep, available());
+}
+
+/// The product on the AVX-512 kernel (`fast`, which the caller checked the CPU
+/// has) or on the portable path.
+#[allow(clippy::too_many_arguments)]
+fn matmul_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &mut [f32],
+    out: Out<'_>,
+    ep: Epilogue<'_>,
+    keep: Option<Keep>,
+    fast: bool,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    if !available() {
+    if !fast {
         // Shifted operands are copied out densely first.
         let (da, db) = (dense_if_shifted(&a, m, k), dense_if_shifted(&b, k, n));
         let sa = strided_view(&a, da.as_deref(), k);
         let sb = strided_view(&b, db.as_deref(), n);
-        let Some(keep) = keep else {
+        if let (None, Out::Rows(c_rs)) = (keep, out) {
             return matmul_portable(m, n, k, sa, sb, c, c_rs, ep);
-        };
+        }
+        // Compute in full, then keep, or add at the rows' offsets.
+        // The epilogue in the kernel's order: accumulate, bias, ReLU.
         let mut full = vec![0.0f32; m * n];
-        matmul_portable(m, n, k, sa, sb, &mut full, n, ep);
+        matmul_portable(m, n, k, sa, sb, &mut full, n, Epilogue::STORE);
+        let keep = keep.unwrap_or(Keep { row: n, first: n });
         for (i, row) in full.chunks(n).enumerate() {
             for (j, &v) in row
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| j % keep.row < keep.first)
             {
-                c[i * c_rs + keep.packed(j)] = v;
+                let at = out.row(i) + keep.packed(j);
+                let mut x = if ep.accumulate { c[at] + v } else { v };
+                x += ep.row_bias.map_or(0.0, |b| b[i]);
+                c[at] = if ep.relu && x < 0.0 { 0.0 } else { x };
             }
         }
         return;
@@ -294,8 +377,12 @@ fn matmul_keeping(
     assert!(a.fits(m, k), "A is too short");
     assert!(b.fits(k, n), "B is too short");
     let stored = keep.map_or(n, |kp| kp.packed(n));
+    let last_row = match out {
+        Out::Rows(c_rs) => (m - 1) * c_rs,
+        Out::At(offs) => offs[..m].iter().copied().max().unwrap_or(0),
+    };
     assert!(
-        stored == 0 || (m - 1) * c_rs + stored - 1 < c.len(),
+        stored == 0 || last_row + stored - 1 < c.len(),
         "C is too short"
     );
     if let Some(bias) = ep.row_bias {
@@ -351,9 +438,8 @@ fn matmul_keeping(
                         k: kc,
                         a: a_rows,
                         aks,
-                        c: c.as_mut_ptr().add(i * c_rs + c_col),
+                        c: std::array::from_fn(|r| c.as_mut_ptr().add(out.row(row(r)) + c_col)),
                         keep: keep_lanes,
-                        crs: c_rs,
                         rows,
                         cols,
                         bias: block_ep.row_bias.map(|b| b.as_ptr().add(i)),
@@ -556,8 +642,8 @@ mod avx512 {
         pub k: usize,
         pub a: [*const f32; MR],
         pub aks: usize,
-        pub c: *mut f32,
-        pub crs: usize,
+        /// Where each row of the tile's `C` starts.
+        pub c: [*mut f32; MR],
         pub rows: usize,
         pub cols: usize,
         pub bias: Option<*const f32>,
@@ -572,7 +658,7 @@ mod avx512 {
     ///
     /// # Safety
     /// AVX-512F must be available. `t.a[r] + s·t.aks` for `s < k`, `b.row(s) + j`
-    /// for `j < cols`, `t.c + r·t.crs + j` for `r < rows` (for `j` below the
+    /// for `j < cols`, `t.c[r] + j` for `r < rows` (for `j` below the
     /// number of kept lanes, with `keep`), and `bias + r` must all be in bounds.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile<B: BRows, const V: usize>(t: &Tile, b: B) {
@@ -667,7 +753,7 @@ mod avx512 {
     /// As for [`tile`], with `r < t.rows`.
     #[inline(always)]
     unsafe fn store_row<const V: usize>(acc: [__m512; V], r: usize, t: &Tile, masks: u64) {
-        let cp = t.c.add(r * t.crs);
+        let cp = t.c[r];
         let mut packed = cp;
         for (v, &acc) in acc.iter().enumerate() {
             let mut x = acc;
@@ -741,6 +827,48 @@ mod tests {
                         "{keep:?} j {j} cols {cols}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Adding rows at overlapping offsets equals a triple loop adding in turn,
+    /// on both paths, with shifted rows of `A` as in a convolution's backward.
+    #[test]
+    fn add_at_sums_overlapping_rows() {
+        let (m, n, k) = (19, 53, 10);
+        let offs: Vec<usize> = (0..m).map(|i| (i % 3) * 7 + i / 3).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let len = offs.iter().max().unwrap() + n + 3;
+        let mut want: Vec<f32> = (0..len).map(|i| i as f32 / 10.0).collect();
+        for (i, &off) in offs.iter().enumerate() {
+            for j in 0..n {
+                want[off + j] += (0..k).map(|s| a[i * k + s] * b[s * n + j]).sum::<f32>();
+            }
+        }
+        for fast in [false, available()] {
+            let mut c: Vec<f32> = (0..len).map(|i| i as f32 / 10.0).collect();
+            let sa = Strided {
+                data: &a,
+                rs: k,
+                cs: 1,
+            };
+            let sb = Strided {
+                data: &b,
+                rs: n,
+                cs: 1,
+            };
+            let (ep, out) = (Epilogue::ACCUMULATE, Out::At(&offs));
+            matmul_on(m, n, k, sa.into(), sb.into(), &mut c, out, ep, None, fast);
+            for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "at {i}, fast {fast}"
+                );
             }
         }
     }

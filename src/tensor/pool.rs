@@ -69,10 +69,17 @@ impl Pool {
 
     /// A copy of `t` in a pooled buffer (standard layout).
     pub fn copy_of(&mut self, t: &Tensor) -> Tensor {
+        use rayon::prelude::*;
         let mut out = self.to_overwrite(t.shape());
-        ndarray::Zip::from(&mut out)
-            .and(t)
-            .par_for_each(|o, &v| *o = v);
+        let dst = out.as_slice_mut().expect("pooled");
+        match t.as_slice() {
+            // Contiguous: a parallel memcpy, chunk by chunk.
+            Some(src) => dst
+                .par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s)),
+            None => dst.iter_mut().zip(t.iter()).for_each(|(d, &v)| *d = v),
+        }
         out
     }
 
