@@ -776,11 +776,15 @@ mod avx512 {
                     // then store that many lanes.
                     let lanes_kept = mask(keep, v);
                     let kept = lanes_kept.count_ones() as usize;
-                    _mm512_mask_storeu_ps(
-                        packed,
-                        lanes(kept),
-                        _mm512_maskz_compress_ps(lanes_kept, x),
-                    );
+                    // A prefix of lanes (no dropped column inside the vector,
+                    // as always when the row is a multiple of 16 wide) needs
+                    // no compress.
+                    let x = if lanes_kept & lanes_kept.wrapping_add(1) == 0 {
+                        x
+                    } else {
+                        _mm512_maskz_compress_ps(lanes_kept, x)
+                    };
+                    _mm512_mask_storeu_ps(packed, lanes(kept), x);
                     packed = packed.add(kept);
                 }
             }
@@ -877,7 +881,6 @@ mod tests {
     #[test]
     fn keep_packs_the_first_columns_of_each_row() {
         let (m, n, k) = (9, 103, 11);
-        let keep = Keep { row: 5, first: 3 };
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
             .collect();
@@ -903,20 +906,25 @@ mod tests {
             },
         );
         matmul_portable(m, n, k, sa, sb, &mut full, n, ep);
-        let kept = keep.packed(n);
-        assert_eq!(kept, 20 * 3 + 3);
-        let mut packed = vec![f32::NAN; m * kept];
-        matmul_keep(m, n, k, sa, sb, &mut packed, kept, ep, keep);
-        for i in 0..m {
-            let want: Vec<f32> = (0..n)
-                .filter(|j| j % 5 < 3)
-                .map(|j| full[i * n + j])
-                .collect();
-            let got = &packed[i * kept..(i + 1) * kept];
-            assert!(
-                want.iter().zip(got).all(|(w, g)| (w - g).abs() < 1e-4),
-                "row {i}"
-            );
+        // Gaps inside vectors (5, 3), and only at their ends (32, 30).
+        for (keep, kept) in [
+            (Keep { row: 5, first: 3 }, 20 * 3 + 3),
+            (Keep { row: 32, first: 30 }, 3 * 30 + 7),
+        ] {
+            assert_eq!(keep.packed(n), kept);
+            let mut packed = vec![f32::NAN; m * kept];
+            matmul_keep(m, n, k, sa, sb, &mut packed, kept, ep, keep);
+            for i in 0..m {
+                let want: Vec<f32> = (0..n)
+                    .filter(|j| j % keep.row < keep.first)
+                    .map(|j| full[i * n + j])
+                    .collect();
+                let got = &packed[i * kept..(i + 1) * kept];
+                assert!(
+                    want.iter().zip(got).all(|(w, g)| (w - g).abs() < 1e-4),
+                    "{keep:?} row {i}"
+                );
+            }
         }
     }
 
