@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::ops::ReluRule;
 use crate::tape::{Backward, GradArgs, Tape, Var};
 use crate::tensor::kernel::{
-    matmul, matmul_add_at, matmul_keep, transpose, Epilogue, Keep, Shifted, Strided,
+    matmul, matmul_add_at, matmul_keep, transpose, Epilogue, Gapped, Keep, Shifted, Strided,
 };
 use crate::tensor::{as_slice, shape_error, Pool, Tensor};
 
@@ -297,6 +297,8 @@ enum Unroll {
         offs: Vec<usize>,
         /// Columns of the wide grid up to the last real output: `(Ho − 1)·W + Wo`.
         wide: usize,
+        /// Where each real output `(oy, ox)` sits on the wide grid: `oy·W + ox`.
+        real: Vec<usize>,
     },
 }
 
@@ -316,6 +318,9 @@ impl Unroll {
             Unroll::Shifted {
                 offs,
                 wide: (g.ho - 1) * g.w + g.wo,
+                real: (0..g.ho)
+                    .flat_map(|oy| (0..g.wo).map(move |ox| oy * g.w + ox))
+                    .collect(),
             }
         } else {
             Unroll::Im2col
@@ -330,7 +335,7 @@ struct Scratch {
     cols: Vec<f32>,
     /// `dy` on the wide grid, zero in the extra columns.
     dy_wide: Vec<f32>,
-    /// `dyᵀ[P, Cout]` (or on the wide grid), zero in the extra rows.
+    /// `dyᵀ[P, Cout]`.
     dyt: Vec<f32>,
     /// The gradient before a fused ReLU, `dz = rule(y, dy)`.
     dz: Vec<f32>,
@@ -368,7 +373,7 @@ fn forward_image(
             // y[Cout, P] = W[Cout, K] · cols[K, P] + b
             matmul(g.cout, p, k, rows(ws, k), rows(cols, p), y, p, ep);
         }
-        Unroll::Shifted { offs, wide } => {
+        Unroll::Shifted { offs, wide, .. } => {
             // y[Cout, P] = W[Cout, K] · X[K, wide] + b with row r of X =
             // x[offs[r]..], storing the first Wo of every W columns.
             let xs = Shifted { data: x, offs };
@@ -427,22 +432,23 @@ fn backward_image(
                 col2im(g, dcols, dx);
             }
         }
-        Unroll::Shifted { offs, wide } => {
+        Unroll::Shifted { offs, wide, real } => {
             let wide = *wide;
             if let Some(dwt) = dwt {
-                // dWᵀ[K, Cout] += X[K, wide] · dy_wideᵀ[wide, Cout], where dy on
-                // the wide grid is zero in the extra columns (rows here), so
-                // they add nothing. Output row `oy` of dy lands at row oy·W.
-                let dyt = sized(&mut s.dyt, wide * g.cout);
-                for oy in 0..g.ho {
-                    let dst = &mut dyt[oy * g.w * g.cout..];
-                    transpose(&dy[oy * g.wo..], g.cout, p, g.wo, dst, g.cout);
-                }
-                let xs = Shifted { data: x, offs };
+                // dWᵀ[K, Cout] += X[K, P] · dyᵀ[P, Cout], where column p of X
+                // is column real[p] of the shifted rows: the sum runs over real
+                // outputs only, skipping the wide grid's extra columns.
+                let dyt = sized(&mut s.dyt, p * g.cout);
+                transpose(dy, g.cout, p, p, dyt, g.cout);
+                let xs = Gapped {
+                    data: x,
+                    offs,
+                    cols: real,
+                };
                 matmul(
                     k,
                     g.cout,
-                    wide,
+                    p,
                     xs,
                     rows(dyt, g.cout),
                     dwt,

@@ -79,11 +79,26 @@ pub struct Shifted<'a> {
     pub offs: &'a [usize],
 }
 
-/// Either kind of operand.
+/// A [`Shifted`] matrix whose columns are also picked from a table: element
+/// `(i, j)` at `data[offs[i] + cols[j]]`. Only as `A`, whose columns the
+/// kernel walks one step at a time.
+///
+/// The weight gradient of a stride-1 convolution sums over output pixels; with
+/// `cols` listing where each real output sits on the wide grid, the sum skips
+/// the wide grid's extra columns instead of multiplying zeros.
+#[derive(Clone, Copy, Debug)]
+pub struct Gapped<'a> {
+    pub data: &'a [f32],
+    pub offs: &'a [usize],
+    pub cols: &'a [usize],
+}
+
+/// Any kind of operand.
 #[derive(Clone, Copy, Debug)]
 pub enum Operand<'a> {
     Strided(Strided<'a>),
     Shifted(Shifted<'a>),
+    Gapped(Gapped<'a>),
 }
 
 impl<'a> From<Strided<'a>> for Operand<'a> {
@@ -98,6 +113,12 @@ impl<'a> From<Shifted<'a>> for Operand<'a> {
     }
 }
 
+impl<'a> From<Gapped<'a>> for Operand<'a> {
+    fn from(g: Gapped<'a>) -> Self {
+        Operand::Gapped(g)
+    }
+}
+
 impl Operand<'_> {
     /// Whether every element of the `rows × cols` matrix lies in the buffer.
     fn fits(&self, rows: usize, cols: usize) -> bool {
@@ -109,6 +130,11 @@ impl Operand<'_> {
             Operand::Shifted(s) => {
                 s.offs.len() >= rows && s.offs[..rows].iter().all(|&o| o + cols - 1 < s.data.len())
             }
+            Operand::Gapped(g) => {
+                let last = g.cols.get(..cols).and_then(|c| c.iter().max());
+                g.offs.len() >= rows
+                    && last.is_some_and(|&l| g.offs[..rows].iter().all(|&o| o + l < g.data.len()))
+            }
         }
     }
 
@@ -117,6 +143,7 @@ impl Operand<'_> {
         match self {
             Operand::Strided(s) => s.cs == 1,
             Operand::Shifted(_) => true,
+            Operand::Gapped(_) => false,
         }
     }
 
@@ -125,6 +152,7 @@ impl Operand<'_> {
         match self {
             Operand::Strided(s) => s.data[i * s.rs + j * s.cs],
             Operand::Shifted(s) => s.data[s.offs[i] + j],
+            Operand::Gapped(g) => g.data[g.offs[i] + g.cols[j]],
         }
     }
 
@@ -149,7 +177,7 @@ fn tile_vectors(n: usize) -> usize {
 }
 
 fn dense_if_shifted(op: &Operand<'_>, rows: usize, cols: usize) -> Option<Vec<f32>> {
-    matches!(op, Operand::Shifted(_)).then(|| op.dense(rows, cols))
+    (!matches!(op, Operand::Strided(_))).then(|| op.dense(rows, cols))
 }
 
 fn strided_view<'s>(op: &Operand<'s>, dense: Option<&'s [f32]>, cols: usize) -> Strided<'s> {
@@ -160,11 +188,7 @@ fn strided_view<'s>(op: &Operand<'s>, dense: Option<&'s [f32]>, cols: usize) -> 
             rs: cols,
             cs: 1,
         },
-        (Operand::Shifted(s), None) => Strided {
-            data: s.data,
-            rs: cols,
-            cs: 1,
-        },
+        (_, None) => unreachable!("non-strided operands are copied densely first"),
     }
 }
 
@@ -424,20 +448,24 @@ fn matmul_on(
                 // the slices, and rows past `rows` are clamped to the last one.
                 unsafe {
                     let row = |r: usize| i + r.min(rows - 1);
-                    let (a_rows, aks): ([*const f32; MR], usize) = match a {
+                    // Row pointers of A, and how a step moves along a row.
+                    let (a_rows, walk): ([*const f32; MR], avx512::Walk) = match a {
                         Operand::Strided(s) => (
                             std::array::from_fn(|r| s.data.as_ptr().add(row(r) * s.rs + k0 * s.cs)),
-                            s.cs,
+                            avx512::Walk::By(s.cs),
                         ),
                         Operand::Shifted(s) => (
                             std::array::from_fn(|r| s.data.as_ptr().add(s.offs[row(r)] + k0)),
-                            1,
+                            avx512::Walk::By(1),
+                        ),
+                        Operand::Gapped(g) => (
+                            std::array::from_fn(|r| g.data.as_ptr().add(g.offs[row(r)])),
+                            avx512::Walk::At(g.cols.as_ptr().add(k0)),
                         ),
                     };
                     let t = avx512::Tile {
                         k: kc,
                         a: a_rows,
-                        aks,
                         c: std::array::from_fn(|r| c.as_mut_ptr().add(out.row(row(r)) + c_col)),
                         keep: keep_lanes,
                         rows,
@@ -446,29 +474,41 @@ fn matmul_on(
                         accumulate: block_ep.accumulate,
                         relu: block_ep.relu,
                     };
+                    // One instantiation per kind of A walk, B rows and width.
+                    macro_rules! run {
+                        ($rows_of_b:expr) => {
+                            match (walk, tile_vecs) {
+                                (avx512::Walk::By(d), 1) => {
+                                    avx512::tile::<_, _, 1>(&t, $rows_of_b, avx512::StepsBy(d))
+                                }
+                                (avx512::Walk::By(d), 2) => {
+                                    avx512::tile::<_, _, 2>(&t, $rows_of_b, avx512::StepsBy(d))
+                                }
+                                (avx512::Walk::By(d), _) => {
+                                    avx512::tile::<_, _, 3>(&t, $rows_of_b, avx512::StepsBy(d))
+                                }
+                                (avx512::Walk::At(p), 1) => {
+                                    avx512::tile::<_, _, 1>(&t, $rows_of_b, avx512::StepsAt(p))
+                                }
+                                (avx512::Walk::At(p), 2) => {
+                                    avx512::tile::<_, _, 2>(&t, $rows_of_b, avx512::StepsAt(p))
+                                }
+                                (avx512::Walk::At(p), _) => {
+                                    avx512::tile::<_, _, 3>(&t, $rows_of_b, avx512::StepsAt(p))
+                                }
+                            }
+                        };
+                    }
                     match b {
-                        Operand::Strided(s) => {
-                            let rows_of_b = avx512::StridedRows {
-                                base: s.data.as_ptr().add(j + k0 * s.rs),
-                                rs: s.rs,
-                            };
-                            match tile_vecs {
-                                1 => avx512::tile::<_, 1>(&t, rows_of_b),
-                                2 => avx512::tile::<_, 2>(&t, rows_of_b),
-                                _ => avx512::tile::<_, 3>(&t, rows_of_b),
-                            }
-                        }
-                        Operand::Shifted(s) => {
-                            let rows_of_b = avx512::ShiftedRows {
-                                base: s.data.as_ptr().add(j),
-                                offs: s.offs.as_ptr().add(k0),
-                            };
-                            match tile_vecs {
-                                1 => avx512::tile::<_, 1>(&t, rows_of_b),
-                                2 => avx512::tile::<_, 2>(&t, rows_of_b),
-                                _ => avx512::tile::<_, 3>(&t, rows_of_b),
-                            }
-                        }
+                        Operand::Strided(s) => run!(avx512::StridedRows {
+                            base: s.data.as_ptr().add(j + k0 * s.rs),
+                            rs: s.rs,
+                        }),
+                        Operand::Shifted(s) => run!(avx512::ShiftedRows {
+                            base: s.data.as_ptr().add(j),
+                            offs: s.offs.as_ptr().add(k0),
+                        }),
+                        Operand::Gapped(_) => unreachable!("B has contiguous columns (asserted)"),
                     }
                 }
             }
@@ -636,12 +676,50 @@ mod avx512 {
         }
     }
 
-    /// One tile's operands: `A` as 8 row pointers walked `aks` apart, `C` and
-    /// what to do when storing it.
+    /// How the kernel steps along the rows of `A`.
+    #[derive(Clone, Copy)]
+    pub enum Walk {
+        /// Step `s` at `s·d`.
+        By(usize),
+        /// Step `s` at `table[s]`.
+        At(*const usize),
+    }
+
+    /// Where step `s` is along a row of `A` (one implementation per [`Walk`],
+    /// so that each kernel has its walk compiled in).
+    pub trait ASteps: Copy {
+        /// # Safety
+        /// `s` must be a valid step of the operand.
+        unsafe fn at(self, s: usize) -> usize;
+    }
+
+    /// `s·d`.
+    #[derive(Clone, Copy)]
+    pub struct StepsBy(pub usize);
+
+    impl ASteps for StepsBy {
+        #[inline(always)]
+        unsafe fn at(self, s: usize) -> usize {
+            s * self.0
+        }
+    }
+
+    /// `table[s]`.
+    #[derive(Clone, Copy)]
+    pub struct StepsAt(pub *const usize);
+
+    impl ASteps for StepsAt {
+        #[inline(always)]
+        unsafe fn at(self, s: usize) -> usize {
+            *self.0.add(s)
+        }
+    }
+
+    /// One tile's operands: `A` as 8 row pointers, `C` and what to do when
+    /// storing it.
     pub struct Tile {
         pub k: usize,
         pub a: [*const f32; MR],
-        pub aks: usize,
         /// Where each row of the tile's `C` starts.
         pub c: [*mut f32; MR],
         pub rows: usize,
@@ -657,11 +735,11 @@ mod avx512 {
     /// One tile: `C[rows, cols] (+)= A[rows, k] · B[k, cols]` (+ bias, relu).
     ///
     /// # Safety
-    /// AVX-512F must be available. `t.a[r] + s·t.aks` for `s < k`, `b.row(s) + j`
+    /// AVX-512F must be available. `t.a[r] + a_steps.at(s)` for `s < k`, `b.row(s) + j`
     /// for `j < cols`, `t.c[r] + j` for `r < rows` (for `j` below the
     /// number of kept lanes, with `keep`), and `bias + r` must all be in bounds.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<B: BRows, const V: usize>(t: &Tile, b: B) {
+    pub unsafe fn tile<B: BRows, A: ASteps, const V: usize>(t: &Tile, b: B, a_steps: A) {
         let (rows, cols) = (t.rows, t.cols);
         debug_assert!((1..=MR).contains(&rows) && (1..=16 * V).contains(&cols) && V <= VECS);
         // Lane masks of the V vectors of a tile row (the last may be partial),
@@ -670,8 +748,8 @@ mod avx512 {
         let masks = super::low_bits(cols);
         let [a0, a1, a2, a3, a4, a5, a6, a7] = t.a;
         let mut acc = [[_mm512_setzero_ps(); V]; MR];
-        let mut off = 0usize;
         for s in 0..t.k {
+            let off = a_steps.at(s);
             let bp = b.row(s);
             let bv: [__m512; V] =
                 std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(masks, v), bp.add(16 * v)));
@@ -691,7 +769,6 @@ mod avx512 {
             fma_row!(5, a5);
             fma_row!(6, a6);
             fma_row!(7, a7);
-            off += t.aks;
         }
         // Rows past `t.rows` were computed on clamped pointers; not stored.
         let [c0, c1, c2, c3, c4, c5, c6, c7] = acc;
@@ -829,6 +906,59 @@ mod tests {
                         kept_lanes(keep, j, cols),
                         want,
                         "{keep:?} j {j} cols {cols}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A gapped `A` (rows at offsets, columns from a table) against the same
+    /// product written out, on both paths.
+    #[test]
+    fn gapped_rows_and_columns() {
+        let (m, n, k) = (11, 40, 30);
+        let data: Vec<f32> = (0..200)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let offs: Vec<usize> = (0..m).map(|i| 3 * i).collect();
+        // Three runs of ten columns, two apart: like real outputs on a wide grid.
+        let cols: Vec<usize> = (0..k).map(|j| (j / 10) * 12 + j % 10).collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let a = Gapped {
+            data: &data,
+            offs: &offs,
+            cols: &cols,
+        };
+        let sb = Strided {
+            data: &b,
+            rs: n,
+            cs: 1,
+        };
+        for fast in [false, available()] {
+            let mut c = vec![0.5f32; m * n];
+            let ep = Epilogue::ACCUMULATE;
+            matmul_on(
+                m,
+                n,
+                k,
+                a.into(),
+                sb.into(),
+                &mut c,
+                Out::Rows(n),
+                ep,
+                None,
+                fast,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f32 = (0..k).map(|s| data[offs[i] + cols[s]] * b[s * n + j]).sum();
+                    let want = 0.5 + dot;
+                    let got = c[i * n + j];
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "({i},{j}) fast {fast}"
                     );
                 }
             }

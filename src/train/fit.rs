@@ -270,7 +270,7 @@ pub fn fit(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, indices) in train.chunks(opts.batch_size).enumerate() {
             let labels: Vec<usize> = indices.iter().map(|&i| data.labels[i]).collect();
-            let mut x = step.pool.zeros(&batch_shape(data, indices.len()));
+            let mut x = step.pool.to_overwrite(&batch_shape(data, indices.len()));
             gather(&data.images, indices, &mut x);
             let dropout_seed = mix(mix(opts.seed, epoch as u64), b as u64);
             let (loss_value, batch_correct) = step.step(model, x, &labels, dropout_seed)?;
