@@ -12,7 +12,17 @@ use ndarray::Axis;
 
 use crate::error::Result;
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{as_slice, expect_rank, gemm_par, shape_error, Mat, MatMut, Pool, Tensor};
+use crate::tensor::kernel::{matmul_par, transpose, Epilogue, Strided};
+use crate::tensor::{as_slice, expect_rank, shape_error, Pool, Tensor};
+
+/// A row-major matrix operand with `cols` columns.
+fn rows(data: &[f32], cols: usize) -> Strided<'_> {
+    Strided {
+        data,
+        rs: cols,
+        cs: 1,
+    }
+}
 
 /// Checks shapes and returns `(n, in, out)`.
 fn dims(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<(usize, usize, usize)> {
@@ -51,14 +61,24 @@ pub fn dense_forward(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Res
     // Start from the bias in every row, then accumulate x·Wᵀ onto it (β = 1).
     y.axis_iter_mut(Axis(0)).for_each(|mut row| row.assign(b));
     let ys = y.as_slice_mut().expect("pooled tensors are contiguous");
-    // y[N, out] += x[N, in] · Wᵀ[in, out]   (Wᵀ read through swapped strides)
-    gemm_par(
-        1.0,
-        Mat::rows(as_slice(x, "dense")?, n, fan_in),
-        Mat::rows(as_slice(w, "dense")?, out, fan_in).t(),
-        1.0,
-        MatMut::rows(ys, n, out),
+    // The kernel streams rows of B, so Wᵀ[in, out] is laid out first (a
+    // fraction of the product's time).
+    let mut wt = pool.to_overwrite(&[fan_in, out]);
+    let wts = wt.as_slice_mut().expect("pooled");
+    transpose(as_slice(w, "dense")?, out, fan_in, fan_in, wts, out);
+    // y[N, out] += x[N, in] · Wᵀ[in, out]
+    let xs = as_slice(x, "dense")?;
+    matmul_par(
+        n,
+        out,
+        fan_in,
+        rows(xs, fan_in),
+        rows(wts, out),
+        ys,
+        out,
+        Epilogue::ACCUMULATE,
     );
+    pool.give(wt);
     Ok(y)
 }
 
@@ -70,27 +90,26 @@ impl Backward for Dense {
         let (n, fan_in, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
         let dy = a.dy.as_slice().expect("gradients are contiguous");
         let dx = a.wants[0].then(|| {
-            let mut dx = a.pool.zeros(&[n, fan_in]);
+            let mut dx = a.pool.to_overwrite(&[n, fan_in]);
             // dx[N, in] = dy[N, out] · W[out, in]
-            gemm_par(
-                1.0,
-                Mat::rows(dy, n, out),
-                Mat::rows(w.as_slice().expect("checked in forward"), out, fan_in),
-                0.0,
-                MatMut::rows(dx.as_slice_mut().expect("pooled"), n, fan_in),
-            );
+            let ws = w.as_slice().expect("checked in forward");
+            let dxs = dx.as_slice_mut().expect("pooled");
+            let (dys, wr) = (rows(dy, out), rows(ws, fan_in));
+            matmul_par(n, fan_in, out, dys, wr, dxs, fan_in, Epilogue::STORE);
             dx
         });
         let dw = a.wants[1].then(|| {
-            let mut dw = a.pool.zeros(&[out, fan_in]);
-            // dW[out, in] = dyᵀ[out, N] · x[N, in]
-            gemm_par(
-                1.0,
-                Mat::rows(dy, n, out).t(),
-                Mat::rows(x.as_slice().expect("checked in forward"), n, fan_in),
-                0.0,
-                MatMut::rows(dw.as_slice_mut().expect("pooled"), out, fan_in),
-            );
+            let mut dw = a.pool.to_overwrite(&[out, fan_in]);
+            // dW[out, in] = dyᵀ[out, N] · x[N, in], dyᵀ read through swapped
+            // strides (the kernel broadcasts from A, so any strides do).
+            let dyt = Strided {
+                data: dy,
+                rs: 1,
+                cs: out,
+            };
+            let xs = rows(x.as_slice().expect("checked in forward"), fan_in);
+            let dws = dw.as_slice_mut().expect("pooled");
+            matmul_par(out, fan_in, n, dyt, xs, dws, fan_in, Epilogue::STORE);
             dw
         });
         let db = a.wants[2].then(|| {

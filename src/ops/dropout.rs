@@ -39,7 +39,9 @@ pub fn dropout_mask(shape: &[usize], rate: f32, seed: u64, pool: &mut Pool) -> R
         .expect("pooled")
         .par_chunks_mut(BLOCK)
         .enumerate()
-        .for_each(|(block, m)| {
+        // `move`: the threshold and scale live in registers, not behind
+        // references the compiler must reload at every store.
+        .for_each(move |(block, m)| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream(block as u64);
             let mut words = [0u32; BLOCK];

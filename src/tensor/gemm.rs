@@ -127,41 +127,6 @@ pub fn gemm(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
     }
 }
 
-/// [`gemm`] with the rows of `C` shared out between the cores (each element is
-/// computed by exactly one of them, in the same order as by [`gemm`], so the
-/// result does not depend on the split). Small products run on one core.
-/// `C` must be row-major (`col_stride == 1`).
-pub fn gemm_par(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
-    use rayon::prelude::*;
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    let threads = rayon::current_num_threads().max(1);
-    if m < 2 * threads || m * k * n < 1 << 20 || c.col_stride != 1 {
-        return gemm(alpha, a, b, beta, c);
-    }
-    let rows = m.div_ceil(threads);
-    let rs = c.row_stride;
-    c.data
-        .par_chunks_mut(rows * rs)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let r0 = i * rows;
-            let r = rows.min(m - r0);
-            let a_rows = Mat {
-                data: &a.data[r0 * a.row_stride..],
-                rows: r,
-                ..a
-            };
-            let c_rows = MatMut {
-                data: chunk,
-                rows: r,
-                cols: n,
-                row_stride: rs,
-                col_stride: 1,
-            };
-            gemm(alpha, a_rows, b, beta, c_rows);
-        });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,32 +163,5 @@ mod tests {
             MatMut::rows(&mut c, 2, 2),
         );
         assert_eq!(c, [45.0, 52.0, 81.0, 94.0]);
-    }
-
-    #[test]
-    fn parallel_rows_give_the_same_bits() {
-        let (m, k, n) = (301, 67, 129);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0)
-            .collect();
-        let (mut c1, mut c2) = (vec![0.5; m * n], vec![0.5; m * n]);
-        gemm(
-            1.0,
-            Mat::rows(&a, m, k),
-            Mat::rows(&b, k, n),
-            1.0,
-            MatMut::rows(&mut c1, m, n),
-        );
-        gemm_par(
-            1.0,
-            Mat::rows(&a, m, k),
-            Mat::rows(&b, k, n),
-            1.0,
-            MatMut::rows(&mut c2, m, n),
-        );
-        assert_eq!(c1, c2);
     }
 }

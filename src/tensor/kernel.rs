@@ -213,6 +213,46 @@ pub fn matmul<'a, 'b>(
     matmul_keeping(m, n, k, a.into(), b.into(), c, Out::Rows(c_rs), ep, None);
 }
 
+/// [`matmul`] with the rows of `C` shared out among the `rayon` threads, one
+/// contiguous band each (in whole tiles): for the dense layers' products,
+/// where a batch is one large product rather than many small ones.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_par(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Strided<'_>,
+    b: Strided<'_>,
+    c: &mut [f32],
+    c_rs: usize,
+    ep: Epilogue<'_>,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads().max(1);
+    // Below about a million multiply-adds a second thread costs more than it saves.
+    if threads == 1 || m < 2 * MR || m * n * k < 1 << 20 {
+        return matmul(m, n, k, a, b, c, c_rs, ep);
+    }
+    let band = m.div_ceil(threads).next_multiple_of(MR);
+    assert!(c.len() >= (m - 1) * c_rs + n, "C is too short");
+    c[..(m - 1) * c_rs + n]
+        .par_chunks_mut(band * c_rs)
+        .enumerate()
+        .for_each(|(t, c)| {
+            let i0 = t * band;
+            let rows = band.min(m - i0);
+            let a = Strided {
+                data: &a.data[i0 * a.rs..],
+                ..a
+            };
+            let ep = Epilogue {
+                row_bias: ep.row_bias.map(|bias| &bias[i0..]),
+                ..ep
+            };
+            matmul(rows, n, k, a, b, c, c_rs, ep);
+        });
+}
+
 /// `C += A·B` where row `i` of `C` is `c[offs[i]..][..n]`: rows may overlap,
 /// and overlapping rows sum. This is col2im fused into the product: the input
 /// gradient of a stride-1 convolution adds row `(c, i, j)` of `Wᵀ·dy` onto the
@@ -890,6 +930,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Splitting the rows between threads changes no bit of the result: each
+    /// element is still one tile's sum in the same order.
+    #[test]
+    fn parallel_rows_give_the_same_bits() {
+        let (m, n, k) = (301, 129, 67);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 / 100.0).collect();
+        let (sa, sb) = (
+            Strided {
+                data: &a,
+                rs: k,
+                cs: 1,
+            },
+            Strided {
+                data: &b,
+                rs: n,
+                cs: 1,
+            },
+        );
+        let ep = Epilogue {
+            accumulate: true,
+            row_bias: Some(&bias),
+            relu: true,
+        };
+        let (mut c1, mut c2) = (vec![0.5; m * n], vec![0.5; m * n]);
+        matmul(m, n, k, sa, sb, &mut c1, n, ep);
+        matmul_par(m, n, k, sa, sb, &mut c2, n, ep);
+        assert_eq!(c1, c2);
     }
 
     /// The run-by-run lane mask equals testing each lane.

@@ -9,7 +9,7 @@ mod gemm;
 pub mod kernel;
 mod pool;
 
-pub use gemm::{gemm, gemm_par, Mat, MatMut};
+pub use gemm::{gemm, Mat, MatMut};
 pub use pool::Pool;
 
 use crate::error::{Error, Result};
