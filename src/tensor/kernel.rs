@@ -284,6 +284,13 @@ pub fn matmul_add_at<'a, 'b>(
     );
 }
 
+/// How the kernel steps along the rows of `A`: `s·d`, or from a table.
+#[derive(Clone, Copy, Debug)]
+enum Walk<'a> {
+    By(usize),
+    At(&'a [usize]),
+}
+
 /// Where the rows of `C` are.
 #[derive(Clone, Copy, Debug)]
 enum Out<'a> {
@@ -467,6 +474,25 @@ fn matmul_on(
         // waste less when `n` is a multiple of 32 (e.g. 64 output channels).
         let vecs = tile_vectors(n);
         let nr = 16 * vecs;
+        // Per row block, where its 8 rows of A and of C start (rows past `m`
+        // clamped to the last): worked out once, not once per tile.
+        let (a_base, walk) = match a {
+            Operand::Strided(s) => (s.data.as_ptr(), Walk::By(s.cs)),
+            Operand::Shifted(s) => (s.data.as_ptr(), Walk::By(1)),
+            Operand::Gapped(g) => (g.data.as_ptr(), Walk::At(&g.cols[k0..])),
+        };
+        let blocks: Vec<([usize; MR], [usize; MR])> = (0..m)
+            .step_by(MR)
+            .map(|i| {
+                let row = |r: usize| (i + r).min(m - 1);
+                let a_offs = std::array::from_fn(|r| match a {
+                    Operand::Strided(s) => row(r) * s.rs + k0 * s.cs,
+                    Operand::Shifted(s) => s.offs[row(r)] + k0,
+                    Operand::Gapped(g) => g.offs[row(r)],
+                });
+                (a_offs, std::array::from_fn(|r| out.row(row(r))))
+            })
+            .collect();
         // Panels of B outside, row blocks of A inside: one panel of B serves
         // every row block while it is in L1.
         for j in (0..n).step_by(nr) {
@@ -480,33 +506,23 @@ fn matmul_on(
                 None => (None, j),
                 Some(kp) => (Some(kept_lanes(kp, j, cols)), kp.packed(j)),
             };
-            for i in (0..m).step_by(MR) {
+            for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
+                let i = q * MR;
                 let rows = MR.min(m - i);
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX-512 is available (checked above); the asserts show
                 // that every row < m, column < n and step < k addressed lies in
                 // the slices, and rows past `rows` are clamped to the last one.
                 unsafe {
-                    let row = |r: usize| i + r.min(rows - 1);
-                    // Row pointers of A, and how a step moves along a row.
-                    let (a_rows, walk): ([*const f32; MR], avx512::Walk) = match a {
-                        Operand::Strided(s) => (
-                            std::array::from_fn(|r| s.data.as_ptr().add(row(r) * s.rs + k0 * s.cs)),
-                            avx512::Walk::By(s.cs),
-                        ),
-                        Operand::Shifted(s) => (
-                            std::array::from_fn(|r| s.data.as_ptr().add(s.offs[row(r)] + k0)),
-                            avx512::Walk::By(1),
-                        ),
-                        Operand::Gapped(g) => (
-                            std::array::from_fn(|r| g.data.as_ptr().add(g.offs[row(r)])),
-                            avx512::Walk::At(g.cols.as_ptr().add(k0)),
-                        ),
+                    let a_rows = a_offs.map(|o| a_base.add(o));
+                    let walk = match walk {
+                        Walk::By(d) => avx512::Walk::By(d),
+                        Walk::At(table) => avx512::Walk::At(table.as_ptr()),
                     };
                     let t = avx512::Tile {
                         k: kc,
                         a: a_rows,
-                        c: std::array::from_fn(|r| c.as_mut_ptr().add(out.row(row(r)) + c_col)),
+                        c: c_offs.map(|o| c.as_mut_ptr().add(o + c_col)),
                         keep: keep_lanes,
                         rows,
                         cols,
