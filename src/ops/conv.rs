@@ -333,11 +333,11 @@ impl Unroll {
 struct Scratch {
     /// im2col columns, the wide output, or the columns' gradient.
     cols: Vec<f32>,
-    /// `dy` on the wide grid, zero in the extra columns.
+    /// `dz` on the wide grid, zero in the extra columns.
     dy_wide: Vec<f32>,
     /// `dyᵀ[P, Cout]`.
     dyt: Vec<f32>,
-    /// The gradient before a fused ReLU, `dz = rule(y, dy)`.
+    /// The gradient before a fused ReLU, `dz = rule(y, dy)` (im2col path).
     dz: Vec<f32>,
 }
 
@@ -386,17 +386,30 @@ fn forward_image(
     }
 }
 
-/// For one image: `dWᵀ += unrolled(x) · dyᵀ` (if `dwt`) and
-/// `dx += fold(Wᵀ · dy)` (if `dx`), where fold is col2im or its shifted twin.
+/// What the backward of one image computes into.
+struct ImageGrads<'a> {
+    /// `dx` of the image, added to (if wanted).
+    dx: Option<&'a mut [f32]>,
+    /// The group's `dWᵀ[K, Cout]`, added to (if wanted).
+    dwt: Option<&'a mut [f32]>,
+    /// The group's `db[Cout]`, added to (if wanted).
+    db: Option<&'a mut [f32]>,
+}
+
+/// For one image: first `dz = rule(y, dy)` through the fused ReLU (or
+/// `dz = dy`), then `db += Σ dz`, `dWᵀ += unrolled(x) · dzᵀ` and
+/// `dx += fold(Wᵀ · dz)`, each if wanted, where fold is col2im or its shifted
+/// twin.
 #[allow(clippy::too_many_arguments)]
 fn backward_image(
     g: &ConvGeometry,
     u: &Unroll,
     x: &[f32],
     ws: &[f32],
+    y: &[f32],
     dy: &[f32],
-    dx: Option<&mut [f32]>,
-    dwt: Option<&mut [f32]>,
+    rule: Option<ReluRule>,
+    out: ImageGrads<'_>,
     s: &mut Scratch,
 ) {
     let (k, p) = (g.k(), g.p());
@@ -408,38 +421,74 @@ fn backward_image(
     };
     match u {
         Unroll::Im2col => {
-            if let Some(dwt) = dwt {
-                // dWᵀ[K, Cout] += cols[K, P] · dyᵀ[P, Cout]
+            let dz = match rule {
+                Some(rule) => {
+                    let dz = sized(&mut s.dz, g.cout * p);
+                    relu_backward(rule, y, dy, dz);
+                    &*dz
+                }
+                None => dy,
+            };
+            if let Some(db) = out.db {
+                // db[c] += Σ_P dz[c, P]
+                for (d, plane) in db.iter_mut().zip(dz.chunks(p)) {
+                    *d += lane_sum(plane);
+                }
+            }
+            if let Some(dwt) = out.dwt {
+                // dWᵀ[K, Cout] += cols[K, P] · dzᵀ[P, Cout]
                 let cols = sized(&mut s.cols, k * p);
                 im2col(g, x, cols);
-                let dyt = sized(&mut s.dyt, p * g.cout);
-                transpose(dy, g.cout, p, p, dyt, g.cout);
+                let dzt = sized(&mut s.dyt, p * g.cout);
+                transpose(dz, g.cout, p, p, dzt, g.cout);
                 matmul(
                     k,
                     g.cout,
                     p,
                     rows(cols, p),
-                    rows(dyt, g.cout),
+                    rows(dzt, g.cout),
                     dwt,
                     g.cout,
                     Epilogue::ACCUMULATE,
                 );
             }
-            if let Some(dx) = dx {
-                // dcols[K, P] = Wᵀ[K, Cout] · dy[Cout, P], then col2im.
+            if let Some(dx) = out.dx {
+                // dcols[K, P] = Wᵀ[K, Cout] · dz[Cout, P], then col2im.
                 let dcols = sized(&mut s.cols, k * p);
-                matmul(k, p, g.cout, wt, rows(dy, p), dcols, p, Epilogue::STORE);
+                matmul(k, p, g.cout, wt, rows(dz, p), dcols, p, Epilogue::STORE);
                 col2im(g, dcols, dx);
             }
         }
         Unroll::Shifted { offs, wide, real } => {
             let wide = *wide;
-            if let Some(dwt) = dwt {
-                // dWᵀ[K, Cout] += X[K, P] · dyᵀ[P, Cout], where column p of X
+            // dz on the wide grid, in one pass from y and dy: each output row
+            // goes through the ReLU rule (if fused) as it is widened. The extra
+            // columns stay zero, so they add nothing below.
+            let dz = sized(&mut s.dy_wide, g.cout * wide);
+            for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
+                let rows_of = d.chunks_mut(g.w).zip(dy.chunks(g.wo)).zip(y.chunks(g.wo));
+                for ((d, dy), y) in rows_of {
+                    match rule {
+                        Some(rule) => relu_backward(rule, y, dy, &mut d[..g.wo]),
+                        None => d[..g.wo].copy_from_slice(dy),
+                    }
+                }
+            }
+            if let Some(db) = out.db {
+                // db[c] += Σ dz[c, ·]
+                for (d, plane) in db.iter_mut().zip(dz.chunks(wide)) {
+                    *d += lane_sum(plane);
+                }
+            }
+            if let Some(dwt) = out.dwt {
+                // dWᵀ[K, Cout] += X[K, P] · dzᵀ[P, Cout], where column p of X
                 // is column real[p] of the shifted rows: the sum runs over real
                 // outputs only, skipping the wide grid's extra columns.
-                let dyt = sized(&mut s.dyt, p * g.cout);
-                transpose(dy, g.cout, p, p, dyt, g.cout);
+                let dzt = sized(&mut s.dyt, p * g.cout);
+                for oy in 0..g.ho {
+                    let dst = &mut dzt[oy * g.wo * g.cout..];
+                    transpose(&dz[oy * g.w..], g.cout, wide, g.wo, dst, g.cout);
+                }
                 let xs = Gapped {
                     data: x,
                     offs,
@@ -450,24 +499,17 @@ fn backward_image(
                     g.cout,
                     p,
                     xs,
-                    rows(dyt, g.cout),
+                    rows(dzt, g.cout),
                     dwt,
                     g.cout,
                     Epilogue::ACCUMULATE,
                 );
             }
-            if let Some(dx) = dx {
-                // dy on the wide grid; the extra columns stay zero.
-                let dy_wide = sized(&mut s.dy_wide, g.cout * wide);
-                for (d, dy) in dy_wide.chunks_mut(wide).zip(dy.chunks(p)) {
-                    for (d, dy) in d.chunks_mut(g.w).zip(dy.chunks(g.wo)) {
-                        d[..g.wo].copy_from_slice(dy);
-                    }
-                }
-                // dX[K, wide] = Wᵀ[K, Cout] · dy_wide[Cout, wide], and row r goes
-                // back onto the input where row r of X was read, x[offs[r]..]:
+            if let Some(dx) = out.dx {
+                // dX[K, wide] = Wᵀ[K, Cout] · dz[Cout, wide], and row r goes back
+                // onto the input where row r of X was read, x[offs[r]..]:
                 // added there as the kernel stores it (col2im, fused).
-                matmul_add_at(k, wide, g.cout, wt, rows(dy_wide, wide), dx, offs);
+                matmul_add_at(k, wide, g.cout, wt, rows(dz, wide), dx, offs);
             }
         }
     }
@@ -607,25 +649,13 @@ impl Backward for Conv2d {
                     .zip(y.chunks(g.cout * p))
                     .zip(x.chunks(il));
                 for (i, ((dy, y), x)) in images.enumerate() {
-                    // Through the fused ReLU first: dz = rule(y, dy).
-                    let mut dz = std::mem::take(&mut s.dz);
-                    let dy = if self.relu {
-                        let dz = sized(&mut dz, g.cout * p);
-                        relu_backward(rule, y, dy, dz);
-                        &dz[..]
-                    } else {
-                        dy
+                    let out = ImageGrads {
+                        dx: dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]),
+                        dwt: want_dw.then_some(&mut dwt[..]),
+                        db: want_db.then_some(&mut db[..]),
                     };
-                    let dx_i = dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]);
-                    let dwt_i = want_dw.then_some(&mut dwt[..]);
-                    backward_image(g, &u, x, ws, dy, dx_i, dwt_i, s);
-                    if want_db {
-                        // db[c] += Σ_P dy[c, P]
-                        for (d, plane) in db.iter_mut().zip(dy.chunks(p)) {
-                            *d += lane_sum(plane);
-                        }
-                    }
-                    s.dz = dz;
+                    let fused = self.relu.then_some(rule);
+                    backward_image(g, &u, x, ws, y, dy, fused, out, s);
                 }
                 (dwt, db)
             })

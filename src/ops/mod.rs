@@ -4,9 +4,9 @@
 //! | op | file | forward | backward (from `dy = ∂L/∂y`) | saved by forward |
 //! | --- | --- | --- | --- | --- |
 //! | `dense` | `dense.rs` | `y = x·Wᵀ + b` | `dx = dy·W`, `dW = dyᵀ·x`, `db = Σₙ dy` | — |
-//! | `conv2d` | `conv.rs` | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns) |
+//! | `conv2d` | `conv.rs` | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns, or reads `x` shifted) |
 //! | `conv2d_relu` | `conv.rs` | `y = max(W·im2col(x) + b, 0)` | the ReLU rule, then as `conv2d` | — (uses `y`) |
-//! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's argmax | argmax |
+//! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's first input equal to `y` | — (uses `x` and `y`) |
 //! | `dropout` | `dropout.rs` | `y = x ⊙ m` | `dx = dy ⊙ m` | mask `m` |
 //! | `relu` | `activation.rs` | `y = max(x, 0)` | `1[x > 0]·dy`, or a [`ReluRule`] | — (uses `y`) |
 //! | `identity` | `activation.rs` | `y = x` | `dx = dy` | — |

@@ -203,15 +203,7 @@ fn max_2x2_backward(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Lane mask with the low `n` of 16 lanes set.
-    #[inline(always)]
-    fn lanes(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xffff
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
+    use crate::tensor::kernel::lanes;
 
     /// `max(a, b)` lane-wise, NaN where either is NaN (`vmaxps` alone returns
     /// `b` when either is).

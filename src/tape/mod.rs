@@ -57,8 +57,8 @@ pub(crate) struct GradArgs<'b> {
 }
 
 /// The backward half of an op: given `∂L/∂y`, return `∂L/∂x` for each input
-/// (`None` where `wants` is false). What the forward saved for this (im2col
-/// columns, argmax indices, a dropout mask) lives in the implementing struct.
+/// (`None` where `wants` is false). What the forward saved for this (a
+/// dropout mask, the softmax of a loss) lives in the implementing struct.
 pub(crate) trait Backward: Send + Sync {
     fn backward(&self, args: GradArgs<'_>) -> Vec<Option<Tensor>>;
 

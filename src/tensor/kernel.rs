@@ -309,6 +309,16 @@ impl Out<'_> {
     }
 }
 
+/// An AVX-512 lane mask with the low `n` of 16 lanes set.
+#[inline(always)]
+pub(crate) fn lanes(n: usize) -> u16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
 /// The low `n` bits set (all 64 for `n ≥ 64`).
 fn low_bits(n: usize) -> u64 {
     if n >= 64 {
@@ -687,15 +697,7 @@ mod avx512 {
         (bits >> (16 * v)) as __mmask16
     }
 
-    /// Lane mask with the low `n` of 16 lanes set.
-    #[inline(always)]
-    fn lanes(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xffff
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
+    use super::lanes;
 
     /// Where row `s` of `B` starts.
     pub trait BRows: Copy {
@@ -929,6 +931,28 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    /// Test values `((i·mul) mod modulus − modulus/2) / scale`: varied, exact
+    /// in f32, and the same on every run.
+    fn pattern(len: usize, mul: usize, modulus: usize, scale: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * mul % modulus) as f32 - (modulus / 2) as f32) / scale)
+            .collect()
+    }
+
+    /// `A[m, k]` and `B[k, n]` filled with two different patterns.
+    fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        (pattern(m * k, 7, 13, 4.0), pattern(k * n, 5, 11, 3.0))
+    }
+
+    /// A row-major matrix with `cols` columns.
+    fn rows(data: &[f32], cols: usize) -> Strided<'_> {
+        Strided {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
     /// Both transposes on sizes with tails, strides wider than the data, and
     /// destination rows wider than the source has rows.
     #[test]
@@ -960,18 +984,7 @@ mod tests {
             .map(|i| ((i * 104_729) % 97) as f32 / 48.0 - 1.0)
             .collect();
         let bias: Vec<f32> = (0..m).map(|i| i as f32 / 100.0).collect();
-        let (sa, sb) = (
-            Strided {
-                data: &a,
-                rs: k,
-                cs: 1,
-            },
-            Strided {
-                data: &b,
-                rs: n,
-                cs: 1,
-            },
-        );
+        let (sa, sb) = (rows(&a, k), rows(&b, n));
         let ep = Epilogue {
             accumulate: true,
             row_bias: Some(&bias),
@@ -1008,25 +1021,16 @@ mod tests {
     #[test]
     fn gapped_rows_and_columns() {
         let (m, n, k) = (11, 40, 30);
-        let data: Vec<f32> = (0..200)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
-            .collect();
+        let (data, b) = (pattern(200, 7, 13, 4.0), pattern(k * n, 5, 11, 3.0));
         let offs: Vec<usize> = (0..m).map(|i| 3 * i).collect();
         // Three runs of ten columns, two apart: like real outputs on a wide grid.
         let cols: Vec<usize> = (0..k).map(|j| (j / 10) * 12 + j % 10).collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-            .collect();
         let a = Gapped {
             data: &data,
             offs: &offs,
             cols: &cols,
         };
-        let sb = Strided {
-            data: &b,
-            rs: n,
-            cs: 1,
-        };
+        let sb = rows(&b, n);
         for fast in [false, available()] {
             let mut c = vec![0.5f32; m * n];
             let ep = Epilogue::ACCUMULATE;
@@ -1062,12 +1066,7 @@ mod tests {
     fn add_at_sums_overlapping_rows() {
         let (m, n, k) = (19, 53, 10);
         let offs: Vec<usize> = (0..m).map(|i| (i % 3) * 7 + i / 3).collect();
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-            .collect();
+        let (a, b) = operands(m, n, k);
         let len = offs.iter().max().unwrap() + n + 3;
         let mut want: Vec<f32> = (0..len).map(|i| i as f32 / 10.0).collect();
         for (i, &off) in offs.iter().enumerate() {
@@ -1077,16 +1076,8 @@ mod tests {
         }
         for fast in [false, available()] {
             let mut c: Vec<f32> = (0..len).map(|i| i as f32 / 10.0).collect();
-            let sa = Strided {
-                data: &a,
-                rs: k,
-                cs: 1,
-            };
-            let sb = Strided {
-                data: &b,
-                rs: n,
-                cs: 1,
-            };
+            let sa = rows(&a, k);
+            let sb = rows(&b, n);
             let (ep, out) = (Epilogue::ACCUMULATE, Out::At(&offs));
             matmul_on(m, n, k, sa.into(), sb.into(), &mut c, out, ep, None, fast);
             for (i, (g, w)) in c.iter().zip(&want).enumerate() {
@@ -1102,30 +1093,14 @@ mod tests {
     #[test]
     fn keep_packs_the_first_columns_of_each_row() {
         let (m, n, k) = (9, 103, 11);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-            .collect();
+        let (a, b) = operands(m, n, k);
         let mut full = vec![0.0f32; m * n];
         let ep = Epilogue {
             accumulate: false,
             row_bias: None,
             relu: true,
         };
-        let (sa, sb) = (
-            Strided {
-                data: &a,
-                rs: k,
-                cs: 1,
-            },
-            Strided {
-                data: &b,
-                rs: n,
-                cs: 1,
-            },
-        );
+        let (sa, sb) = (rows(&a, k), rows(&b, n));
         matmul_portable(m, n, k, sa, sb, &mut full, n, ep);
         // Gaps inside vectors (5, 3), and only at their ends (32, 30).
         for (keep, kept) in [
@@ -1164,12 +1139,7 @@ mod tests {
             (3, 5, 300),
             (64, 121, 288),
         ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
-                .collect();
+            let (a, b) = operands(m, n, k);
             let bias: Vec<f32> = (0..m).map(|i| i as f32 - 2.0).collect();
             for path in paths {
                 let mut c = vec![1.0f32; m * n];
@@ -1178,24 +1148,7 @@ mod tests {
                     row_bias: Some(&bias),
                     relu: true,
                 };
-                path(
-                    m,
-                    n,
-                    k,
-                    Strided {
-                        data: &a,
-                        rs: k,
-                        cs: 1,
-                    },
-                    Strided {
-                        data: &b,
-                        rs: n,
-                        cs: 1,
-                    },
-                    &mut c,
-                    n,
-                    ep,
-                );
+                path(m, n, k, rows(&a, k), rows(&b, n), &mut c, n, ep);
                 for i in 0..m {
                     for j in 0..n {
                         let dot: f32 = (0..k).map(|s| a[i * k + s] * b[s * n + j]).sum();
