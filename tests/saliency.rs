@@ -865,3 +865,36 @@ fn timings_for_seven_digits_with_the_tutorial_model() {
         );
     }
 }
+
+#[test]
+fn a_workspace_makes_repeat_calls_allocate_nothing_and_change_nothing() {
+    let (model, _) = trained();
+    let x = digits(8);
+    let mut workspace = salient::tensor::Pool::new();
+    let (mut maps, mut fresh) = (Vec::new(), Vec::new());
+    for method in [
+        Method::Vanilla,
+        Method::Vanilla,
+        Method::Guided,
+        Method::Guided,
+    ] {
+        let a = saliency::attribute_in(model, &x, None, method, &quick(), &mut workspace).unwrap();
+        maps.push(a.raw);
+        fresh.push(workspace.fresh_allocations());
+    }
+    assert!(fresh[0] > 0);
+    assert_eq!(fresh[3], fresh[0], "{fresh:?}");
+    // The same answers as without a workspace.
+    assert_eq!(
+        maps[1],
+        attribute(model, &x, None, Method::Vanilla, &quick())
+            .unwrap()
+            .raw
+    );
+    assert_eq!(
+        maps[3],
+        attribute(model, &x, None, Method::Guided, &quick())
+            .unwrap()
+            .raw
+    );
+}

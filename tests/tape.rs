@@ -104,18 +104,22 @@ fn inputs(seed: f32) -> (Tensor, Tensor, Tensor) {
 fn a_reused_pool_stops_growing_and_gives_the_same_answers() {
     let (x, w, b) = inputs(0.0);
     let mut pool = Pool::new();
-    let mut counts = Vec::new();
+    let (mut counts, mut fresh) = (Vec::new(), Vec::new());
     let mut results = Vec::new();
     for _ in 0..4 {
         let mut tape = Tape::with_pool(pool);
         results.push(step(&mut tape, &x, &w, &b));
         pool = tape.into_pool();
         counts.push(pool.free_buffers());
+        fresh.push(pool.fresh_allocations());
     }
-    // After the first step every buffer a step needs is already in the pool.
+    // After the first step every buffer a step needs is already in the pool,
+    // and every one it takes comes back (spent gradients included).
     assert!(counts[0] > 0);
     assert_eq!(counts[1], counts[0]);
     assert_eq!(counts[3], counts[0]);
+    assert!(fresh[0] > 0);
+    assert_eq!(fresh[3], fresh[0], "steps after the first allocated");
     assert!(results.iter().all(|r| r == &results[0]));
 }
 

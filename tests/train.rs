@@ -5,7 +5,7 @@ use std::path::Path;
 use salient::data::{self, Dataset, DatasetKind, Split};
 use salient::layers::{Activation, LayerSpec};
 use salient::model::{self, Head, Sequential};
-use salient::train::{fit, split_validation, FitOptions};
+use salient::train::{fit, split_validation, FitOptions, TrainStep};
 use salient::{Error, Tensor};
 
 fn sample(split: Split) -> Dataset {
@@ -247,4 +247,25 @@ fn checkpoints_are_checked_on_loading() {
         json.contains("\"type\":\"Conv2D\"") && json.contains("\"activation\":\"relu\""),
         "{json}"
     );
+}
+
+#[test]
+fn training_steps_after_the_first_allocate_nothing_new() {
+    let data = sample(Split::Train);
+    let mut model = Sequential::tutorial([1, 28, 28], 10, 0).unwrap();
+    let mut step = TrainStep::new(1e-3);
+    let n = 32;
+    let labels = &data.labels[..n];
+    let mut fresh = Vec::new();
+    for seed in 0..3 {
+        let mut x = step.pool.to_overwrite(&[n, 1, 28, 28]);
+        x.assign(&data.images.slice(ndarray::s![..n, .., .., ..]));
+        let (loss, _) = step.step(&mut model, x, labels, seed).unwrap();
+        assert!(loss.is_finite());
+        fresh.push(step.pool.fresh_allocations());
+    }
+    // Activations, gradients, masks and the batch itself all come back to the
+    // pool, so the second and third steps take every buffer from it.
+    assert!(fresh[0] > 0);
+    assert_eq!(fresh[2], fresh[0], "{fresh:?}");
 }

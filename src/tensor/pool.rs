@@ -16,6 +16,8 @@ use super::Tensor;
 #[derive(Default, Debug)]
 pub struct Pool {
     free: HashMap<usize, Vec<Vec<f32>>>,
+    /// Buffers it had to allocate because none of the length was free.
+    fresh: usize,
 }
 
 impl Pool {
@@ -39,7 +41,10 @@ impl Pool {
                 }
                 v
             }
-            None => vec![0.0; len],
+            None => {
+                self.fresh += 1;
+                vec![0.0; len]
+            }
         }
     }
 
@@ -48,7 +53,10 @@ impl Pool {
     pub fn vec_to_overwrite(&mut self, len: usize) -> Vec<f32> {
         match self.free.get_mut(&len).and_then(Vec::pop) {
             Some(v) => v,
-            None => vec![0.0; len],
+            None => {
+                self.fresh += 1;
+                vec![0.0; len]
+            }
         }
     }
 
@@ -94,6 +102,12 @@ impl Pool {
     pub fn give(&mut self, t: Tensor) {
         let (v, _offset) = t.into_raw_vec_and_offset();
         self.give_vec(v);
+    }
+
+    /// How many buffers the pool has allocated so far (rather than reused):
+    /// constant from one step to the next in a steady state.
+    pub fn fresh_allocations(&self) -> usize {
+        self.fresh
     }
 
     /// Number of free buffers held (for tests of reuse).
