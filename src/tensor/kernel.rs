@@ -944,6 +944,11 @@ mod tests {
         (pattern(m * k, 7, 13, 4.0), pattern(k * n, 5, 11, 3.0))
     }
 
+    /// Equal up to f32 rounding of sums of a few hundred terms of size ~1.
+    fn close(got: f32, want: f32) -> bool {
+        (got - want).abs() <= 1e-4 * (1.0 + want.abs())
+    }
+
     /// A row-major matrix with `cols` columns.
     fn rows(data: &[f32], cols: usize) -> Strided<'_> {
         Strided {
@@ -1049,12 +1054,7 @@ mod tests {
             for i in 0..m {
                 for j in 0..n {
                     let dot: f32 = (0..k).map(|s| data[offs[i] + cols[s]] * b[s * n + j]).sum();
-                    let want = 0.5 + dot;
-                    let got = c[i * n + j];
-                    assert!(
-                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "({i},{j}) fast {fast}"
-                    );
+                    assert!(close(c[i * n + j], 0.5 + dot), "({i},{j}) fast {fast}");
                 }
             }
         }
@@ -1080,11 +1080,8 @@ mod tests {
             let sb = rows(&b, n);
             let (ep, out) = (Epilogue::ACCUMULATE, Out::At(&offs));
             matmul_on(m, n, k, sa.into(), sb.into(), &mut c, out, ep, None, fast);
-            for (i, (g, w)) in c.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "at {i}, fast {fast}"
-                );
+            for (i, (&g, &w)) in c.iter().zip(&want).enumerate() {
+                assert!(close(g, w), "at {i}, fast {fast}");
             }
         }
     }
@@ -1153,10 +1150,7 @@ mod tests {
                     for j in 0..n {
                         let dot: f32 = (0..k).map(|s| a[i * k + s] * b[s * n + j]).sum();
                         let want = (1.0 + dot + bias[i]).max(0.0);
-                        assert!(
-                            (c[i * n + j] - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                            "{m}x{n}x{k} at ({i},{j})"
-                        );
+                        assert!(close(c[i * n + j], want), "{m}x{n}x{k} at ({i},{j})");
                     }
                 }
             }
