@@ -331,7 +331,7 @@ impl Unroll {
 /// Scratch buffers of one worker, sized on first use and kept in its cache.
 #[derive(Default)]
 struct Scratch {
-    /// im2col columns, the wide output, or the columns' gradient.
+    /// im2col columns, or their gradient (im2col path).
     cols: Vec<f32>,
     /// `dz` on the wide grid, zero in the extra columns.
     dy_wide: Vec<f32>,
