@@ -210,7 +210,18 @@ pub fn matmul<'a, 'b>(
     c_rs: usize,
     ep: Epilogue<'_>,
 ) {
-    matmul_keeping(m, n, k, a.into(), b.into(), c, Out::Rows(c_rs), ep, None);
+    matmul_on(
+        m,
+        n,
+        k,
+        a.into(),
+        b.into(),
+        c,
+        Out::Rows(c_rs),
+        ep,
+        None,
+        available(),
+    );
 }
 
 /// [`matmul`] with the rows of `C` shared out among the `rayon` threads, one
@@ -271,7 +282,7 @@ pub fn matmul_add_at<'a, 'b>(
     offs: &[usize],
 ) {
     assert!(offs.len() >= m, "fewer offsets than rows");
-    matmul_keeping(
+    matmul_on(
         m,
         n,
         k,
@@ -281,6 +292,7 @@ pub fn matmul_add_at<'a, 'b>(
         Out::At(offs),
         Epilogue::ACCUMULATE,
         None,
+        available(),
     );
 }
 
@@ -381,7 +393,7 @@ pub fn matmul_keep<'a, 'b>(
 ) {
     assert!(!ep.accumulate, "matmul_keep stores, it does not accumulate");
     assert!(keep.first >= 1 && keep.first <= keep.row, "keep {keep:?}");
-    matmul_keeping(
+    matmul_on(
         m,
         n,
         k,
@@ -391,22 +403,8 @@ pub fn matmul_keep<'a, 'b>(
         Out::Rows(c_rs),
         ep,
         Some(keep),
+        available(),
     );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn matmul_keeping(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Operand<'_>,
-    b: Operand<'_>,
-    c: &mut [f32],
-    out: Out<'_>,
-    ep: Epilogue<'_>,
-    keep: Option<Keep>,
-) {
-    matmul_on(m, n, k, a, b, c, out, ep, keep, available());
 }
 
 /// The product on the AVX-512 kernel (`fast`, which the caller checked the CPU
