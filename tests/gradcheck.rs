@@ -203,6 +203,30 @@ proptest! {
     }
 }
 
+/// A convolution deeper than the property tests reach: K = 40·3·3 = 360 steps
+/// of the sum, more than the kernel takes in one block (288), so a block's
+/// packed output is accumulated onto; and a 15-wide input, whose output grid
+/// ends in a panel of one column (193 = 4·48 + 1), run column by column.
+/// With the ReLU fused, which only the last block may apply.
+#[test]
+fn a_deep_convolution_matches_the_reference() {
+    let (n, cin, cout, side) = (1, 40, 4, 15);
+    let x = random(&[n, cin, side, side], 11);
+    let w = random(&[cout, cin, 3, 3], 12);
+    let b = random(&[cout], 13);
+    let spec = Conv2dSpec::default();
+    let out = side - 2;
+    let result = check_op(
+        "deep conv2d_relu",
+        &[x, w, b],
+        &[0, 1, 2],
+        |t, v| t.conv2d_relu(v[0], v[1], v[2], spec),
+        |a| relu_ref(&conv2d_ref(&a[0], &a[1], &a[2], 1, 0, 0, out, out)),
+        14,
+    );
+    assert!(result.is_ok(), "{}", result.unwrap_err());
+}
+
 /// The checker is not blind: a gradient that is wrong by 1% in one entry fails,
 /// and so does a too-small step in f32-like precision.
 #[test]

@@ -354,7 +354,7 @@ fn forward_image(
     g: &ConvGeometry,
     u: &Unroll,
     x: &[f32],
-    ws: &[f32],
+    w: Strided<'_>,
     bs: &[f32],
     relu: bool,
     y: &mut [f32],
@@ -371,7 +371,7 @@ fn forward_image(
             let cols = sized(&mut s.cols, k * p);
             im2col(g, x, cols);
             // y[Cout, P] = W[Cout, K] · cols[K, P] + b
-            matmul(g.cout, p, k, rows(ws, k), rows(cols, p), y, p, ep);
+            matmul(g.cout, p, k, w, rows(cols, p), y, p, ep);
         }
         Unroll::Shifted { offs, wide, .. } => {
             // y[Cout, P] = W[Cout, K] · X[K, wide] + b with row r of X =
@@ -381,7 +381,7 @@ fn forward_image(
                 row: g.w,
                 first: g.wo,
             };
-            matmul_keep(g.cout, *wide, k, rows(ws, k), xs, y, p, ep, keep);
+            matmul_keep(g.cout, *wide, k, w, xs, y, p, ep, keep);
         }
     }
 }
@@ -550,14 +550,25 @@ pub fn conv2d_relu_forward(
         as_slice(b, "conv2d")?,
     );
     let u = Unroll::for_geometry(&g);
+    // W[Cout, K] read through Wᵀ[K, Cout], laid out once per call: the tiles
+    // broadcast from either as fast, and a narrow last panel of columns
+    // wants W's columns contiguous (see `kernel::matmul`).
+    let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
+    transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
+    let w = Strided {
+        data: &wt,
+        rs: 1,
+        cs: g.cout,
+    };
     let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
     y.as_slice_mut()
         .expect("pooled")
         .par_chunks_mut(g.cout * g.p())
         .zip(xs.par_chunks(g.image_len()))
         .for_each_init(Scratch::default, |s, (y, x)| {
-            forward_image(&g, &u, x, ws, bs, relu, y, s)
+            forward_image(&g, &u, x, w, bs, relu, y, s)
         });
+    pool.give_vec(wt);
     Ok(y)
 }
 

@@ -6,19 +6,18 @@
 //! multiply-adds: the loop is bound by the FMA units rather than by the load
 //! ports, as long as the rows of `B` it streams stay in cache. (A tile of 8x32
 //! with 16 accumulators measured 13% slower: 10 loads per 16 FMAs saturate the
-//! load ports.)
+//! load ports.) Products 64 columns wide (a weight gradient with 64 output
+//! channels) run `C[6, 64]` tiles instead: 24 accumulators again, from 6
+//! broadcasts and 4 loads.
 //!
 //! [`matmul`] walks a whole product tile by tile. Rows past `m` and columns past
 //! `n` are handled with clamped row pointers and AVX-512 lane masks, so any
-//! size works without padding. Machines without AVX-512 use
+//! size works without padding; a last panel of a few columns goes column by
+//! column instead (`narrow_columns`). Machines without AVX-512 use
 //! `matrixmultiply::sgemm` (see [`super::gemm`]); [`available`] tells which.
 
-/// Rows per tile (broadcast side).
-pub const MR: usize = 8;
-/// 16-lane vectors per tile row.
-const VECS: usize = 3;
-/// Columns per tile (vector side): three 16-lane vectors.
-pub const NR: usize = 16 * VECS;
+/// A multiple of every tile's rows (8 and 6): where to split a product's rows.
+const ROWS: usize = 24;
 /// Steps of `k` per block, so that the rows of `B` a tile streams stay in cache.
 pub const KC: usize = 288;
 
@@ -165,17 +164,6 @@ impl Operand<'_> {
     }
 }
 
-/// Vectors per tile row for a product `n` columns wide: 3 unless 2 wastes
-/// enough fewer lanes to make up for being about 13% slower per lane.
-fn tile_vectors(n: usize) -> usize {
-    let used = |v: usize| n as f64 / (n.div_ceil(16 * v) * 16 * v) as f64;
-    if used(2) > 1.13 * used(3) {
-        2
-    } else {
-        VECS
-    }
-}
-
 fn dense_if_shifted(op: &Operand<'_>, rows: usize, cols: usize) -> Option<Vec<f32>> {
     (!matches!(op, Operand::Strided(_))).then(|| op.dense(rows, cols))
 }
@@ -241,10 +229,10 @@ pub fn matmul_par(
     use rayon::prelude::*;
     let threads = rayon::current_num_threads().max(1);
     // Below about a million multiply-adds a second thread costs more than it saves.
-    if threads == 1 || m < 2 * MR || m * n * k < 1 << 20 {
+    if threads == 1 || m < 2 * ROWS || m * n * k < 1 << 20 {
         return matmul(m, n, k, a, b, c, c_rs, ep);
     }
-    let band = m.div_ceil(threads).next_multiple_of(MR);
+    let band = m.div_ceil(threads).next_multiple_of(ROWS);
     assert!(c.len() >= (m - 1) * c_rs + n, "C is too short");
     c[..(m - 1) * c_rs + n]
         .par_chunks_mut(band * c_rs)
@@ -359,6 +347,41 @@ fn kept_lanes(keep: Keep, j: usize, cols: usize) -> u64 {
     bits & low_bits(cols)
 }
 
+/// What a tile stores of each of its (up to four) 16-lane vectors under
+/// `keep`: worked out once per panel, not per row and vector (a popcount alone
+/// is a dozen instructions without the `popcnt` feature, and the first
+/// layers' tiles are short). Plain integers, so that it lives in registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Kept {
+    /// Bit `16·v + l`: lane `l` of vector `v` is kept.
+    lanes: u64,
+    /// Bits `16·v..16·v + count_v`: where vector `v`'s kept values go, packed.
+    packed: u64,
+    /// Byte `v`: how many lanes of vector `v` are kept.
+    counts: u32,
+    /// Bit `v`: vector `v`'s kept lanes are not already the low ones, so need
+    /// a compress (never when the row is a multiple of 16 wide).
+    compress: u8,
+}
+
+impl Kept {
+    /// From the lane bits of [`kept_lanes`].
+    fn new(lanes: u64) -> Self {
+        let mut kept = Kept {
+            lanes,
+            ..Kept::default()
+        };
+        for v in 0..4 {
+            let l = (lanes >> (16 * v)) as u16;
+            let count = l.count_ones();
+            kept.packed |= u64::from(self::lanes(count as usize)) << (16 * v);
+            kept.counts |= count << (8 * v);
+            kept.compress |= u8::from(l & l.wrapping_add(1) != 0) << v;
+        }
+        kept
+    }
+}
+
 /// Which columns of a product to store: of every `row` consecutive columns,
 /// the first `first`, packed together. A stride-1 convolution computed on an
 /// output grid as wide as its input (`row = W`) keeps the `first = Wo` real
@@ -470,6 +493,7 @@ fn matmul_on(
     // Blocks of KC steps keep the slice of B a tile streams (KC × NR values)
     // in cache; each block after the first accumulates onto the last, and the
     // bias and ReLU wait for the final block.
+    let shape = tile_shape(n);
     for k0 in (0..k.max(1)).step_by(KC) {
         let kc = KC.min(k - k0.min(k));
         let last = k0 + KC >= k;
@@ -478,103 +502,272 @@ fn matmul_on(
             row_bias: if last { ep.row_bias } else { None },
             relu: ep.relu && last,
         };
-        // Tiles three vectors wide do more work per load; two-vector tiles
-        // waste less when `n` is a multiple of 32 (e.g. 64 output channels).
-        let vecs = tile_vectors(n);
-        let nr = 16 * vecs;
-        // Per row block, where its 8 rows of A and of C start (rows past `m`
-        // clamped to the last): worked out once, not once per tile.
-        let (a_base, walk) = match a {
-            Operand::Strided(s) => (s.data.as_ptr(), Walk::By(s.cs)),
-            Operand::Shifted(s) => (s.data.as_ptr(), Walk::By(1)),
-            Operand::Gapped(g) => (g.data.as_ptr(), Walk::At(&g.cols[k0..])),
+        // A last panel of a few columns goes column by column, when A's
+        // columns are contiguous (see `narrow_columns`).
+        let nr = 16 * shape.vecs();
+        let tail = n - (n - 1) / nr * nr;
+        let tiled = match a {
+            Operand::Strided(s) if s.rs == 1 && tail <= NARROW => n - tail,
+            _ => n,
         };
-        let blocks: Vec<([usize; MR], [usize; MR])> = (0..m)
-            .step_by(MR)
-            .map(|i| {
-                let row = |r: usize| (i + r).min(m - 1);
-                let a_offs = std::array::from_fn(|r| match a {
-                    Operand::Strided(s) => row(r) * s.rs + k0 * s.cs,
-                    Operand::Shifted(s) => s.offs[row(r)] + k0,
-                    Operand::Gapped(g) => g.offs[row(r)],
-                });
-                (a_offs, std::array::from_fn(|r| out.row(row(r))))
-            })
-            .collect();
-        // Panels of B outside, row blocks of A inside: one panel of B serves
-        // every row block while it is in L1.
-        for j in (0..n).step_by(nr) {
-            let cols = nr.min(n - j);
-            // A narrow last panel runs a narrower tile: no FMAs on empty
-            // vectors (for 193 columns, the last panel holds just one).
-            let tile_vecs = cols.div_ceil(16);
-            // With `keep`, the lanes to store and where the tile's first kept
-            // column goes.
-            let (keep_lanes, c_col) = match keep {
-                None => (None, j),
-                Some(kp) => (Some(kept_lanes(kp, j, cols)), kp.packed(j)),
-            };
-            for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
-                let i = q * MR;
-                let rows = MR.min(m - i);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512 is available (checked above); the asserts show
-                // that every row < m, column < n and step < k addressed lies in
-                // the slices, and rows past `rows` are clamped to the last one.
-                unsafe {
-                    let a_rows = a_offs.map(|o| a_base.add(o));
-                    let walk = match walk {
-                        Walk::By(d) => avx512::Walk::By(d),
-                        Walk::At(table) => avx512::Walk::At(table.as_ptr()),
+        let block = Block {
+            m,
+            n: tiled,
+            k0,
+            kc,
+            a,
+            b,
+            out,
+            ep: block_ep,
+            keep,
+        };
+        match shape {
+            TileShape::Wide => tiles::<8, 3>(&block, c),
+            TileShape::Narrow => tiles::<8, 2>(&block, c),
+            TileShape::Square => tiles::<6, 4>(&block, c),
+        }
+        if let (Operand::Strided(at), true) = (a, tiled < n) {
+            let ks = (k0, kc);
+            narrow_columns(m, tiled..n, ks, at, b, c, out, block_ep, keep);
+        }
+    }
+}
+
+/// The tile shapes the kernel runs: rows of `A` × 16-lane vectors of `B`,
+/// each with 24 accumulators (16 for `Narrow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TileShape {
+    /// 8 × 48: the default.
+    Wide,
+    /// 8 × 32, for widths that 48 would pad a lot (32, 96+32, …).
+    Narrow,
+    /// 6 × 64: per step 6 broadcasts and 4 loads feed 24 FMAs, the fewest
+    /// loads per FMA; for widths that are multiples of 64.
+    Square,
+}
+
+impl TileShape {
+    fn vecs(self) -> usize {
+        match self {
+            TileShape::Wide => 3,
+            TileShape::Narrow => 2,
+            TileShape::Square => 4,
+        }
+    }
+}
+
+/// The shape for a product `n` columns wide: the one that pads the fewest
+/// lanes, counting 8 × 32 about 13% slower per lane (16 FMAs per 10 loads).
+fn tile_shape(n: usize) -> TileShape {
+    let used = |v: usize| n as f64 / (n.div_ceil(16 * v) * 16 * v) as f64;
+    let (wide, square) = (used(3), used(4));
+    if used(2) > 1.13 * wide.max(square) {
+        TileShape::Narrow
+    } else if square > wide {
+        TileShape::Square
+    } else {
+        TileShape::Wide
+    }
+}
+
+/// One block of steps of a product, for [`tiles`].
+struct Block<'a> {
+    m: usize,
+    /// Columns to run as tiles (the rest go column by column).
+    n: usize,
+    k0: usize,
+    kc: usize,
+    a: Operand<'a>,
+    b: Operand<'a>,
+    out: Out<'a>,
+    ep: Epilogue<'a>,
+    keep: Option<Keep>,
+}
+
+/// Columns `0..blk.n` of one block of steps, tile by tile, in `R × 16·V` tiles.
+fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
+    let Block {
+        m,
+        n,
+        k0,
+        kc,
+        a,
+        b,
+        out,
+        ep,
+        keep,
+    } = *blk;
+    let nr = 16 * V;
+    // Per row block, where its R rows of A and of C start (rows past `m`
+    // clamped to the last): worked out once, not once per tile.
+    let (a_base, walk) = match a {
+        Operand::Strided(s) => (s.data.as_ptr(), Walk::By(s.cs)),
+        Operand::Shifted(s) => (s.data.as_ptr(), Walk::By(1)),
+        Operand::Gapped(g) => (g.data.as_ptr(), Walk::At(&g.cols[k0..])),
+    };
+    let blocks: Vec<([usize; R], [usize; R])> = (0..m)
+        .step_by(R)
+        .map(|i| {
+            let row = |r: usize| (i + r).min(m - 1);
+            let a_offs = std::array::from_fn(|r| match a {
+                Operand::Strided(s) => row(r) * s.rs + k0 * s.cs,
+                Operand::Shifted(s) => s.offs[row(r)] + k0,
+                Operand::Gapped(g) => g.offs[row(r)],
+            });
+            (a_offs, std::array::from_fn(|r| out.row(row(r))))
+        })
+        .collect();
+    // Panels of B outside, row blocks of A inside: one panel of B serves
+    // every row block while it is in L1.
+    for j in (0..n).step_by(nr) {
+        let cols = nr.min(n - j);
+        // A narrow last panel runs a narrower tile: no FMAs on empty
+        // vectors (for 193 columns, the last panel holds just one).
+        let tile_vecs = cols.div_ceil(16);
+        // With `keep`, the lanes to store and where the tile's first kept
+        // column goes.
+        let (keep_lanes, c_col) = match keep {
+            None => (None, j),
+            Some(kp) => (Some(Kept::new(kept_lanes(kp, j, cols))), kp.packed(j)),
+        };
+        for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
+            let i = q * R;
+            let rows = R.min(m - i);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512 is available (checked by the caller); its
+            // asserts show that every row < m, column < n and step < k
+            // addressed lies in the slices, and rows past `rows` are clamped
+            // to the last one.
+            unsafe {
+                let walk = match walk {
+                    Walk::By(d) => avx512::Walk::By(d),
+                    Walk::At(table) => avx512::Walk::At(table.as_ptr()),
+                };
+                let t = avx512::Tile {
+                    k: kc,
+                    a: a_offs.map(|o| a_base.add(o)),
+                    c: c_offs.map(|o| c.as_mut_ptr().add(o + c_col)),
+                    keep: keep_lanes,
+                    rows,
+                    cols,
+                    bias: ep.row_bias.map(|b| b.as_ptr().add(i)),
+                    accumulate: ep.accumulate,
+                    relu: ep.relu,
+                };
+                // One instantiation per kind of A walk, B rows and width.
+                macro_rules! width {
+                    ($rows_of_b:expr, $steps:expr) => {
+                        match tile_vecs {
+                            1 => avx512::tile::<_, _, R, 1>(&t, $rows_of_b, $steps),
+                            2 if V >= 2 => avx512::tile::<_, _, R, 2>(&t, $rows_of_b, $steps),
+                            3 if V >= 3 => avx512::tile::<_, _, R, 3>(&t, $rows_of_b, $steps),
+                            _ => avx512::tile::<_, _, R, V>(&t, $rows_of_b, $steps),
+                        }
                     };
-                    let t = avx512::Tile {
-                        k: kc,
-                        a: a_rows,
-                        c: c_offs.map(|o| c.as_mut_ptr().add(o + c_col)),
-                        keep: keep_lanes,
-                        rows,
-                        cols,
-                        bias: block_ep.row_bias.map(|b| b.as_ptr().add(i)),
-                        accumulate: block_ep.accumulate,
-                        relu: block_ep.relu,
-                    };
-                    // One instantiation per kind of A walk, B rows and width.
-                    macro_rules! run {
-                        ($rows_of_b:expr) => {
-                            match (walk, tile_vecs) {
-                                (avx512::Walk::By(d), 1) => {
-                                    avx512::tile::<_, _, 1>(&t, $rows_of_b, avx512::StepsBy(d))
-                                }
-                                (avx512::Walk::By(d), 2) => {
-                                    avx512::tile::<_, _, 2>(&t, $rows_of_b, avx512::StepsBy(d))
-                                }
-                                (avx512::Walk::By(d), _) => {
-                                    avx512::tile::<_, _, 3>(&t, $rows_of_b, avx512::StepsBy(d))
-                                }
-                                (avx512::Walk::At(p), 1) => {
-                                    avx512::tile::<_, _, 1>(&t, $rows_of_b, avx512::StepsAt(p))
-                                }
-                                (avx512::Walk::At(p), 2) => {
-                                    avx512::tile::<_, _, 2>(&t, $rows_of_b, avx512::StepsAt(p))
-                                }
-                                (avx512::Walk::At(p), _) => {
-                                    avx512::tile::<_, _, 3>(&t, $rows_of_b, avx512::StepsAt(p))
-                                }
-                            }
-                        };
-                    }
-                    match b {
-                        Operand::Strided(s) => run!(avx512::StridedRows {
-                            base: s.data.as_ptr().add(j + k0 * s.rs),
-                            rs: s.rs,
-                        }),
-                        Operand::Shifted(s) => run!(avx512::ShiftedRows {
-                            base: s.data.as_ptr().add(j),
-                            offs: s.offs.as_ptr().add(k0),
-                        }),
-                        Operand::Gapped(_) => unreachable!("B has contiguous columns (asserted)"),
-                    }
                 }
+                macro_rules! run {
+                    ($rows_of_b:expr) => {
+                        match walk {
+                            avx512::Walk::By(d) => width!($rows_of_b, avx512::StepsBy(d)),
+                            avx512::Walk::At(p) => width!($rows_of_b, avx512::StepsAt(p)),
+                        }
+                    };
+                }
+                match b {
+                    Operand::Strided(s) => run!(avx512::StridedRows {
+                        base: s.data.as_ptr().add(j + k0 * s.rs),
+                        rs: s.rs,
+                    }),
+                    Operand::Shifted(s) => run!(avx512::ShiftedRows {
+                        base: s.data.as_ptr().add(j),
+                        offs: s.offs.as_ptr().add(k0),
+                    }),
+                    Operand::Gapped(_) => unreachable!("B has contiguous columns (asserted)"),
+                }
+            }
+        }
+    }
+}
+
+/// Widest last panel [`matmul_on`] runs column by column.
+const NARROW: usize = 8;
+/// Rows per call of the column kernel: four vectors.
+const COLUMN: usize = 64;
+
+/// Columns `cols` of the product over steps `k0..k0 + kc`, one column at a
+/// time with the rows of `A` as the vector side: `C[i, j] = Σₛ A[i, s]·B[s, j]`
+/// for 16 rows `i` per fused multiply-add, reading `A`'s columns (contiguous,
+/// `A[i, s]` at `data[i + s·cs]`) and broadcasting `B[s, j]`.
+///
+/// A tile spends 16 lanes on every row however few columns are left, so a last
+/// panel of one column (193 = 4·48 + 1 on CIFAR's second layer) would cost 40%
+/// of a full panel of 48; this way it costs a sixteenth of a tile's lanes.
+/// Columns `keep` drops are skipped, and the epilogue runs per value.
+#[allow(clippy::too_many_arguments)]
+fn narrow_columns(
+    m: usize,
+    cols: std::ops::Range<usize>,
+    (k0, kc): (usize, usize),
+    a: Strided<'_>,
+    b: Operand<'_>,
+    c: &mut [f32],
+    out: Out<'_>,
+    ep: Epilogue<'_>,
+    keep: Option<Keep>,
+) {
+    debug_assert_eq!(a.rs, 1);
+    for j in cols {
+        let c_col = match keep {
+            None => j,
+            Some(kp) if j % kp.row < kp.first => kp.packed(j),
+            Some(_) => continue,
+        };
+        for i0 in (0..m).step_by(COLUMN) {
+            let rows = COLUMN.min(m - i0);
+            let mut vals = [0.0f32; COLUMN];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512 is available (the caller's `fast`); `matmul_on`
+            // asserted that A holds every (row < m, step < k) and B every
+            // (step < k, column < n) addressed here.
+            unsafe {
+                let a_col = a.data.as_ptr().add(i0 + k0 * a.cs);
+                macro_rules! run {
+                    ($rows_of_b:expr) => {
+                        match rows.div_ceil(16) {
+                            1 => {
+                                avx512::column::<_, 1>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
+                            }
+                            2 => {
+                                avx512::column::<_, 2>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
+                            }
+                            3 => {
+                                avx512::column::<_, 3>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
+                            }
+                            _ => {
+                                avx512::column::<_, 4>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
+                            }
+                        }
+                    };
+                }
+                match b {
+                    Operand::Strided(s) => run!(avx512::StridedRows {
+                        base: s.data.as_ptr().add(j + k0 * s.rs),
+                        rs: s.rs,
+                    }),
+                    Operand::Shifted(s) => run!(avx512::ShiftedRows {
+                        base: s.data.as_ptr().add(j),
+                        offs: s.offs.as_ptr().add(k0),
+                    }),
+                    Operand::Gapped(_) => unreachable!("B has contiguous columns (asserted)"),
+                }
+            }
+            // The tile's epilogue, in its order: accumulate, bias, ReLU.
+            for (r, &v) in vals[..rows].iter().enumerate() {
+                let i = i0 + r;
+                let at = out.row(i) + c_col;
+                let mut x = if ep.accumulate { c[at] + v } else { v };
+                x += ep.row_bias.map_or(0.0, |b| b[i]);
+                c[at] = if ep.relu && x < 0.0 { 0.0 } else { x };
             }
         }
     }
@@ -687,7 +880,7 @@ pub fn matmul_portable(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{MR, VECS};
+    use super::COLUMN;
 
     /// Vector `v`'s 16 lanes out of an integer with a bit per lane.
     #[inline(always)]
@@ -771,60 +964,57 @@ mod avx512 {
         }
     }
 
-    /// One tile's operands: `A` as 8 row pointers, `C` and what to do when
+    /// One tile's operands: `A` as `R` row pointers, `C` and what to do when
     /// storing it.
-    pub struct Tile {
+    pub struct Tile<const R: usize> {
         pub k: usize,
-        pub a: [*const f32; MR],
+        pub a: [*const f32; R],
         /// Where each row of the tile's `C` starts.
-        pub c: [*mut f32; MR],
+        pub c: [*mut f32; R],
         pub rows: usize,
         pub cols: usize,
         pub bias: Option<*const f32>,
         pub accumulate: bool,
         pub relu: bool,
-        /// Store only these lanes (bit `16·v + l` for lane `l` of vector `v`),
-        /// packed together.
-        pub keep: Option<u64>,
+        /// Store only these lanes of each vector, packed together.
+        pub keep: Option<super::Kept>,
     }
 
-    /// One tile: `C[rows, cols] (+)= A[rows, k] · B[k, cols]` (+ bias, relu).
+    /// One tile: `C[rows, cols] (+)= A[rows, k] · B[k, cols]` (+ bias, relu),
+    /// in `R × V` accumulators.
     ///
     /// # Safety
     /// AVX-512F must be available. `t.a[r] + a_steps.at(s)` for `s < k`, `b.row(s) + j`
     /// for `j < cols`, `t.c[r] + j` for `r < rows` (for `j` below the
     /// number of kept lanes, with `keep`), and `bias + r` must all be in bounds.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<B: BRows, A: ASteps, const V: usize>(t: &Tile, b: B, a_steps: A) {
+    pub unsafe fn tile<B: BRows, A: ASteps, const R: usize, const V: usize>(
+        t: &Tile<R>,
+        b: B,
+        a_steps: A,
+    ) {
         let (rows, cols) = (t.rows, t.cols);
-        debug_assert!((1..=MR).contains(&rows) && (1..=16 * V).contains(&cols) && V <= VECS);
+        debug_assert!((1..=R).contains(&rows) && (1..=16 * V).contains(&cols) && R * V <= 24);
         // Lane masks of the V vectors of a tile row (the last may be partial),
         // as bits of one integer: an array of masks built lane by lane cost a
         // store-forwarding stall per tile, which small-K products feel.
         let masks = super::low_bits(cols);
-        let [a0, a1, a2, a3, a4, a5, a6, a7] = t.a;
-        let mut acc = [[_mm512_setzero_ps(); V]; MR];
+        let a = t.a;
+        // Eight rows of accumulators whatever R: those past R stay zero
+        // (and take no registers), and the store below is the same code.
+        let mut acc = [[_mm512_setzero_ps(); V]; 8];
         for s in 0..t.k {
             let off = a_steps.at(s);
             let bp = b.row(s);
             let bv: [__m512; V] =
                 std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask(masks, v), bp.add(16 * v)));
-            macro_rules! fma_row {
-                ($r:expr, $ap:expr) => {
-                    let av = _mm512_set1_ps(*$ap.add(off));
-                    for v in 0..V {
-                        acc[$r][v] = _mm512_fmadd_ps(av, bv[v], acc[$r][v]);
-                    }
-                };
+            // Constant bounds: both loops unroll, and `acc` lives in registers.
+            for r in 0..R {
+                let av = _mm512_set1_ps(*a[r].add(off));
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
             }
-            fma_row!(0, a0);
-            fma_row!(1, a1);
-            fma_row!(2, a2);
-            fma_row!(3, a3);
-            fma_row!(4, a4);
-            fma_row!(5, a5);
-            fma_row!(6, a6);
-            fma_row!(7, a7);
         }
         // Rows past `t.rows` were computed on clamped pointers; not stored.
         let [c0, c1, c2, c3, c4, c5, c6, c7] = acc;
@@ -838,9 +1028,56 @@ mod avx512 {
             (6, c6),
             (7, c7),
         ] {
-            if r < t.rows {
+            if r < rows {
                 store_row(c, r, t, masks);
             }
+        }
+    }
+
+    /// `col[i] = Σₛ A[i, s]·B[s]` for `i < rows ≤ 16·V`, `s < k`, with
+    /// `A[i, s]` at `a + i + s·a_cs` and `B[s]` at `b.row(s)`. Even and odd
+    /// steps go to separate accumulators: with `V` of them alone, each FMA
+    /// would wait on the last one's result (4 cycles) instead of issuing two
+    /// a cycle.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `a + i + s·a_cs` for `i < rows` and
+    /// `b.row(s)` must be in bounds for `s < k`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn column<B: BRows, const V: usize>(
+        k: usize,
+        rows: usize,
+        a: *const f32,
+        a_cs: usize,
+        b: B,
+        col: &mut [f32; COLUMN],
+    ) {
+        debug_assert!(V * 16 <= COLUMN && rows <= 16 * V);
+        let m: [__mmask16; V] = std::array::from_fn(|v| lanes(rows.saturating_sub(16 * v)));
+        let mut even = [_mm512_setzero_ps(); V];
+        let mut odd = [_mm512_setzero_ps(); V];
+        let mut s = 0;
+        while s + 1 < k {
+            let (b0, b1) = (_mm512_set1_ps(*b.row(s)), _mm512_set1_ps(*b.row(s + 1)));
+            let (a0, a1) = (a.add(s * a_cs), a.add((s + 1) * a_cs));
+            for v in 0..V {
+                let x0 = _mm512_maskz_loadu_ps(m[v], a0.add(16 * v));
+                let x1 = _mm512_maskz_loadu_ps(m[v], a1.add(16 * v));
+                even[v] = _mm512_fmadd_ps(x0, b0, even[v]);
+                odd[v] = _mm512_fmadd_ps(x1, b1, odd[v]);
+            }
+            s += 2;
+        }
+        if s < k {
+            let b0 = _mm512_set1_ps(*b.row(s));
+            for v in 0..V {
+                let x0 = _mm512_maskz_loadu_ps(m[v], a.add(s * a_cs + 16 * v));
+                even[v] = _mm512_fmadd_ps(x0, b0, even[v]);
+            }
+        }
+        for v in 0..V {
+            let sum = _mm512_add_ps(even[v], odd[v]);
+            _mm512_mask_storeu_ps(col.as_mut_ptr().add(16 * v), m[v], sum);
         }
     }
 
@@ -885,13 +1122,24 @@ mod avx512 {
     /// # Safety
     /// As for [`tile`], with `r < t.rows`.
     #[inline(always)]
-    unsafe fn store_row<const V: usize>(acc: [__m512; V], r: usize, t: &Tile, masks: u64) {
+    unsafe fn store_row<const R: usize, const V: usize>(
+        acc: [__m512; V],
+        r: usize,
+        t: &Tile<R>,
+        masks: u64,
+    ) {
         let cp = t.c[r];
         let mut packed = cp;
         for (v, &acc) in acc.iter().enumerate() {
             let mut x = acc;
             if t.accumulate {
-                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask(masks, v), cp.add(16 * v)));
+                let old = match t.keep {
+                    None => _mm512_maskz_loadu_ps(mask(masks, v), cp.add(16 * v)),
+                    // C holds the kept lanes packed (a block of steps after
+                    // the first): spread them back out to their lanes.
+                    Some(keep) => _mm512_maskz_expandloadu_ps(mask(keep.lanes, v), packed),
+                };
+                x = _mm512_add_ps(x, old);
             }
             if let Some(bias) = t.bias {
                 x = _mm512_add_ps(x, _mm512_set1_ps(*bias.add(r)));
@@ -906,19 +1154,14 @@ mod avx512 {
                 Some(keep) => {
                     // Gather the kept lanes at the bottom of the register
                     // (vcompressps; its store form is microcoded and slow),
-                    // then store that many lanes.
-                    let lanes_kept = mask(keep, v);
-                    let kept = lanes_kept.count_ones() as usize;
-                    // A prefix of lanes (no dropped column inside the vector,
-                    // as always when the row is a multiple of 16 wide) needs
-                    // no compress.
-                    let x = if lanes_kept & lanes_kept.wrapping_add(1) == 0 {
+                    // unless they are there already, then store that many.
+                    let x = if keep.compress >> v & 1 == 0 {
                         x
                     } else {
-                        _mm512_maskz_compress_ps(lanes_kept, x)
+                        _mm512_maskz_compress_ps(mask(keep.lanes, v), x)
                     };
-                    _mm512_mask_storeu_ps(packed, lanes(kept), x);
-                    packed = packed.add(kept);
+                    _mm512_mask_storeu_ps(packed, mask(keep.packed, v), x);
+                    packed = packed.add((keep.counts >> (8 * v) & 0xff) as usize);
                 }
             }
         }
@@ -1119,6 +1362,63 @@ mod tests {
         }
     }
 
+    /// A transposed `A` (`rs = 1`) sends a last panel of up to [`NARROW`]
+    /// columns down the column-by-column path: with more than one row chunk,
+    /// more than one block of steps, a whole product that narrow, kept
+    /// columns, and rows stored at offsets.
+    #[test]
+    fn narrow_last_panels_match_a_triple_loop() {
+        for &(m, n, k) in &[(64, 49, 288), (70, 97, 300), (5, 3, 7), (130, 196, 20)] {
+            // A as its transpose, Aᵀ[k, m].
+            let (at, b) = (pattern(k * m, 7, 13, 4.0), pattern(k * n, 5, 11, 3.0));
+            let a = Strided {
+                data: &at,
+                rs: 1,
+                cs: m,
+            };
+            let dot =
+                |i: usize, j: usize| (0..k).map(|s| at[s * m + i] * b[s * n + j]).sum::<f32>();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 / 3.0 - 2.0).collect();
+            let ep = Epilogue {
+                accumulate: true,
+                row_bias: Some(&bias),
+                relu: true,
+            };
+            let keep = Keep { row: 7, first: 5 };
+            let kept = keep.packed(n);
+            // Row i at 3·i: rows overlap, and overlapping rows sum.
+            let offs: Vec<usize> = (0..m).map(|i| 3 * i).collect();
+            for fast in [false, available()] {
+                let sb = rows(&b, n).into();
+                let mut c = vec![1.0f32; m * n];
+                matmul_on(m, n, k, a.into(), sb, &mut c, Out::Rows(n), ep, None, fast);
+                let mut packed = vec![f32::NAN; m * kept];
+                let store = Epilogue::STORE;
+                let (out, kp) = (Out::Rows(kept), Some(keep));
+                matmul_on(m, n, k, a.into(), sb, &mut packed, out, store, kp, fast);
+                let mut added = vec![0.5f32; 3 * m + n];
+                let (out, acc) = (Out::At(&offs), Epilogue::ACCUMULATE);
+                matmul_on(m, n, k, a.into(), sb, &mut added, out, acc, None, fast);
+                let mut want_added = vec![0.5f32; 3 * m + n];
+                for i in 0..m {
+                    for j in 0..n {
+                        let d = dot(i, j);
+                        let want = (1.0 + d + bias[i]).max(0.0);
+                        let at = format!("{m}x{n}x{k} ({i},{j}) fast {fast}");
+                        assert!(close(c[i * n + j], want), "{at}");
+                        if j % keep.row < keep.first {
+                            assert!(close(packed[i * kept + keep.packed(j)], d), "kept {at}");
+                        }
+                        want_added[3 * i + j] += d;
+                    }
+                }
+                for (g, w) in added.iter().zip(&want_added) {
+                    assert!(close(*g, *w), "added {m}x{n}x{k} fast {fast}");
+                }
+            }
+        }
+    }
+
     /// The kernel against a plain triple loop, on sizes that exercise every tail.
     #[test]
     fn matches_a_triple_loop() {
@@ -1133,6 +1433,7 @@ mod tests {
             (17, 70, 0),
             (3, 5, 300),
             (64, 121, 288),
+            (13, 64, 40),
         ] {
             let (a, b) = operands(m, n, k);
             let bias: Vec<f32> = (0..m).map(|i| i as f32 - 2.0).collect();
