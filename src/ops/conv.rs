@@ -424,7 +424,7 @@ fn backward_image(
             let dz = match rule {
                 Some(rule) => {
                     let dz = sized(&mut s.dz, g.cout * p);
-                    relu_backward(rule, y, dy, dz);
+                    rule.apply_slice(y, dy, dz);
                     &*dz
                 }
                 None => dy,
@@ -469,7 +469,7 @@ fn backward_image(
                 let rows_of = d.chunks_mut(g.w).zip(dy.chunks(g.wo)).zip(y.chunks(g.wo));
                 for ((d, dy), y) in rows_of {
                     match rule {
-                        Some(rule) => relu_backward(rule, y, dy, &mut d[..g.wo]),
+                        Some(rule) => rule.apply_slice(y, dy, &mut d[..g.wo]),
                         None => d[..g.wo].copy_from_slice(dy),
                     }
                 }
@@ -578,19 +578,6 @@ fn rows(data: &[f32], cols: usize) -> Strided<'_> {
         data,
         rs: cols,
         cs: 1,
-    }
-}
-
-/// `dz = rule(y, dy)` element-wise, with the rule chosen once outside the loop
-/// so that each loop is a plain vectorisable select.
-fn relu_backward(rule: ReluRule, y: &[f32], dy: &[f32], dz: &mut [f32]) {
-    let pairs = dz.iter_mut().zip(y.iter().zip(dy));
-    match rule {
-        ReluRule::Gradient => pairs.for_each(|(d, (&y, &g))| *d = if y > 0.0 { g } else { 0.0 }),
-        ReluRule::Rectified => pairs.for_each(|(d, (_, &g))| *d = if g > 0.0 { g } else { 0.0 }),
-        ReluRule::Guided => {
-            pairs.for_each(|(d, (&y, &g))| *d = if y > 0.0 && g > 0.0 { g } else { 0.0 })
-        }
     }
 }
 
