@@ -56,9 +56,6 @@ impl ReluRule {
     }
 
     /// [`apply`](Self::apply) element by element: `out[i] = rule(y[i], g[i])`.
-    /// With AVX-512, 16 elements per step and a masked step for the rest,
-    /// which matters for the short rows a convolution's backward passes (11
-    /// or 26 outputs wide in the tutorial's network).
     ///
     /// # Panics
     /// If the three slices differ in length.
@@ -67,14 +64,46 @@ impl ReluRule {
             y.len() == out.len() && g.len() == out.len(),
             "ReluRule::apply_slice: lengths differ"
         );
-        #[cfg(target_arch = "x86_64")]
-        if crate::tensor::kernel::available() {
-            // SAFETY: AVX-512 is available; the lengths are equal.
-            unsafe { avx512::apply_slice(self, y, g, out) };
+        self.apply_rows(y, g, out, out.len(), out.len());
+    }
+
+    /// [`apply`](Self::apply) on rows of `len` values, packed in `y` and `g`
+    /// and `out_stride` apart in `out` (which is left alone between rows):
+    /// `out[r·out_stride + i] = rule(y[r·len + i], g[r·len + i])`. This is how
+    /// a convolution's backward spreads `dy` over an output grid wider than
+    /// the real one (see `ops::conv`), applying a fused ReLU's rule on the way.
+    /// With AVX-512, 16 values per step and a masked step for the rest of a
+    /// row, which matters for rows 11 or 26 values long.
+    ///
+    /// # Panics
+    /// If `y` and `g` differ in length, it is not a whole number of rows, a
+    /// row is longer than `out_stride`, or `out` is too short for the rows.
+    pub fn apply_rows(self, y: &[f32], g: &[f32], out: &mut [f32], len: usize, out_stride: usize) {
+        assert_eq!(y.len(), g.len(), "ReluRule::apply_rows: y and g differ");
+        if len == 0 {
             return;
         }
-        for (o, (&y, &g)) in out.iter_mut().zip(y.iter().zip(g)) {
-            *o = self.apply(y, g);
+        let rows = y.len() / len;
+        assert!(
+            y.len().is_multiple_of(len) && len <= out_stride,
+            "ReluRule::apply_rows: rows of {len} in {} values, {out_stride} apart",
+            y.len()
+        );
+        assert!(
+            rows == 0 || (rows - 1) * out_stride + len <= out.len(),
+            "ReluRule::apply_rows: out is too short"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if crate::tensor::kernel::available() {
+            // SAFETY: AVX-512 is available; the asserts bound every index.
+            unsafe { avx512::apply_rows(self, y, g, out, len, out_stride) };
+            return;
+        }
+        for (r, (y, g)) in y.chunks(len).zip(g.chunks(len)).enumerate() {
+            let out = &mut out[r * out_stride..][..len];
+            for (o, (&y, &g)) in out.iter_mut().zip(y.iter().zip(g)) {
+                *o = self.apply(y, g);
+            }
         }
     }
 }
@@ -86,33 +115,43 @@ mod avx512 {
     use super::ReluRule;
     use crate::tensor::kernel::lanes;
 
-    /// See [`ReluRule::apply_slice`]. `y > 0` and `g > 0` are ordered
+    /// See [`ReluRule::apply_rows`]. `y > 0` and `g > 0` are ordered
     /// comparisons, false for NaN, as in [`ReluRule::apply`]; lanes that do
     /// not pass become +0.
     ///
     /// # Safety
-    /// AVX-512F must be available and the slices of equal length.
+    /// AVX-512F must be available and the caller's bounds checks hold.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn apply_slice(rule: ReluRule, y: &[f32], g: &[f32], out: &mut [f32]) {
+    pub unsafe fn apply_rows(
+        rule: ReluRule,
+        y: &[f32],
+        g: &[f32],
+        out: &mut [f32],
+        len: usize,
+        out_stride: usize,
+    ) {
         let (by_y, by_g) = match rule {
             ReluRule::Gradient => (true, false),
             ReluRule::Rectified => (false, true),
             ReluRule::Guided => (true, true),
         };
         let zero = _mm512_setzero_ps();
-        let n = out.len();
-        for i in (0..n).step_by(16) {
-            let m = lanes(n - i);
-            let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
-            let mut pass = m;
-            if by_y {
-                let yv = _mm512_maskz_loadu_ps(m, y.as_ptr().add(i));
-                pass = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(pass, yv, zero);
+        for r in 0..y.len() / len {
+            let (yp, gp) = (y.as_ptr().add(r * len), g.as_ptr().add(r * len));
+            let op = out.as_mut_ptr().add(r * out_stride);
+            for i in (0..len).step_by(16) {
+                let m = lanes(len - i);
+                let gv = _mm512_maskz_loadu_ps(m, gp.add(i));
+                let mut pass = m;
+                if by_y {
+                    let yv = _mm512_maskz_loadu_ps(m, yp.add(i));
+                    pass = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(pass, yv, zero);
+                }
+                if by_g {
+                    pass = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(pass, gv, zero);
+                }
+                _mm512_mask_storeu_ps(op.add(i), m, _mm512_maskz_mov_ps(pass, gv));
             }
-            if by_g {
-                pass = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(pass, gv, zero);
-            }
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), m, _mm512_maskz_mov_ps(pass, gv));
         }
     }
 }
@@ -222,9 +261,9 @@ mod tests {
 
     /// The vector path gives the bits of the scalar rule, on every length up
     /// to 40 (whole vectors and masked tails), with NaN and both zeros among
-    /// outputs and gradients.
+    /// outputs and gradients, in one run or spread over rows.
     #[test]
-    fn apply_slice_matches_the_scalar_rule() {
+    fn apply_slice_and_rows_match_the_scalar_rule() {
         let palette = [0.0, -0.0, 1.5, -2.0, f32::NAN, 3.0, -0.5, 0.25, -f32::NAN];
         for rule in [ReluRule::Gradient, ReluRule::Rectified, ReluRule::Guided] {
             for n in 0..=40 {
@@ -235,6 +274,21 @@ mod tests {
                 for i in 0..n {
                     let want = rule.apply(y[i], g[i]);
                     assert_eq!(out[i].to_bits(), want.to_bits(), "{rule:?} n {n} at {i}");
+                }
+                // The same values as rows of 11 (or fewer), 13 apart; the
+                // gaps between rows keep what they held.
+                let len = n.clamp(1, 11);
+                let rows = n / len;
+                let mut spread = vec![7.0f32; rows * 13];
+                let m = rows * len;
+                rule.apply_rows(&y[..m], &g[..m], &mut spread, len, 13);
+                for (j, v) in spread.iter().enumerate() {
+                    let want = if j % 13 < len {
+                        out[j / 13 * len + j % 13]
+                    } else {
+                        7.0
+                    };
+                    assert_eq!(v.to_bits(), want.to_bits(), "{rule:?} rows of {len} at {j}");
                 }
             }
         }

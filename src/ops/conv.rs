@@ -466,11 +466,13 @@ fn backward_image(
             // columns stay zero, so they add nothing below.
             let dz = sized(&mut s.dy_wide, g.cout * wide);
             for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
-                let rows_of = d.chunks_mut(g.w).zip(dy.chunks(g.wo)).zip(y.chunks(g.wo));
-                for ((d, dy), y) in rows_of {
-                    match rule {
-                        Some(rule) => rule.apply_slice(y, dy, &mut d[..g.wo]),
-                        None => d[..g.wo].copy_from_slice(dy),
+                match rule {
+                    // Rows of Wo values, W apart: one call per plane.
+                    Some(rule) => rule.apply_rows(y, dy, d, g.wo, g.w),
+                    None => {
+                        for (d, dy) in d.chunks_mut(g.w).zip(dy.chunks(g.wo)) {
+                            d[..g.wo].copy_from_slice(dy);
+                        }
                     }
                 }
             }
