@@ -527,8 +527,7 @@ fn matmul_on(
             TileShape::Square => tiles::<6, 4>(&block, c),
         }
         if let (Operand::Strided(at), true) = (a, tiled < n) {
-            let ks = (k0, kc);
-            narrow_columns(m, tiled..n, ks, at, b, c, out, block_ep, keep);
+            narrow_columns(&block, at, tiled..n, c);
         }
     }
 }
@@ -582,6 +581,25 @@ struct Block<'a> {
     out: Out<'a>,
     ep: Epilogue<'a>,
     keep: Option<Keep>,
+}
+
+/// `$run!(rows)` with `rows` the kernel's view of `B`'s rows from column `$j`
+/// and step `$k0` on, of the operand's own kind (each kind its own
+/// instantiation of the kernel).
+macro_rules! with_rows_of_b {
+    ($b:expr, $j:expr, $k0:expr, $run:ident) => {
+        match $b {
+            Operand::Strided(s) => $run!(avx512::StridedRows {
+                base: s.data.as_ptr().add($j + $k0 * s.rs),
+                rs: s.rs,
+            }),
+            Operand::Shifted(s) => $run!(avx512::ShiftedRows {
+                base: s.data.as_ptr().add($j),
+                offs: s.offs.as_ptr().add($k0),
+            }),
+            Operand::Gapped(_) => unreachable!("B has contiguous columns (asserted)"),
+        }
+    };
 }
 
 /// Columns `0..blk.n` of one block of steps, tile by tile, in `R × 16·V` tiles.
@@ -673,17 +691,7 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
                         }
                     };
                 }
-                match b {
-                    Operand::Strided(s) => run!(avx512::StridedRows {
-                        base: s.data.as_ptr().add(j + k0 * s.rs),
-                        rs: s.rs,
-                    }),
-                    Operand::Shifted(s) => run!(avx512::ShiftedRows {
-                        base: s.data.as_ptr().add(j),
-                        offs: s.offs.as_ptr().add(k0),
-                    }),
-                    Operand::Gapped(_) => unreachable!("B has contiguous columns (asserted)"),
-                }
+                with_rows_of_b!(b, j, k0, run);
             }
         }
     }
@@ -694,8 +702,9 @@ const NARROW: usize = 8;
 /// Rows per call of the column kernel: four vectors.
 const COLUMN: usize = 64;
 
-/// Columns `cols` of the product over steps `k0..k0 + kc`, one column at a
-/// time with the rows of `A` as the vector side: `C[i, j] = Σₛ A[i, s]·B[s, j]`
+/// Columns `cols` of one block of steps of the product, one column at a
+/// time with the rows of `A` (here `a`, the block's `A` as strided) as the
+/// vector side: `C[i, j] = Σₛ A[i, s]·B[s, j]`
 /// for 16 rows `i` per fused multiply-add, reading `A`'s columns (contiguous,
 /// `A[i, s]` at `data[i + s·cs]`) and broadcasting `B[s, j]`.
 ///
@@ -703,68 +712,41 @@ const COLUMN: usize = 64;
 /// panel of one column (193 = 4·48 + 1 on CIFAR's second layer) would cost 40%
 /// of a full panel of 48; this way it costs a sixteenth of a tile's lanes.
 /// Columns `keep` drops are skipped, and the epilogue runs per value.
-#[allow(clippy::too_many_arguments)]
-fn narrow_columns(
-    m: usize,
-    cols: std::ops::Range<usize>,
-    (k0, kc): (usize, usize),
-    a: Strided<'_>,
-    b: Operand<'_>,
-    c: &mut [f32],
-    out: Out<'_>,
-    ep: Epilogue<'_>,
-    keep: Option<Keep>,
-) {
+fn narrow_columns(blk: &Block<'_>, a: Strided<'_>, cols: std::ops::Range<usize>, c: &mut [f32]) {
     debug_assert_eq!(a.rs, 1);
+    let ep = blk.ep;
     for j in cols {
-        let c_col = match keep {
+        let c_col = match blk.keep {
             None => j,
             Some(kp) if j % kp.row < kp.first => kp.packed(j),
             Some(_) => continue,
         };
-        for i0 in (0..m).step_by(COLUMN) {
-            let rows = COLUMN.min(m - i0);
+        for i0 in (0..blk.m).step_by(COLUMN) {
+            let rows = COLUMN.min(blk.m - i0);
             let mut vals = [0.0f32; COLUMN];
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX-512 is available (the caller's `fast`); `matmul_on`
             // asserted that A holds every (row < m, step < k) and B every
             // (step < k, column < n) addressed here.
             unsafe {
-                let a_col = a.data.as_ptr().add(i0 + k0 * a.cs);
+                let (a_col, kc) = (a.data.as_ptr().add(i0 + blk.k0 * a.cs), blk.kc);
+                let v = &mut vals;
                 macro_rules! run {
                     ($rows_of_b:expr) => {
                         match rows.div_ceil(16) {
-                            1 => {
-                                avx512::column::<_, 1>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
-                            }
-                            2 => {
-                                avx512::column::<_, 2>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
-                            }
-                            3 => {
-                                avx512::column::<_, 3>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
-                            }
-                            _ => {
-                                avx512::column::<_, 4>(kc, rows, a_col, a.cs, $rows_of_b, &mut vals)
-                            }
+                            1 => avx512::column::<_, 1>(kc, rows, a_col, a.cs, $rows_of_b, v),
+                            2 => avx512::column::<_, 2>(kc, rows, a_col, a.cs, $rows_of_b, v),
+                            3 => avx512::column::<_, 3>(kc, rows, a_col, a.cs, $rows_of_b, v),
+                            _ => avx512::column::<_, 4>(kc, rows, a_col, a.cs, $rows_of_b, v),
                         }
                     };
                 }
-                match b {
-                    Operand::Strided(s) => run!(avx512::StridedRows {
-                        base: s.data.as_ptr().add(j + k0 * s.rs),
-                        rs: s.rs,
-                    }),
-                    Operand::Shifted(s) => run!(avx512::ShiftedRows {
-                        base: s.data.as_ptr().add(j),
-                        offs: s.offs.as_ptr().add(k0),
-                    }),
-                    Operand::Gapped(_) => unreachable!("B has contiguous columns (asserted)"),
-                }
+                with_rows_of_b!(blk.b, j, blk.k0, run);
             }
             // The tile's epilogue, in its order: accumulate, bias, ReLU.
             for (r, &v) in vals[..rows].iter().enumerate() {
                 let i = i0 + r;
-                let at = out.row(i) + c_col;
+                let at = blk.out.row(i) + c_col;
                 let mut x = if ep.accumulate { c[at] + v } else { v };
                 x += ep.row_bias.map_or(0.0, |b| b[i]);
                 c[at] = if ep.relu && x < 0.0 { 0.0 } else { x };
