@@ -81,6 +81,11 @@ impl ReluRule {
     pub fn apply_rows(self, y: &[f32], g: &[f32], out: &mut [f32], len: usize, out_stride: usize) {
         assert_eq!(y.len(), g.len(), "ReluRule::apply_rows: y and g differ");
         if len == 0 {
+            assert!(
+                y.is_empty(),
+                "ReluRule::apply_rows: rows of 0 in {} values",
+                y.len()
+            );
             return;
         }
         let rows = y.len() / len;

@@ -976,7 +976,9 @@ mod avx512 {
         a_steps: A,
     ) {
         let (rows, cols) = (t.rows, t.cols);
-        debug_assert!((1..=R).contains(&rows) && (1..=16 * V).contains(&cols) && R * V <= 24);
+        debug_assert!(
+            (1..=R).contains(&rows) && (1..=16 * V).contains(&cols) && R <= 8 && R * V <= 24
+        );
         // Lane masks of the V vectors of a tile row (the last may be partial),
         // as bits of one integer: an array of masks built lane by lane cost a
         // store-forwarding stall per tile, which small-K products feel.
