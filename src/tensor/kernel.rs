@@ -494,6 +494,14 @@ fn matmul_on(
     // in cache; each block after the first accumulates onto the last, and the
     // bias and ReLU wait for the final block.
     let shape = tile_shape(n);
+    // A last panel of a few columns goes column by column, when A's columns
+    // are contiguous (see `narrow_columns`).
+    let nr = 16 * shape.vecs();
+    let tail = n - (n - 1) / nr * nr;
+    let tiled = match a {
+        Operand::Strided(s) if s.rs == 1 && tail <= NARROW => n - tail,
+        _ => n,
+    };
     for k0 in (0..k.max(1)).step_by(KC) {
         let kc = KC.min(k - k0.min(k));
         let last = k0 + KC >= k;
@@ -501,14 +509,6 @@ fn matmul_on(
             accumulate: ep.accumulate || k0 > 0,
             row_bias: if last { ep.row_bias } else { None },
             relu: ep.relu && last,
-        };
-        // A last panel of a few columns goes column by column, when A's
-        // columns are contiguous (see `narrow_columns`).
-        let nr = 16 * shape.vecs();
-        let tail = n - (n - 1) / nr * nr;
-        let tiled = match a {
-            Operand::Strided(s) if s.rs == 1 && tail <= NARROW => n - tail,
-            _ => n,
         };
         let block = Block {
             m,
@@ -541,7 +541,7 @@ enum TileShape {
     /// 8 × 32, for widths that 48 would pad a lot (32, 96+32, …).
     Narrow,
     /// 6 × 64: per step 6 broadcasts and 4 loads feed 24 FMAs, the fewest
-    /// loads per FMA; for widths that are multiples of 64.
+    /// loads per FMA; for widths that 64 pads less than 48 does (64, 121, …).
     Square,
 }
 
