@@ -864,6 +864,9 @@ mod avx512 {
 
     use super::COLUMN;
 
+    /// The longest tile (in steps) that prefetches its output.
+    const PREFETCH_K: usize = 32;
+
     /// Vector `v`'s 16 lanes out of an integer with a bit per lane.
     #[inline(always)]
     fn mask(bits: u64, v: usize) -> __mmask16 {
@@ -987,6 +990,19 @@ mod avx512 {
         // Eight rows of accumulators whatever R: those past R stay zero
         // (and take no registers), and the store below is the same code.
         let mut acc = [[_mm512_setzero_ps(); V]; 8];
+        // A short tile (a first layer's: 9 or 27 steps) asks for the cache
+        // lines of C now, so that its stores find them in cache rather than
+        // stalling on a fetch each: its output is tens of megabytes, long out
+        // of cache. This measured 4-15% faster on the 9-step tiles of MNIST's
+        // first layer, and 1-2% slower on 64-step tiles.
+        if t.k <= PREFETCH_K {
+            for &c in &t.c[..rows] {
+                for v in 0..=V {
+                    let at = c.wrapping_add((16 * v).min(16 * V - 1));
+                    _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
+                }
+            }
+        }
         // A full tile loads B unmasked: a masked load takes a slot on the
         // ports the FMAs issue on, and cost 6% of the loop in a micro-benchmark.
         if cols == 16 * V {
