@@ -244,3 +244,103 @@ fn misuse_of_the_tape_is_an_error_not_a_panic() {
     // backward_scalar on a non-scalar.
     assert!(small.backward_scalar(y).is_err());
 }
+
+mod common;
+
+/// `backward_to` against `backward` on conv → ReLU → 2x2 pool stacks (where
+/// the tape folds each pooling's backward into the convolution before it),
+/// and on variants where it must not: the convolution's output also read
+/// elsewhere, kept for the caller, or pooled 3x3.
+mod backward_to {
+    use super::common::random;
+    use proptest::prelude::*;
+    use salient::ops::{Conv2dSpec, MaxPool2dSpec};
+    use salient::{ReluRule, Tape, Tensor, Var};
+
+    #[derive(Clone, Copy, Debug)]
+    enum Shape {
+        /// Two conv → ReLU → 2x2 pool layers, every pooling folded.
+        Stack,
+        /// The first convolution's output also feeds a sum: not folded.
+        Shared,
+        /// The first convolution's gradient is asked for: not folded.
+        Kept,
+        /// A 3x3 pooling: not folded.
+        Wide,
+    }
+
+    /// Gradients of `x`, the weights and biases (and the first convolution's
+    /// output, for `Kept`) by both passes.
+    fn both(
+        shape: Shape,
+        x: &Tensor,
+        params: &[Tensor],
+        seed: u64,
+        rule: ReluRule,
+    ) -> [Vec<Tensor>; 2] {
+        let mut tape = Tape::new();
+        let xv = tape.input(x.clone());
+        let p: Vec<Var> = params.iter().map(|t| tape.param(t)).collect();
+        let spec = Conv2dSpec::default();
+        let pool = match shape {
+            Shape::Wide => MaxPool2dSpec::square(3),
+            _ => MaxPool2dSpec::square(2),
+        };
+        let c1 = tape.conv2d_relu(xv, p[0], p[1], spec).unwrap();
+        let mut out = tape.max_pool2d(c1, pool).unwrap();
+        if let Shape::Stack = shape {
+            let c2 = tape.conv2d_relu(out, p[2], p[3], spec).unwrap();
+            out = tape.max_pool2d(c2, pool).unwrap();
+        }
+        let mut vars = vec![xv, p[0], p[1]];
+        match shape {
+            Shape::Stack => vars.extend([p[2], p[3]]),
+            Shape::Kept => vars.push(c1),
+            Shape::Shared => {
+                // A second consumer of c1 (after `out`, so no gradient comes
+                // through it; the tape counts consumers, not paths).
+                let flat = tape.flatten(c1).unwrap();
+                let _ = tape.relu(flat).unwrap();
+            }
+            Shape::Wide => {}
+        }
+        let dy = random(tape.value(out).unwrap().shape(), seed ^ 3);
+        let mut all = tape.backward(out, &dy, rule).unwrap();
+        let mut some = tape.backward_to(out, &dy, rule, &vars).unwrap();
+        [
+            vars.iter().map(|&v| all.take(v).unwrap()).collect(),
+            vars.iter().map(|&v| some.take(v).unwrap()).collect(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn gives_the_same_gradients_bit_for_bit(
+            n in 1usize..=3,
+            cin in 1usize..=3,
+            cout in 1usize..=9,
+            h in 10usize..=15,
+            w in 10usize..=15,
+            rule in 0usize..3,
+            which in 0usize..4,
+            seed in any::<u64>(),
+        ) {
+            let rule = [ReluRule::Gradient, ReluRule::Rectified, ReluRule::Guided][rule];
+            let shape = [Shape::Stack, Shape::Shared, Shape::Kept, Shape::Wide][which];
+            let x = random(&[n, cin, h, w], seed);
+            let params = vec![
+                random(&[cout, cin, 3, 3], seed ^ 1),
+                random(&[cout], seed ^ 2),
+                random(&[4, cout, 3, 3], seed ^ 4),
+                random(&[4], seed ^ 5),
+            ];
+            let [all, some] = both(shape, &x, &params, seed, rule);
+            for (a, s) in all.iter().zip(&some) {
+                prop_assert_eq!(a.shape(), s.shape());
+                let same = a.iter().zip(s.iter()).all(|(p, q)| p.to_bits() == q.to_bits());
+                prop_assert!(same, "{:?} {:?}: {} vs {}", shape, rule, a, s);
+            }
+        }
+    }
+}

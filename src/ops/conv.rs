@@ -35,7 +35,8 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::ReluRule;
+use crate::ops::pool::max_2x2_backward;
+use crate::ops::{MaxPool2dSpec, ReluRule};
 use crate::tape::{Backward, GradArgs, Tape, Var};
 use crate::tensor::kernel::{
     matmul, matmul_add_at, matmul_keep, transpose, Epilogue, Gapped, Keep, Shifted, Strided,
@@ -337,7 +338,8 @@ struct Scratch {
     dy_wide: Vec<f32>,
     /// `dyᵀ[P, Cout]`.
     dyt: Vec<f32>,
-    /// The gradient before a fused ReLU, `dz = rule(y, dy)` (im2col path).
+    /// The gradient before a fused ReLU, `dz = rule(y, dy)` (im2col path),
+    /// or `rule(pooled y, pooled dy)` (a pooled gradient).
     dz: Vec<f32>,
 }
 
@@ -396,6 +398,16 @@ struct ImageGrads<'a> {
     db: Option<&'a mut [f32]>,
 }
 
+/// The gradient reaching one image's output.
+#[derive(Clone, Copy)]
+enum ImageDy<'a> {
+    /// `dy[Cout, Ho, Wo]`.
+    Full(&'a [f32]),
+    /// Through a 2x2 max pooling of the output (see [`GradArgs::pooled`]):
+    /// the pooling's output and its gradient, `[Cout, Ho/2, Wo/2]` each.
+    Pooled { y: &'a [f32], dy: &'a [f32] },
+}
+
 /// For one image: first `dz = rule(y, dy)` through the fused ReLU (or
 /// `dz = dy`), then `db += Σ dz`, `dWᵀ += unrolled(x) · dzᵀ` and
 /// `dx += fold(Wᵀ · dz)`, each if wanted, where fold is col2im or its shifted
@@ -407,7 +419,7 @@ fn backward_image(
     x: &[f32],
     ws: &[f32],
     y: &[f32],
-    dy: &[f32],
+    dy: ImageDy<'_>,
     rule: Option<ReluRule>,
     out: ImageGrads<'_>,
     s: &mut Scratch,
@@ -421,6 +433,9 @@ fn backward_image(
     };
     match u {
         Unroll::Im2col => {
+            let ImageDy::Full(dy) = dy else {
+                unreachable!("only the shifted path takes a pooled gradient (takes_pooled)")
+            };
             let dz = match rule {
                 Some(rule) => {
                     let dz = sized(&mut s.dz, g.cout * p);
@@ -465,14 +480,38 @@ fn backward_image(
             // goes through the ReLU rule (if fused) as it is widened. The extra
             // columns stay zero, so they add nothing below.
             let dz = sized(&mut s.dy_wide, g.cout * wide);
-            for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
-                match rule {
-                    // Rows of Wo values, W apart: one call per plane.
-                    Some(rule) => rule.apply_rows(y, dy, d, g.wo, g.w),
-                    None => {
-                        for (d, dy) in d.chunks_mut(g.w).zip(dy.chunks(g.wo)) {
-                            d[..g.wo].copy_from_slice(dy);
+            match dy {
+                ImageDy::Full(dy) => {
+                    for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
+                        match rule {
+                            // Rows of Wo values, W apart: one call per plane.
+                            Some(rule) => rule.apply_rows(y, dy, d, g.wo, g.w),
+                            None => {
+                                for (d, dy) in d.chunks_mut(g.w).zip(dy.chunks(g.wo)) {
+                                    d[..g.wo].copy_from_slice(dy);
+                                }
+                            }
                         }
+                    }
+                }
+                ImageDy::Pooled { y: yp, dy: dyp } => {
+                    // The pooling's backward, straight onto the wide grid: each
+                    // window's winner gets its gradient. The ReLU rule goes first,
+                    // on the pooled values: at the winner `y` is the pooled max,
+                    // and every rule sends a zero gradient to zero, so this is
+                    // `rule(y, unpooled dy)` exactly, at a quarter of the work.
+                    let q = (g.ho / 2) * (g.wo / 2);
+                    let ruled = sized(&mut s.dz, q);
+                    let planes = dz.chunks_mut(wide).zip(y.chunks(p));
+                    for ((d, y), (yp, dyp)) in planes.zip(yp.chunks(q).zip(dyp.chunks(q))) {
+                        let dyp = match rule {
+                            Some(rule) => {
+                                rule.apply_slice(yp, dyp, ruled);
+                                &*ruled
+                            }
+                            None => dyp,
+                        };
+                        max_2x2_backward(y, yp, dyp, g.ho, g.wo, d, g.w, true);
                     }
                 }
             }
@@ -609,6 +648,13 @@ struct Conv2d {
 }
 
 impl Backward for Conv2d {
+    /// A 2x2 pooling, on the shifted path: its backward writes the wide grid
+    /// the products read, in place of the widening copy of `dy`.
+    fn takes_pooled(&self, spec: MaxPool2dSpec) -> bool {
+        spec == MaxPool2dSpec::square(2)
+            && matches!(Unroll::for_geometry(&self.g), Unroll::Shifted { .. })
+    }
+
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let g = &self.g;
         let (k, p, il) = (g.k(), g.p(), g.image_len());
@@ -618,6 +664,15 @@ impl Backward for Conv2d {
         let dy = a.dy.as_slice().expect("gradients are contiguous");
         let ys = a.output.as_slice().expect("values are contiguous");
         let (want_dw, want_db, rule) = (a.wants[1], a.wants[2], a.relu);
+        // Per image: the pooling's output and gradient, or the gradient.
+        let (pooled, dy_len) = match &a.pooled {
+            Some(pl) => {
+                assert!(self.takes_pooled(pl.spec), "pooling {:?}", pl.spec);
+                let yp = pl.output.as_slice().expect("values are contiguous");
+                (Some(yp), g.cout * (g.ho / 2) * (g.wo / 2))
+            }
+            None => (None, g.cout * p),
+        };
 
         // Each group clears its own slice of dx, in parallel and in cache.
         let mut dx = a.wants[0].then(|| a.pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
@@ -634,21 +689,29 @@ impl Backward for Conv2d {
         // One pass over fixed groups of images: each image adds to its group's
         // dWᵀ and writes its own slice of dx.
         let partials: Vec<(Vec<f32>, Vec<f32>)> = dy
-            .par_chunks(GROUP * g.cout * p)
+            .par_chunks(GROUP * dy_len)
+            .enumerate()
             .zip(ys.par_chunks(GROUP * g.cout * p))
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
-            .map_init(Scratch::default, |s, (((dy, y), x), mut dx)| {
+            .map_init(Scratch::default, |s, ((((group, dy), y), x), mut dx)| {
                 if let Some(dx) = dx.as_deref_mut() {
                     dx.fill(0.0);
                 }
                 let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
                 let mut db = vec![0.0f32; g.cout];
                 let images = dy
-                    .chunks(g.cout * p)
+                    .chunks(dy_len)
                     .zip(y.chunks(g.cout * p))
                     .zip(x.chunks(il));
                 for (i, ((dy, y), x)) in images.enumerate() {
+                    let dy = match pooled {
+                        Some(yp) => ImageDy::Pooled {
+                            y: &yp[(group * GROUP + i) * dy_len..][..dy_len],
+                            dy,
+                        },
+                        None => ImageDy::Full(dy),
+                    };
                     let out = ImageGrads {
                         dx: dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]),
                         dwt: want_dw.then_some(&mut dwt[..]),

@@ -148,23 +148,28 @@ fn max_2x2(x: &[f32], w: usize, wo: usize, y: &mut [f32], fast: bool) {
     }
 }
 
-/// The backward of a 2x2, stride-2 pooling for one plane: each window's four
-/// inputs get `dy` at the winner and 0 elsewhere, written in one pass; rows
-/// and columns no window covers (odd sizes) are zero.
-fn max_2x2_backward(
+/// The backward of a 2x2, stride-2 pooling for one `h × w` plane: each
+/// window's four inputs get `dy` at the winner and 0 elsewhere, written in one
+/// pass; rows and columns no window covers (odd sizes) are zero. Row `r` of
+/// `dx` starts at `r·dx_rs` (`w` for a plane of its own; a convolution's wide
+/// grid is wider, and what lies between rows is left alone).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn max_2x2_backward(
     x: &[f32],
     y: &[f32],
     dy: &[f32],
     h: usize,
     w: usize,
     dx: &mut [f32],
+    dx_rs: usize,
     fast: bool,
 ) {
     let wo = w / 2;
     for (oy, (y, dy)) in y.chunks(wo).zip(dy.chunks(wo)).enumerate() {
         let top = 2 * oy * w;
         let (x0, x1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
-        let (d0, d1) = dx[top..top + 2 * w].split_at_mut(w);
+        let (d0, d1) = dx[2 * oy * dx_rs..].split_at_mut(dx_rs);
+        let (d0, d1) = (&mut d0[..w], &mut d1[..w]);
         if w % 2 == 1 {
             d0[w - 1] = 0.0;
             d1[w - 1] = 0.0;
@@ -194,7 +199,9 @@ fn max_2x2_backward(
             d1[2 * ox + 1] = if wd { g } else { 0.0 };
         }
     }
-    dx[2 * (h / 2) * w..].fill(0.0);
+    if h % 2 == 1 {
+        dx[(h - 1) * dx_rs..][..w].fill(0.0);
+    }
 }
 
 /// The 2x2 rows with AVX-512: 16 outputs (32 inputs per row) per step forward,
@@ -303,6 +310,10 @@ struct MaxPool2d {
 }
 
 impl Backward for MaxPool2d {
+    fn max_pool(&self) -> Option<MaxPool2dSpec> {
+        Some(self.spec)
+    }
+
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let x_shape = a.inputs[0].shape();
         let (h, w) = (x_shape[2], x_shape[3]);
@@ -328,7 +339,7 @@ impl Backward for MaxPool2d {
                     .zip(y.chunks(plane_out).zip(dy.chunks(plane_out)));
                 for ((dx, x), (y, dy)) in planes {
                     if spec == MaxPool2dSpec::square(2) {
-                        max_2x2_backward(x, y, dy, h, w, dx, fast);
+                        max_2x2_backward(x, y, dy, h, w, dx, w, fast);
                         continue;
                     }
                     // Overlapping windows: an input that wins several sums them.
@@ -356,7 +367,8 @@ mod tests {
 
     /// The 2x2 fast path (vector code where the CPU has it) agrees with the
     /// general window scan on planes full of ties, signed zeros and NaNs, at
-    /// every width up to 40 (so every tail of the vector loops).
+    /// every width up to 40 (so every tail of the vector loops), the backward
+    /// both into a plane and into wider rows.
     #[test]
     fn fast_2x2_agrees_with_the_general_scan() {
         let spec = MaxPool2dSpec::square(2);
@@ -376,9 +388,16 @@ mod tests {
                     let at = winner(&x, w, spec, o / wo, o % wo);
                     assert!(is_max(x[at], y), "{h}x{w} output {o}, fast {fast}");
                 }
-                let mut dx = vec![f32::NAN; h * w];
-                max_2x2_backward(&x, &y, &dy, h, w, &mut dx, fast);
-                assert_eq!(dx, want, "{h}x{w}, fast {fast}");
+                // Into a plane of its own, and into rows 3 wider whose gaps
+                // (7.0 here) must be left alone.
+                for rs in [w, w + 3] {
+                    let mut dx = vec![7.0; (h - 1) * rs + w];
+                    max_2x2_backward(&x, &y, &dy, h, w, &mut dx, rs, fast);
+                    for (r, row) in dx.chunks(rs).enumerate() {
+                        assert_eq!(row[..w], want[r * w..][..w], "{h}x{w}/{rs}, fast {fast}");
+                        assert!(row[w..].iter().all(|&v| v == 7.0), "{h}x{w}/{rs} gap");
+                    }
+                }
             }
         }
     }

@@ -124,7 +124,18 @@ fn class_gradient_on<'m>(
     let seed = seed
         .into_shape_with_order(IxDyn(&out_shape))
         .map_err(|e| Error::invalid("saliency", format!("seed: {e}")))?;
-    let mut grads = tape.backward(out, &seed, rule)?;
+    // Only the input's gradient and the layer's are read.
+    let layer_var = match layer {
+        Some(l) => Some(
+            *pass
+                .outputs
+                .get(l)
+                .ok_or_else(|| Error::invalid("saliency", format!("no layer {l}")))?,
+        ),
+        None => None,
+    };
+    let keep: Vec<_> = std::iter::once(x).chain(layer_var).collect();
+    let mut grads = tape.backward_to(out, &seed, rule, &keep)?;
 
     let missing = |what: &str| {
         Error::invalid(
@@ -133,12 +144,8 @@ fn class_gradient_on<'m>(
         )
     };
     let input = grads.take(x).ok_or_else(|| missing("the input"))?;
-    let layer = match layer {
-        Some(l) => {
-            let v = *pass
-                .outputs
-                .get(l)
-                .ok_or_else(|| Error::invalid("saliency", format!("no layer {l}")))?;
+    let layer = match layer.zip(layer_var) {
+        Some((l, v)) => {
             let name = &model.layers()[l].name;
             let grad = grads
                 .take(v)

@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
-use crate::ops::ReluRule;
+use crate::ops::{MaxPool2dSpec, ReluRule};
 use crate::tensor::{Pool, Tensor};
 
 /// A handle to a value on a [`Tape`]: its position. Cheap to copy.
@@ -52,8 +52,21 @@ pub(crate) struct GradArgs<'b> {
     pub wants: Vec<bool>,
     /// The ReLU backward rule in force for this pass.
     pub relu: ReluRule,
+    /// Set when the tape folded the backward of the max pooling that alone
+    /// consumed this op's output into this op (see [`Tape::backward_to`]):
+    /// `dy` is then the pooling's gradient, of the pooled shape.
+    pub pooled: Option<Pooled<'b>>,
     /// Where to take buffers from.
     pub pool: &'b mut Pool,
+}
+
+/// A max pooling whose backward an op performs itself: the gradient goes
+/// straight from the pooled outputs to the window winners in the op's own
+/// output, never written out at full size in between.
+pub(crate) struct Pooled<'b> {
+    pub spec: MaxPool2dSpec,
+    /// The pooling's output (its input is the op's output).
+    pub output: &'b Tensor,
 }
 
 /// The backward half of an op: given `∂L/∂y`, return `∂L/∂x` for each input
@@ -64,6 +77,18 @@ pub(crate) trait Backward: Send + Sync {
 
     /// Returns saved buffers to the pool when the tape is cleared.
     fn recycle(self: Box<Self>, _pool: &mut Pool) {}
+
+    /// A max pooling's spec, so that the tape may fold its backward into the
+    /// op before it.
+    fn max_pool(&self) -> Option<MaxPool2dSpec> {
+        None
+    }
+
+    /// Whether this op can take its gradient through a max pooling of `spec`
+    /// (see [`GradArgs::pooled`]).
+    fn takes_pooled(&self, _spec: MaxPool2dSpec) -> bool {
+        false
+    }
 }
 
 /// One recorded value: where it came from and how to differentiate through it.
@@ -277,6 +302,37 @@ impl<'a> Tape<'a> {
     /// backward rule for this pass only. The tape is unchanged, so `backward`
     /// may be called again with another seed.
     pub fn backward(&mut self, output: Var, seed: &Tensor, relu: ReluRule) -> Result<Gradients> {
+        self.run_backward(output, seed, relu, None)
+    }
+
+    /// [`backward`](Tape::backward) keeping only the gradients of `keep` (an
+    /// input, the parameters): every other gradient goes back to the pool as
+    /// soon as it has been passed on. The result is the same, bit for bit.
+    ///
+    /// Since no one will read the gradient of a value outside `keep`, a max
+    /// pooling whose input is such a value, consumed by nothing else, can hand
+    /// its gradient straight to the op that produced the input (a convolution
+    /// with its ReLU): that op routes each pooled gradient to its window's
+    /// winner as it builds its own, and the full-size gradient between the two
+    /// is never written (at MNIST's first layer, 22 MB written and read back).
+    pub fn backward_to(
+        &mut self,
+        output: Var,
+        seed: &Tensor,
+        relu: ReluRule,
+        keep: &[Var],
+    ) -> Result<Gradients> {
+        self.check(keep)?;
+        self.run_backward(output, seed, relu, Some(keep))
+    }
+
+    fn run_backward(
+        &mut self,
+        output: Var,
+        seed: &Tensor,
+        relu: ReluRule,
+        keep: Option<&[Var]>,
+    ) -> Result<Gradients> {
         self.check(&[output])?;
         if !self.recording {
             return Err(Error::invalid(
@@ -305,6 +361,18 @@ impl<'a> Tape<'a> {
         if nodes[output.0].requires_grad {
             grads[output.0] = Some(pool.copy_of(seed));
         }
+        // Which gradients the caller reads (all, without `keep`), how many ops
+        // consume each value, and which values' gradient slots hold instead
+        // the gradient of the max pooling at that position.
+        let kept: Vec<bool> = match keep {
+            None => vec![true; values.len()],
+            Some(keep) => (0..values.len()).map(|i| keep.contains(&Var(i))).collect(),
+        };
+        let mut uses = vec![0usize; values.len()];
+        for node in nodes.iter() {
+            node.inputs.iter().for_each(|v| uses[v.0] += 1);
+        }
+        let mut through: Vec<Option<usize>> = vec![None; values.len()];
         // Walk backwards: every consumer of value i sits after i on the tape, so
         // by the time we reach i its gradient is complete.
         for i in (0..=output.0).rev() {
@@ -316,6 +384,24 @@ impl<'a> Tape<'a> {
                 continue;
             };
             let node = &nodes[i];
+            // A pooling alone on an unread value: its producer does its backward.
+            if let (Some(spec), [v]) = (rule.max_pool(), &node.inputs[..]) {
+                let producer = nodes[v.0].rule.as_ref();
+                let alone = !kept[i] && !kept[v.0] && uses[v.0] == 1;
+                if alone && producer.is_some_and(|r| r.takes_pooled(spec)) {
+                    grads[v.0] = Some(dy);
+                    through[v.0] = Some(i);
+                    continue;
+                }
+            }
+            let pooled = through[i].map(|p| Pooled {
+                spec: nodes[p]
+                    .rule
+                    .as_ref()
+                    .and_then(|r| r.max_pool())
+                    .expect("a pooling"),
+                output: values[p].as_ref(),
+            });
             let input_grads = rule.backward(GradArgs {
                 inputs: node.inputs.iter().map(|v| values[v.0].as_ref()).collect(),
                 output: values[i].as_ref(),
@@ -326,6 +412,7 @@ impl<'a> Tape<'a> {
                     .map(|v| nodes[v.0].requires_grad)
                     .collect(),
                 relu,
+                pooled,
                 pool,
             });
             for (v, dx) in node.inputs.iter().zip(input_grads) {
@@ -338,7 +425,17 @@ impl<'a> Tape<'a> {
                     slot @ None => *slot = Some(dx),
                 }
             }
-            grads[i] = Some(dy);
+            if kept[i] {
+                grads[i] = Some(dy);
+            } else {
+                pool.give(dy);
+            }
+        }
+        // Leaves outside `keep` (ops' gradients went back as they were used).
+        for (g, _) in grads.iter_mut().zip(&kept).filter(|(_, &k)| !k) {
+            if let Some(g) = g.take() {
+                pool.give(g);
+            }
         }
         Ok(Gradients { grads })
     }

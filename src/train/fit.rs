@@ -25,8 +25,8 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layers::{mix, Mode};
 use crate::model::{argmax, Head, Sequential};
-use crate::ops::one_hot;
-use crate::tape::Tape;
+use crate::ops::{one_hot, ReluRule};
+use crate::tape::{Tape, Var};
 use crate::tensor::{Pool, Tensor};
 
 use super::Adam;
@@ -203,13 +203,18 @@ impl TrainStep {
             self.pool = tape.into_pool();
             return Ok((loss_value, correct));
         }
-        let mut grads = tape.backward_scalar(loss)?;
-        let param_grads: Vec<Tensor> = pass
+        // Only the parameters' gradients are kept.
+        let params: Vec<Var> = pass
             .params
             .iter()
             .flatten()
             .flat_map(|&(w, b)| [w, b])
-            .map(|v| {
+            .collect();
+        let seed = Tensor::ones(tape.value(loss)?.raw_dim());
+        let mut grads = tape.backward_to(loss, &seed, ReluRule::Gradient, &params)?;
+        let param_grads: Vec<Tensor> = params
+            .iter()
+            .map(|&v| {
                 grads
                     .take(v)
                     .ok_or_else(|| Error::invalid("fit", "a parameter received no gradient"))
