@@ -24,11 +24,12 @@ pub fn reshape_forward(x: &Tensor, shape: &[usize], pool: &mut Pool) -> Result<T
         ));
     }
     let mut y = pool.to_overwrite(shape);
-    y.as_slice_mut()
-        .expect("pooled")
-        .iter_mut()
-        .zip(x.iter())
-        .for_each(|(y, &x)| *y = x);
+    let ys = y.as_slice_mut().expect("pooled");
+    match x.as_slice() {
+        // Row-major already (every value the tape makes is): one copy.
+        Some(xs) => ys.copy_from_slice(xs),
+        None => ys.iter_mut().zip(x.iter()).for_each(|(y, &x)| *y = x),
+    }
     Ok(y)
 }
 
@@ -37,10 +38,15 @@ struct Reshape;
 impl Backward for Reshape {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let mut dx = a.pool.to_overwrite(a.inputs[0].shape());
-        let dy =
-            a.dy.view()
-                .into_shape_with_order(IxDyn(a.inputs[0].shape()));
-        dx.assign(&dy.expect("same number of values"));
+        match a.dy.as_slice() {
+            Some(dys) => dx.as_slice_mut().expect("pooled").copy_from_slice(dys),
+            None => {
+                let dy =
+                    a.dy.view()
+                        .into_shape_with_order(IxDyn(a.inputs[0].shape()));
+                dx.assign(&dy.expect("same number of values"));
+            }
+        }
         vec![Some(dx)]
     }
 }
