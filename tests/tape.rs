@@ -261,7 +261,7 @@ mod backward_to {
     enum Shape {
         /// Two conv → ReLU → 2x2 pool layers, every pooling folded.
         Stack,
-        /// The first convolution's output also feeds a sum: not folded.
+        /// The first convolution's output has a second consumer: not folded.
         Shared,
         /// The first convolution's gradient is asked for: not folded.
         Kept,

@@ -304,10 +304,16 @@ enum Unroll {
 }
 
 impl Unroll {
-    fn for_geometry(g: &ConvGeometry) -> Self {
+    /// Whether `g` takes the shifted path: stride 1, no padding, and the
+    /// AVX-512 kernel (the portable one copies shifted operands out).
+    fn shifts(g: &ConvGeometry) -> bool {
         let unpadded =
             g.pad_top == 0 && g.pad_left == 0 && g.ho + g.kh == g.h + 1 && g.wo + g.kw == g.w + 1;
-        if g.stride == 1 && unpadded && crate::tensor::kernel::available() {
+        g.stride == 1 && unpadded && crate::tensor::kernel::available()
+    }
+
+    fn for_geometry(g: &ConvGeometry) -> Self {
+        if Self::shifts(g) {
             let mut offs = Vec::with_capacity(g.k());
             for c in 0..g.cin {
                 for i in 0..g.kh {
@@ -651,8 +657,7 @@ impl Backward for Conv2d {
     /// A 2x2 pooling, on the shifted path: its backward writes the wide grid
     /// the products read, in place of the widening copy of `dy`.
     fn takes_pooled(&self, spec: MaxPool2dSpec) -> bool {
-        spec == MaxPool2dSpec::square(2)
-            && matches!(Unroll::for_geometry(&self.g), Unroll::Shifted { .. })
+        spec == MaxPool2dSpec::square(2) && Unroll::shifts(&self.g)
     }
 
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {

@@ -125,15 +125,12 @@ fn class_gradient_on<'m>(
         .into_shape_with_order(IxDyn(&out_shape))
         .map_err(|e| Error::invalid("saliency", format!("seed: {e}")))?;
     // Only the input's gradient and the layer's are read.
-    let layer_var = match layer {
-        Some(l) => Some(
-            *pass
-                .outputs
-                .get(l)
-                .ok_or_else(|| Error::invalid("saliency", format!("no layer {l}")))?,
-        ),
-        None => None,
-    };
+    let layer_var = layer
+        .map(|l| {
+            let v = pass.outputs.get(l).copied();
+            v.ok_or_else(|| Error::invalid("saliency", format!("no layer {l}")))
+        })
+        .transpose()?;
     let keep: Vec<_> = std::iter::once(x).chain(layer_var).collect();
     let mut grads = tape.backward_to(out, &seed, rule, &keep)?;
 

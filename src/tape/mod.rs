@@ -363,7 +363,7 @@ impl<'a> Tape<'a> {
         }
         // Which gradients the caller reads (all, without `keep`), how many ops
         // consume each value, and which values' gradient slots hold instead
-        // the gradient of the max pooling at that position.
+        // the gradient of the max pooling at that position (and its spec).
         let kept: Vec<bool> = match keep {
             None => vec![true; values.len()],
             Some(keep) => (0..values.len()).map(|i| keep.contains(&Var(i))).collect(),
@@ -372,7 +372,7 @@ impl<'a> Tape<'a> {
         for node in nodes.iter() {
             node.inputs.iter().for_each(|v| uses[v.0] += 1);
         }
-        let mut through: Vec<Option<usize>> = vec![None; values.len()];
+        let mut through: Vec<Option<(usize, MaxPool2dSpec)>> = vec![None; values.len()];
         // Walk backwards: every consumer of value i sits after i on the tape, so
         // by the time we reach i its gradient is complete.
         for i in (0..=output.0).rev() {
@@ -390,16 +390,12 @@ impl<'a> Tape<'a> {
                 let alone = !kept[i] && !kept[v.0] && uses[v.0] == 1;
                 if alone && producer.is_some_and(|r| r.takes_pooled(spec)) {
                     grads[v.0] = Some(dy);
-                    through[v.0] = Some(i);
+                    through[v.0] = Some((i, spec));
                     continue;
                 }
             }
-            let pooled = through[i].map(|p| Pooled {
-                spec: nodes[p]
-                    .rule
-                    .as_ref()
-                    .and_then(|r| r.max_pool())
-                    .expect("a pooling"),
+            let pooled = through[i].map(|(p, spec)| Pooled {
+                spec,
                 output: values[p].as_ref(),
             });
             let input_grads = rule.backward(GradArgs {
