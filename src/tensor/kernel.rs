@@ -360,7 +360,9 @@ struct Kept {
     /// Byte `v`: how many lanes of vector `v` are kept.
     counts: u32,
     /// Bit `v`: vector `v`'s kept lanes are not already the low ones, so need
-    /// a compress (never when the row is a multiple of 16 wide).
+    /// a compress (never when the row is a multiple of 16 wide). A panel
+    /// with any bit set runs the tile that compresses every vector: one
+    /// instruction more per vector, against a test per vector.
     compress: u8,
 }
 
@@ -648,6 +650,7 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
             None => (None, j),
             Some(kp) => (Some(Kept::new(kept_lanes(kp, j, cols))), kp.packed(j)),
         };
+        let compress = keep_lanes.is_some_and(|k| k.compress != 0);
         for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
             let i = q * R;
             let rows = R.min(m - i);
@@ -673,13 +676,26 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
                     relu: ep.relu,
                 };
                 // One instantiation per kind of A walk, B rows and width.
+                // One instantiation per kind of A walk, B rows, width and
+                // store (see `avx512::tile`).
                 macro_rules! width {
-                    ($rows_of_b:expr, $steps:expr) => {
+                    ($rows_of_b:expr, $steps:expr, $compress:expr) => {
                         match tile_vecs {
-                            1 => avx512::tile::<_, _, R, 1>(&t, $rows_of_b, $steps),
-                            2 if V >= 2 => avx512::tile::<_, _, R, 2>(&t, $rows_of_b, $steps),
-                            3 if V >= 3 => avx512::tile::<_, _, R, 3>(&t, $rows_of_b, $steps),
-                            _ => avx512::tile::<_, _, R, V>(&t, $rows_of_b, $steps),
+                            1 => avx512::tile::<_, _, R, 1, $compress>(&t, $rows_of_b, $steps),
+                            2 if V >= 2 => {
+                                avx512::tile::<_, _, R, 2, $compress>(&t, $rows_of_b, $steps)
+                            }
+                            3 if V >= 3 => {
+                                avx512::tile::<_, _, R, 3, $compress>(&t, $rows_of_b, $steps)
+                            }
+                            _ => avx512::tile::<_, _, R, V, $compress>(&t, $rows_of_b, $steps),
+                        }
+                    };
+                    ($rows_of_b:expr, $steps:expr) => {
+                        if compress {
+                            width!($rows_of_b, $steps, true)
+                        } else {
+                            width!($rows_of_b, $steps, false)
                         }
                     };
                 }
@@ -966,14 +982,21 @@ mod avx512 {
     }
 
     /// One tile: `C[rows, cols] (+)= A[rows, k] · B[k, cols]` (+ bias, relu),
-    /// in `R × V` accumulators.
+    /// in `R × V` accumulators. `COMPRESS`: `t.keep` keeps lanes that are not
+    /// the low ones of their vector, which the store gathers down first.
     ///
     /// # Safety
     /// AVX-512F must be available. `t.a[r] + a_steps.at(s)` for `s < k`, `b.row(s) + j`
     /// for `j < cols`, `t.c[r] + j` for `r < rows` (for `j` below the
     /// number of kept lanes, with `keep`), and `bias + r` must all be in bounds.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<B: BRows, A: ASteps, const R: usize, const V: usize>(
+    pub unsafe fn tile<
+        B: BRows,
+        A: ASteps,
+        const R: usize,
+        const V: usize,
+        const COMPRESS: bool,
+    >(
         t: &Tile<R>,
         b: B,
         a_steps: A,
@@ -987,9 +1010,7 @@ mod avx512 {
         // store-forwarding stall per tile, which small-K products feel.
         let masks = super::low_bits(cols);
         let a = t.a;
-        // Eight rows of accumulators whatever R: those past R stay zero
-        // (and take no registers), and the store below is the same code.
-        let mut acc = [[_mm512_setzero_ps(); V]; 8];
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
         // A short tile (a first layer's: 9 or 27 steps) asks for the cache
         // lines of C now, so that its stores find them in cache rather than
         // stalling on a fetch each: its output is tens of megabytes, long out
@@ -1010,20 +1031,60 @@ mod avx512 {
         } else {
             steps::<B, A, R, V, false>(&mut acc, t.k, &a, b, a_steps, masks);
         }
-        // Rows past `t.rows` were computed on clamped pointers; not stored.
-        let [c0, c1, c2, c3, c4, c5, c6, c7] = acc;
-        store_row(c0, 0, t, masks);
-        for (r, c) in [
-            (1, c1),
-            (2, c2),
-            (3, c3),
-            (4, c4),
-            (5, c5),
-            (6, c6),
-            (7, c7),
-        ] {
-            if r < rows {
-                store_row(c, r, t, masks);
+        // The store: accumulate, bias, ReLU, then write each row's vectors,
+        // with `keep` only the kept lanes, packed one vector after another.
+        // Written out here with constant bounds, so that `acc` stays in its
+        // registers: a store loop over rows that took the accumulators as an
+        // array (by value or by reference) kept them in a stack copy, and
+        // tested every flag per vector; this way measured 13-16% faster on
+        // CIFAR's first layer and 8-12% on MNIST's.
+        let (off, stored, kept) = match t.keep {
+            Some(k) => {
+                let mut off = [0; V];
+                for v in 1..V {
+                    off[v] = off[v - 1] + (k.counts >> (8 * (v - 1)) & 0xff) as usize;
+                }
+                (off, k.packed, k.lanes)
+            }
+            None => (std::array::from_fn(|v| 16 * v), masks, masks),
+        };
+        // max(floor, x) is ReLU with a floor of 0, and leaves x as it is with
+        // −∞ (vmaxps returns its second operand when either is NaN, so a NaN
+        // stays visible, as `ops::relu` keeps it).
+        let floor = _mm512_set1_ps(if t.relu { 0.0 } else { f32::NEG_INFINITY });
+        #[allow(clippy::needless_range_loop)] // an iterator spills `acc`
+        for r in 0..R {
+            // Rows past `t.rows` were computed on clamped pointers; not stored.
+            if r >= rows {
+                break;
+            }
+            let (acc, cp) = (acc[r], t.c[r]);
+            let bias = t.bias.map(|b| _mm512_set1_ps(*b.add(r)));
+            for v in 0..V {
+                let at = cp.add(off[v]);
+                let mut x = acc[v];
+                if t.accumulate {
+                    // C holds the kept lanes packed: spread them back out to
+                    // their lanes (where, without `COMPRESS`, they are).
+                    x = _mm512_add_ps(
+                        x,
+                        if COMPRESS {
+                            _mm512_maskz_expandloadu_ps(mask(kept, v), at)
+                        } else {
+                            _mm512_maskz_loadu_ps(mask(stored, v), at)
+                        },
+                    );
+                }
+                if let Some(b) = bias {
+                    x = _mm512_add_ps(x, b);
+                }
+                x = _mm512_max_ps(floor, x);
+                if COMPRESS {
+                    // Gather the kept lanes at the bottom of the register
+                    // (vcompressps; its store form is microcoded and slow).
+                    x = _mm512_maskz_compress_ps(mask(kept, v), x);
+                }
+                _mm512_mask_storeu_ps(at, mask(stored, v), x);
             }
         }
     }
@@ -1032,7 +1093,7 @@ mod avx512 {
     /// rows loaded whole (`FULL`) or through the lane masks.
     #[inline(always)]
     unsafe fn steps<B: BRows, A: ASteps, const R: usize, const V: usize, const FULL: bool>(
-        acc: &mut [[__m512; V]; 8],
+        acc: &mut [[__m512; V]; R],
         k: usize,
         a: &[*const f32; R],
         b: B,
@@ -1130,64 +1191,6 @@ mod avx512 {
             for j in 0..cols {
                 let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, base.add(j));
                 _mm512_mask_storeu_ps(dst.as_mut_ptr().add(j * dst_rs + i0), mask, v);
-            }
-        }
-    }
-
-    /// Writes row `r` of a finished tile: accumulate, bias, ReLU, then store
-    /// (packed, with `keep`).
-    ///
-    /// Always inlined, and called once per row with a constant `r`, so that the
-    /// accumulators never leave their registers: passed as one array (by value
-    /// or by reference) they were kept in a stack copy, zeroed by a call to
-    /// memset per tile and mirrored inside the main loop. Without its own
-    /// `target_feature` (which `inline(always)` forbids) it relies on being
-    /// inlined into [`tile`], whose intrinsics then inline too.
-    ///
-    /// # Safety
-    /// As for [`tile`], with `r < t.rows`.
-    #[inline(always)]
-    unsafe fn store_row<const R: usize, const V: usize>(
-        acc: [__m512; V],
-        r: usize,
-        t: &Tile<R>,
-        masks: u64,
-    ) {
-        let cp = t.c[r];
-        let mut packed = cp;
-        for (v, &acc) in acc.iter().enumerate() {
-            let mut x = acc;
-            if t.accumulate {
-                let old = match t.keep {
-                    None => _mm512_maskz_loadu_ps(mask(masks, v), cp.add(16 * v)),
-                    // C holds the kept lanes packed (a block of steps after
-                    // the first): spread them back out to their lanes.
-                    Some(keep) => _mm512_maskz_expandloadu_ps(mask(keep.lanes, v), packed),
-                };
-                x = _mm512_add_ps(x, old);
-            }
-            if let Some(bias) = t.bias {
-                x = _mm512_add_ps(x, _mm512_set1_ps(*bias.add(r)));
-            }
-            if t.relu {
-                // vmaxps returns its second operand when either is NaN, so
-                // max(0, x) keeps a NaN visible (as `ops::relu` does).
-                x = _mm512_max_ps(_mm512_setzero_ps(), x);
-            }
-            match t.keep {
-                None => _mm512_mask_storeu_ps(cp.add(16 * v), mask(masks, v), x),
-                Some(keep) => {
-                    // Gather the kept lanes at the bottom of the register
-                    // (vcompressps; its store form is microcoded and slow),
-                    // unless they are there already, then store that many.
-                    let x = if keep.compress >> v & 1 == 0 {
-                        x
-                    } else {
-                        _mm512_maskz_compress_ps(mask(keep.lanes, v), x)
-                    };
-                    _mm512_mask_storeu_ps(packed, mask(keep.packed, v), x);
-                    packed = packed.add((keep.counts >> (8 * v) & 0xff) as usize);
-                }
             }
         }
     }
@@ -1352,10 +1355,50 @@ mod tests {
         }
     }
 
-    /// Keeping the first 3 of every 5 columns equals computing all and dropping.
+    /// The fused ReLU clamps negatives to zero and keeps a NaN visible (as
+    /// `ops::relu` does); without it, values pass unchanged.
+    #[test]
+    fn relu_epilogue_keeps_nan_and_clamps_negatives() {
+        // C = A·B with k = 1: row i is A[i] times a row of ones.
+        let a = [f32::NAN, -1.5, 0.25, 2.0];
+        let b = [1.0f32; 21];
+        let (m, n) = (a.len(), b.len());
+        for fast in [false, available()] {
+            for relu in [false, true] {
+                let ep = Epilogue {
+                    accumulate: false,
+                    row_bias: None,
+                    relu,
+                };
+                let (sa, sb) = (rows(&a, 1), rows(&b, n));
+                for keep in [None, Some(Keep { row: 7, first: 5 })] {
+                    let stored = keep.map_or(n, |kp| kp.packed(n));
+                    let mut c = vec![7.0f32; m * stored];
+                    let (sa, sb) = (sa.into(), sb.into());
+                    matmul_on(m, n, 1, sa, sb, &mut c, Out::Rows(stored), ep, keep, fast);
+                    for (i, row) in c.chunks(stored).enumerate() {
+                        let want = if relu { a[i].max(0.0) } else { a[i] };
+                        let at = format!("row {i} relu {relu} keep {keep:?} fast {fast}");
+                        assert!(row.iter().all(|v| v.is_nan() == a[i].is_nan()), "{at}");
+                        if !a[i].is_nan() {
+                            assert!(row.iter().all(|v| v.to_bits() == want.to_bits()), "{at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeping the first 3 of every 5 columns equals computing all and dropping,
+    /// in one block of steps and in two (the second adding to kept values).
     #[test]
     fn keep_packs_the_first_columns_of_each_row() {
-        let (m, n, k) = (9, 103, 11);
+        for k in [11, KC + 12] {
+            keep_packs(9, 103, k);
+        }
+    }
+
+    fn keep_packs(m: usize, n: usize, k: usize) {
         let (a, b) = operands(m, n, k);
         let mut full = vec![0.0f32; m * n];
         let ep = Epilogue {
@@ -1380,8 +1423,8 @@ mod tests {
                     .collect();
                 let got = &packed[i * kept..(i + 1) * kept];
                 assert!(
-                    want.iter().zip(got).all(|(w, g)| (w - g).abs() < 1e-4),
-                    "{keep:?} row {i}"
+                    want.iter().zip(got).all(|(&w, &g)| close(g, w)),
+                    "{keep:?} row {i} k {k}"
                 );
             }
         }
