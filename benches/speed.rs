@@ -1,7 +1,7 @@
 //! Speed benchmarks: convolution layers of the tutorial network, a training
 //! step, and saliency.
 //!
-//! Run them all with `cargo bench --bench speed` (about 4 minutes on 2 cores),
+//! Run them all with `cargo bench --bench speed` (3 to 4 minutes on 2 cores),
 //! or pick some:
 //! `cargo bench -- conv2d/fwd/` or `cargo bench -- train_step`. Criterion prints
 //! medians with confidence intervals; throughput is in elements per second,
@@ -10,6 +10,8 @@
 //!
 //! FLOPs are counted as PyTorch's reference figures count them:
 //! forward `2·N·Cout·Hout·Wout·Cin·kh·kw`, forward + backward three times that.
+//! `benches/pytorch_reference.py` times the same ids in PyTorch, to run in the
+//! same minutes as these on a machine whose speed drifts.
 
 use std::hint::black_box;
 use std::time::Duration;
