@@ -68,7 +68,9 @@ fn conv2d(c: &mut Criterion) {
             })
         });
 
-        // Forward, then the input and weight gradients (and the bias's).
+        // Forward, then the input and weight gradients (and the bias's),
+        // kept as a training step keeps its gradients; the seed is read in
+        // place, as PyTorch's `y.backward(seed)` reads it.
         group.throughput(Throughput::Elements(3 * flops(cin, cout, side)));
         let mut pool = Some(Pool::new());
         let seed = random(&[BATCH, cout, side - 2, side - 2], 4);
@@ -77,7 +79,10 @@ fn conv2d(c: &mut Criterion) {
                 let mut tape = Tape::with_pool(pool.take().unwrap());
                 let (xv, wv, bv) = (tape.param(&x), tape.param(&w), tape.param(&b));
                 let y = tape.conv2d(xv, wv, bv, spec).unwrap();
-                let grads = tape.backward(y, &seed, ReluRule::Gradient).unwrap();
+                let keep = [xv, wv, bv];
+                let grads = tape
+                    .backward_to(y, &seed, ReluRule::Gradient, &keep)
+                    .unwrap();
                 black_box(grads.get(wv));
                 tape.recycle(grads);
                 pool = Some(tape.into_pool());

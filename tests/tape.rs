@@ -270,7 +270,7 @@ mod backward_to {
     }
 
     /// Gradients of `x`, the weights and biases (and the first convolution's
-    /// output, for `Kept`) by both passes.
+    /// output and the last output, for `Kept`) by both passes.
     fn both(
         shape: Shape,
         x: &Tensor,
@@ -295,7 +295,8 @@ mod backward_to {
         let mut vars = vec![xv, p[0], p[1]];
         match shape {
             Shape::Stack => vars.extend([p[2], p[3]]),
-            Shape::Kept => vars.push(c1),
+            // The output's gradient too: the seed, copied.
+            Shape::Kept => vars.extend([c1, out]),
             Shape::Shared => {
                 // A second consumer of c1 (after `out`, so no gradient comes
                 // through it; the tape counts consumers, not paths).

@@ -315,6 +315,7 @@ impl<'a> Tape<'a> {
     /// with its ReLU): that op routes each pooled gradient to its window's
     /// winner as it builds its own, and the full-size gradient between the two
     /// is never written (at MNIST's first layer, 22 MB written and read back).
+    /// Unless `keep` holds `output`, the seed is read in place, not copied.
     pub fn backward_to(
         &mut self,
         output: Var,
@@ -357,16 +358,24 @@ impl<'a> Tape<'a> {
             pool,
             ..
         } = self;
-        let mut grads: Vec<Option<Tensor>> = (0..values.len()).map(|_| None).collect();
-        if nodes[output.0].requires_grad {
-            grads[output.0] = Some(pool.copy_of(seed));
-        }
         // Which gradients the caller reads (all, without `keep`), how many ops
         // consume each value, and which values' gradient slots hold instead
         // the gradient of the max pooling at that position (and its spec).
         let kept: Vec<bool> = match keep {
             None => vec![true; values.len()],
             Some(keep) => (0..values.len()).map(|i| keep.contains(&Var(i))).collect(),
+        };
+        let mut grads: Vec<Option<Tensor>> = (0..values.len()).map(|_| None).collect();
+        // The output's gradient is the seed: copied only if the caller keeps
+        // it (nothing recorded after the output adds to it), else read in
+        // place (a convolution's seed is tens of megabytes).
+        let seed_in_place = nodes[output.0].requires_grad && !kept[output.0];
+        if nodes[output.0].requires_grad && kept[output.0] {
+            grads[output.0] = Some(pool.copy_of(seed));
+        }
+        let owned = |dy: Cow<'_, Tensor>, pool: &mut Pool| match dy {
+            Cow::Owned(t) => t,
+            Cow::Borrowed(t) => pool.copy_of(t),
         };
         let mut uses = vec![0usize; values.len()];
         for node in nodes.iter() {
@@ -380,8 +389,10 @@ impl<'a> Tape<'a> {
             let Some(rule) = nodes[i].rule.as_ref() else {
                 continue;
             };
-            let Some(dy) = grads[i].take() else {
-                continue;
+            let dy = match grads[i].take() {
+                Some(g) => Cow::Owned(g),
+                None if seed_in_place && i == output.0 => Cow::Borrowed(seed),
+                None => continue,
             };
             let node = &nodes[i];
             // A pooling alone on an unread value: its producer does its backward.
@@ -389,7 +400,7 @@ impl<'a> Tape<'a> {
                 let producer = nodes[v.0].rule.as_ref();
                 let alone = !kept[i] && !kept[v.0] && uses[v.0] == 1;
                 if alone && producer.is_some_and(|r| r.takes_pooled(spec)) {
-                    grads[v.0] = Some(dy);
+                    grads[v.0] = Some(owned(dy, pool));
                     through[v.0] = Some((i, spec));
                     continue;
                 }
@@ -422,8 +433,8 @@ impl<'a> Tape<'a> {
                 }
             }
             if kept[i] {
-                grads[i] = Some(dy);
-            } else {
+                grads[i] = Some(owned(dy, pool));
+            } else if let Cow::Owned(dy) = dy {
                 pool.give(dy);
             }
         }
