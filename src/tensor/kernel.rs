@@ -675,7 +675,6 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
                     accumulate: ep.accumulate,
                     relu: ep.relu,
                 };
-                // One instantiation per kind of A walk, B rows and width.
                 // One instantiation per kind of A walk, B rows, width and
                 // store (see `avx512::tile`).
                 macro_rules! width {
