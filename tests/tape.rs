@@ -248,9 +248,9 @@ fn misuse_of_the_tape_is_an_error_not_a_panic() {
 mod common;
 
 /// `backward_to` against `backward` on conv → ReLU → 2x2 pool stacks (where
-/// the tape folds each pooling's backward into the convolution before it),
-/// and on variants where it must not: the convolution's output also read
-/// elsewhere, kept for the caller, or pooled 3x3.
+/// the tape folds each pooling's backward into the convolution before it,
+/// and says so), and on variants where it must not: the convolution's output
+/// also read elsewhere, kept for the caller, or pooled 3x3.
 mod backward_to {
     use super::common::random;
     use proptest::prelude::*;
@@ -308,6 +308,12 @@ mod backward_to {
         let dy = random(tape.value(out).unwrap().shape(), seed ^ 3);
         let mut all = tape.backward(out, &dy, rule).unwrap();
         let mut some = tape.backward_to(out, &dy, rule, &vars).unwrap();
+        // Both poolings of the stack fold (on the AVX-512 kernel's shifted
+        // path, which the fold needs); elsewhere none may.
+        assert_eq!(all.folded_poolings(), 0);
+        let fold = matches!(shape, Shape::Stack) && salient::tensor::kernel::available();
+        let folds = if fold { 2 } else { 0 };
+        assert_eq!(some.folded_poolings(), folds, "{shape:?}");
         [
             vars.iter().map(|&v| all.take(v).unwrap()).collect(),
             vars.iter().map(|&v| some.take(v).unwrap()).collect(),

@@ -382,6 +382,7 @@ impl<'a> Tape<'a> {
             node.inputs.iter().for_each(|v| uses[v.0] += 1);
         }
         let mut through: Vec<Option<(usize, MaxPool2dSpec)>> = vec![None; values.len()];
+        let mut folded = 0;
         // Walk backwards: every consumer of value i sits after i on the tape, so
         // by the time we reach i its gradient is complete.
         for i in (0..=output.0).rev() {
@@ -402,6 +403,7 @@ impl<'a> Tape<'a> {
                 if alone && producer.is_some_and(|r| r.takes_pooled(spec)) {
                     grads[v.0] = Some(owned(dy, pool));
                     through[v.0] = Some((i, spec));
+                    folded += 1;
                     continue;
                 }
             }
@@ -444,7 +446,7 @@ impl<'a> Tape<'a> {
                 pool.give(g);
             }
         }
-        Ok(Gradients { grads })
+        Ok(Gradients { grads, folded })
     }
 
     /// [`backward`](Tape::backward) from a scalar loss, seeded with 1.
@@ -473,6 +475,7 @@ impl<'a> Tape<'a> {
 #[derive(Debug)]
 pub struct Gradients {
     grads: Vec<Option<Tensor>>,
+    folded: usize,
 }
 
 impl Gradients {
@@ -484,5 +487,11 @@ impl Gradients {
     /// Takes `∂L/∂v` out, leaving `None`.
     pub fn take(&mut self, v: Var) -> Option<Tensor> {
         self.grads.get_mut(v.0).and_then(Option::take)
+    }
+
+    /// How many max poolings handed their gradient to the convolution before
+    /// them (see [`Tape::backward_to`]); always 0 after [`Tape::backward`].
+    pub fn folded_poolings(&self) -> usize {
+        self.folded
     }
 }
