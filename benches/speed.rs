@@ -70,7 +70,7 @@ fn conv2d(c: &mut Criterion) {
 
         // Forward, then the input and weight gradients (and the bias's),
         // kept as a training step keeps its gradients; the seed is read in
-        // place, as PyTorch's `y.backward(seed)` reads it.
+        // place, not copied.
         group.throughput(Throughput::Elements(3 * flops(cin, cout, side)));
         let mut pool = Some(Pool::new());
         let seed = random(&[BATCH, cout, side - 2, side - 2], 4);
