@@ -4,7 +4,7 @@ The machine's speed drifts by tens of percent from one minute to the next, so
 the fairest comparison runs both sides in the same minutes:
 
     python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch
-    /tmp/torch/bin/python benches/pytorch_reference.py      # about a minute
+    /tmp/torch/bin/python benches/pytorch_reference.py      # one to two minutes
     cargo bench --bench speed -- --noplot
 
 Each id is measured as `speed.rs` measures it (batch 250, 2 threads), in both
