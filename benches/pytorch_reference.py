@@ -8,8 +8,9 @@ the fairest comparison runs both sides in the same minutes:
     cargo bench --bench speed -- --noplot
 
 Each id is measured as `speed.rs` measures it (batch 250, 2 threads), in both
-memory formats (NCHW and channels-last); the median of 20 runs after 3 warm-up
-runs is printed for each, and the faster format is marked with `*`.
+memory formats (NCHW and channels-last); the median of 20 runs (10 for a
+training step) after 3 warm-up runs is printed for each, and the faster format
+is marked with `*`.
 """
 
 import statistics
