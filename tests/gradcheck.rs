@@ -227,6 +227,37 @@ fn a_deep_convolution_matches_the_reference() {
     assert!(result.is_ok(), "{}", result.unwrap_err());
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// 3x3 convolutions with 16 or more channels both ways, which run through
+    /// Winograd's transforms (forward and input gradient) where the CPU has
+    /// AVX-512: odd and even sides, both paddings, a fused ReLU or not. Fewer
+    /// cases than the others, as each differentiates some 3,000 values.
+    #[test]
+    fn winograd_conv2d_matches_finite_differences(
+        n in 1usize..=2, cin in 16usize..=17, cout in 16usize..=17, side in 3usize..=8,
+        same in any::<bool>(), relu in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let x = random(&[n, cin, side, side], seed);
+        let wt = random(&[cout, cin, 3, 3], seed + 1);
+        let b = random(&[cout], seed + 2);
+        let spec = Conv2dSpec { stride: 1, padding: if same { Padding::Same } else { Padding::Valid } };
+        let (out, pad) = axis(side, 3, 1, same);
+        let conv = move |a: &[T64]| conv2d_ref(&a[0], &a[1], &a[2], 1, pad, pad, out, out);
+        let result = check_op(
+            "winograd conv2d", &[x, wt, b], &[0, 1, 2],
+            |t, v| match relu {
+                true => t.conv2d_relu(v[0], v[1], v[2], spec),
+                false => t.conv2d(v[0], v[1], v[2], spec),
+            },
+            |a| if relu { relu_ref(&conv(a)) } else { conv(a) },
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
+
 /// The checker is not blind: a gradient that is wrong by 1% in one entry fails,
 /// and so does a too-small step in f32-like precision.
 #[test]

@@ -36,6 +36,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::pool::max_2x2_backward;
+use crate::ops::winograd;
 use crate::ops::{MaxPool2dSpec, ReluRule};
 use crate::tape::{Backward, GradArgs, Tape, Var};
 use crate::tensor::kernel::{
@@ -414,6 +415,21 @@ enum ImageDy<'a> {
     Pooled { y: &'a [f32], dy: &'a [f32] },
 }
 
+/// Which of the scratch's `count` wide `dz` buffers an image's goes in: the
+/// Winograd input gradient takes a few images' `dz` at once.
+#[derive(Clone, Copy, Debug)]
+struct DzSlot {
+    index: usize,
+    count: usize,
+}
+
+impl DzSlot {
+    /// Slot `index` of `count` buffers of `len`, all zero when first made.
+    fn of(self, v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+        &mut sized(v, self.count * len)[self.index * len..][..len]
+    }
+}
+
 /// For one image: first `dz = rule(y, dy)` through the fused ReLU (or
 /// `dz = dy`), then `db += Σ dz`, `dWᵀ += unrolled(x) · dzᵀ` and
 /// `dx += fold(Wᵀ · dz)`, each if wanted, where fold is col2im or its shifted
@@ -429,6 +445,7 @@ fn backward_image(
     rule: Option<ReluRule>,
     out: ImageGrads<'_>,
     s: &mut Scratch,
+    slot: DzSlot,
 ) {
     let (k, p) = (g.k(), g.p());
     // Wᵀ[K, Cout], read through swapped strides.
@@ -485,7 +502,7 @@ fn backward_image(
             // dz on the wide grid, in one pass from y and dy: each output row
             // goes through the ReLU rule (if fused) as it is widened. The extra
             // columns stay zero, so they add nothing below.
-            let dz = sized(&mut s.dy_wide, g.cout * wide);
+            let dz = slot.of(&mut s.dy_wide, g.cout * wide);
             match dy {
                 ImageDy::Full(dy) => {
                     for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
@@ -596,6 +613,9 @@ pub fn conv2d_relu_forward(
         as_slice(w, "conv2d")?,
         as_slice(b, "conv2d")?,
     );
+    if winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout) {
+        return Ok(winograd_forward(&g, xs, ws, bs, relu, pool));
+    }
     let u = Unroll::for_geometry(&g);
     // W[Cout, K] read through Wᵀ[K, Cout], laid out once per call: the tiles
     // broadcast from either as fast, and a narrow last panel of columns
@@ -617,6 +637,43 @@ pub fn conv2d_relu_forward(
         });
     pool.give_vec(wt);
     Ok(y)
+}
+
+/// The forward through Winograd's transforms (see [`winograd`]): the
+/// filters are transformed once per call, then each worker takes a few images
+/// at a time through the 16 products.
+fn winograd_forward(
+    g: &ConvGeometry,
+    xs: &[f32],
+    ws: &[f32],
+    bs: &[f32],
+    relu: bool,
+    pool: &mut Pool,
+) -> Tensor {
+    let mut u = pool.vec_to_overwrite(16 * g.cin * g.cout);
+    winograd::filters(ws, g.cout, g.cin, false, &mut u);
+    let t = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
+    let per = t.images_per_product();
+    let (il, ol) = (g.image_len(), g.cout * g.p());
+    let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
+    y.as_slice_mut()
+        .expect("pooled")
+        .par_chunks_mut(per * ol)
+        .zip(xs.par_chunks(per * il))
+        .for_each(|(y, x)| {
+            let planes = winograd::Planes {
+                data: x,
+                h: g.h,
+                w: g.w,
+                row: g.w,
+                plane: g.h * g.w,
+                image: il,
+            };
+            let images = y.len() / ol;
+            winograd::conv3x3(planes, images, g.cin, &u, g.cout, t, Some(bs), relu, y);
+        });
+    pool.give_vec(u);
+    y
 }
 
 /// A row-major matrix operand.
@@ -679,6 +736,26 @@ impl Backward for Conv2d {
             None => (None, g.cout * p),
         };
 
+        // The input gradient of a valid 3x3 convolution with many channels is
+        // a full 3x3 correlation of dz: through Winograd's transforms, a few
+        // images' dz at a time (see `winograd`).
+        let wide = match &u {
+            Unroll::Shifted { wide, .. } => Some(*wide),
+            Unroll::Im2col => None,
+        };
+        let wino = wide.filter(|_| a.wants[0] && winograd::applies(g.kh, g.kw, 1, g.cout, g.cin));
+        let wino_u = wino.map(|_| {
+            let mut u = a.pool.vec_to_overwrite(16 * g.cin * g.cout);
+            winograd::filters(ws, g.cout, g.cin, true, &mut u);
+            u
+        });
+        let wino_t = winograd::Tiling::new(2, 2, g.h, g.w);
+        let slots = if wino.is_some() {
+            wino_t.images_per_product()
+        } else {
+            1
+        };
+
         // Each group clears its own slice of dx, in parallel and in cache.
         let mut dx = a.wants[0].then(|| a.pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
         let groups = g.n.div_ceil(GROUP);
@@ -700,7 +777,7 @@ impl Backward for Conv2d {
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
             .map_init(Scratch::default, |s, ((((group, dy), y), x), mut dx)| {
-                if let Some(dx) = dx.as_deref_mut() {
+                if let (Some(dx), None) = (dx.as_deref_mut(), wino) {
                     dx.fill(0.0);
                 }
                 let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
@@ -709,6 +786,7 @@ impl Backward for Conv2d {
                     .chunks(dy_len)
                     .zip(y.chunks(g.cout * p))
                     .zip(x.chunks(il));
+                let count = dy.len() / dy_len;
                 for (i, ((dy, y), x)) in images.enumerate() {
                     let dy = match pooled {
                         Some(yp) => ImageDy::Pooled {
@@ -718,12 +796,36 @@ impl Backward for Conv2d {
                         None => ImageDy::Full(dy),
                     };
                     let out = ImageGrads {
-                        dx: dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]),
+                        dx: match wino {
+                            Some(_) => None,
+                            None => dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]),
+                        },
                         dwt: want_dw.then_some(&mut dwt[..]),
                         db: want_db.then_some(&mut db[..]),
                     };
                     let fused = self.relu.then_some(rule);
-                    backward_image(g, &u, x, ws, y, dy, fused, out, s);
+                    let slot = DzSlot {
+                        index: i % slots,
+                        count: slots,
+                    };
+                    backward_image(g, &u, x, ws, y, dy, fused, out, s, slot);
+                    // dx for the images whose dz fill the slots (or the last).
+                    if let (Some(wide), Some(wu), Some(dx)) = (wino, &wino_u, dx.as_deref_mut()) {
+                        if slot.index + 1 == slots || i + 1 == count {
+                            let first = i - slot.index;
+                            let dz = winograd::Planes {
+                                data: &s.dy_wide,
+                                h: g.ho,
+                                w: g.wo,
+                                row: g.w,
+                                plane: wide,
+                                image: g.cout * wide,
+                            };
+                            let dst = &mut dx[first * il..(i + 1) * il];
+                            let n = slot.index + 1;
+                            winograd::conv3x3(dz, n, g.cout, wu, g.cin, wino_t, None, false, dst);
+                        }
+                    }
                 }
                 (dwt, db)
             })
@@ -742,6 +844,10 @@ impl Backward for Conv2d {
             }
             dw
         });
+
+        if let Some(u) = wino_u {
+            a.pool.give_vec(u);
+        }
 
         let db = a.wants[2].then(|| {
             let mut db = a.pool.zeros(&[g.cout]);

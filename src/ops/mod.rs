@@ -21,6 +21,7 @@ mod dropout;
 mod loss;
 mod pool;
 mod reshape;
+mod winograd;
 
 pub use activation::{relu, softmax_rows, ReluRule};
 pub use conv::{
