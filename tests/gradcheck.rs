@@ -230,10 +230,10 @@ fn a_deep_convolution_matches_the_reference() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// 3x3 convolutions with 16 or more channels both ways, which run through
-    /// Winograd's transforms (forward and input gradient) where the CPU has
-    /// AVX-512: odd and even sides, both paddings, a fused ReLU or not. Fewer
-    /// cases than the others, as each differentiates some 3,000 values.
+    /// 3x3 convolutions with 16 or more channels both ways, whose forward
+    /// runs through Winograd's transforms where the CPU has AVX-512: odd and
+    /// even sides, both paddings, a fused ReLU or not. Fewer cases than the
+    /// others, as each differentiates some 3,000 values.
     #[test]
     fn winograd_conv2d_matches_finite_differences(
         n in 1usize..=2, cin in 16usize..=17, cout in 16usize..=17, side in 3usize..=8,

@@ -28,6 +28,10 @@
 //! and col2im happens inside the kernel: each row of `Wᵀ·dy` is added onto
 //! the input at its shift as it leaves the registers.
 //!
+//! **Winograd.** A 3x3 stride-1 forward with 16 or more channels both ways
+//! (the tutorial's second layers) takes 2.25x fewer multiplications through
+//! Winograd's minimal filtering instead: see [`winograd`].
+//!
 //! `conv2d_relu` fuses a ReLU: applied as output tiles are stored, and its
 //! backward rule ([`ReluRule`]) applied to `dy` image by image inside the
 //! convolution's backward.
@@ -415,21 +419,6 @@ enum ImageDy<'a> {
     Pooled { y: &'a [f32], dy: &'a [f32] },
 }
 
-/// Which of the scratch's `count` wide `dz` buffers an image's goes in: the
-/// Winograd input gradient takes a few images' `dz` at once.
-#[derive(Clone, Copy, Debug)]
-struct DzSlot {
-    index: usize,
-    count: usize,
-}
-
-impl DzSlot {
-    /// Slot `index` of `count` buffers of `len`, all zero when first made.
-    fn of(self, v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-        &mut sized(v, self.count * len)[self.index * len..][..len]
-    }
-}
-
 /// For one image: first `dz = rule(y, dy)` through the fused ReLU (or
 /// `dz = dy`), then `db += Σ dz`, `dWᵀ += unrolled(x) · dzᵀ` and
 /// `dx += fold(Wᵀ · dz)`, each if wanted, where fold is col2im or its shifted
@@ -445,7 +434,6 @@ fn backward_image(
     rule: Option<ReluRule>,
     out: ImageGrads<'_>,
     s: &mut Scratch,
-    slot: DzSlot,
 ) {
     let (k, p) = (g.k(), g.p());
     // Wᵀ[K, Cout], read through swapped strides.
@@ -502,7 +490,7 @@ fn backward_image(
             // dz on the wide grid, in one pass from y and dy: each output row
             // goes through the ReLU rule (if fused) as it is widened. The extra
             // columns stay zero, so they add nothing below.
-            let dz = slot.of(&mut s.dy_wide, g.cout * wide);
+            let dz = sized(&mut s.dy_wide, g.cout * wide);
             match dy {
                 ImageDy::Full(dy) => {
                     for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
@@ -651,7 +639,7 @@ fn winograd_forward(
     pool: &mut Pool,
 ) -> Tensor {
     let mut u = pool.vec_to_overwrite(16 * g.cin * g.cout);
-    winograd::filters(ws, g.cout, g.cin, false, &mut u);
+    winograd::filters(ws, g.cout, g.cin, &mut u);
     let t = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
     let per = t.images_per_product();
     let (il, ol) = (g.image_len(), g.cout * g.p());
@@ -665,9 +653,6 @@ fn winograd_forward(
                 data: x,
                 h: g.h,
                 w: g.w,
-                row: g.w,
-                plane: g.h * g.w,
-                image: il,
             };
             let images = y.len() / ol;
             winograd::conv3x3(planes, images, g.cin, &u, g.cout, t, Some(bs), relu, y);
@@ -736,26 +721,6 @@ impl Backward for Conv2d {
             None => (None, g.cout * p),
         };
 
-        // The input gradient of a valid 3x3 convolution with many channels is
-        // a full 3x3 correlation of dz: through Winograd's transforms, a few
-        // images' dz at a time (see `winograd`).
-        let wide = match &u {
-            Unroll::Shifted { wide, .. } => Some(*wide),
-            Unroll::Im2col => None,
-        };
-        let wino = wide.filter(|_| a.wants[0] && winograd::applies(g.kh, g.kw, 1, g.cout, g.cin));
-        let wino_u = wino.map(|_| {
-            let mut u = a.pool.vec_to_overwrite(16 * g.cin * g.cout);
-            winograd::filters(ws, g.cout, g.cin, true, &mut u);
-            u
-        });
-        let wino_t = winograd::Tiling::new(2, 2, g.h, g.w);
-        let slots = if wino.is_some() {
-            wino_t.images_per_product()
-        } else {
-            1
-        };
-
         // Each group clears its own slice of dx, in parallel and in cache.
         let mut dx = a.wants[0].then(|| a.pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
         let groups = g.n.div_ceil(GROUP);
@@ -777,7 +742,7 @@ impl Backward for Conv2d {
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
             .map_init(Scratch::default, |s, ((((group, dy), y), x), mut dx)| {
-                if let (Some(dx), None) = (dx.as_deref_mut(), wino) {
+                if let Some(dx) = dx.as_deref_mut() {
                     dx.fill(0.0);
                 }
                 let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
@@ -786,7 +751,6 @@ impl Backward for Conv2d {
                     .chunks(dy_len)
                     .zip(y.chunks(g.cout * p))
                     .zip(x.chunks(il));
-                let count = dy.len() / dy_len;
                 for (i, ((dy, y), x)) in images.enumerate() {
                     let dy = match pooled {
                         Some(yp) => ImageDy::Pooled {
@@ -796,36 +760,12 @@ impl Backward for Conv2d {
                         None => ImageDy::Full(dy),
                     };
                     let out = ImageGrads {
-                        dx: match wino {
-                            Some(_) => None,
-                            None => dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]),
-                        },
+                        dx: dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]),
                         dwt: want_dw.then_some(&mut dwt[..]),
                         db: want_db.then_some(&mut db[..]),
                     };
                     let fused = self.relu.then_some(rule);
-                    let slot = DzSlot {
-                        index: i % slots,
-                        count: slots,
-                    };
-                    backward_image(g, &u, x, ws, y, dy, fused, out, s, slot);
-                    // dx for the images whose dz fill the slots (or the last).
-                    if let (Some(wide), Some(wu), Some(dx)) = (wino, &wino_u, dx.as_deref_mut()) {
-                        if slot.index + 1 == slots || i + 1 == count {
-                            let first = i - slot.index;
-                            let dz = winograd::Planes {
-                                data: &s.dy_wide,
-                                h: g.ho,
-                                w: g.wo,
-                                row: g.w,
-                                plane: wide,
-                                image: g.cout * wide,
-                            };
-                            let dst = &mut dx[first * il..(i + 1) * il];
-                            let n = slot.index + 1;
-                            winograd::conv3x3(dz, n, g.cout, wu, g.cin, wino_t, None, false, dst);
-                        }
-                    }
+                    backward_image(g, &u, x, ws, y, dy, fused, out, s);
                 }
                 (dwt, db)
             })
@@ -844,10 +784,6 @@ impl Backward for Conv2d {
             }
             dw
         });
-
-        if let Some(u) = wino_u {
-            a.pool.give_vec(u);
-        }
 
         let db = a.wants[2].then(|| {
             let mut db = a.pool.zeros(&[g.cout]);
@@ -869,7 +805,7 @@ impl Tape<'_> {
     }
 
     /// `relu(conv2d(x, w, b))` as one op: the ReLU is applied as outputs are
-    /// stored, and its backward rule (a [`ReluRule`](crate::ReluRule)) is applied
+    /// stored, and its backward rule (a [`ReluRule`]) is applied
     /// inside the convolution's backward, so the pre-activation is never kept.
     pub fn conv2d_relu(&mut self, x: Var, w: Var, b: Var, spec: Conv2dSpec) -> Result<Var> {
         self.conv2d_maybe_relu(x, w, b, spec, true)

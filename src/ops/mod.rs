@@ -4,7 +4,7 @@
 //! | op | file | forward | backward (from `dy = ∂L/∂y`) | saved by forward |
 //! | --- | --- | --- | --- | --- |
 //! | `dense` | `dense.rs` | `y = x·Wᵀ + b` | `dx = dy·W`, `dW = dyᵀ·x`, `db = Σₙ dy` | — |
-//! | `conv2d` | `conv.rs` | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns, or reads `x` shifted) |
+//! | `conv2d` | `conv.rs` (3x3, many channels: `winograd.rs`) | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns, or reads `x` shifted) |
 //! | `conv2d_relu` | `conv.rs` | `y = max(W·im2col(x) + b, 0)` | the ReLU rule, then as `conv2d` | — (uses `y`) |
 //! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's first input equal to `y` | — (uses `x` and `y`) |
 //! | `dropout` | `dropout.rs` | `y = x ⊙ m` | `dx = dy ⊙ m` | mask `m` |

@@ -30,17 +30,22 @@
 //! input channels the products would be too thin to pay for them, so the
 //! first layers stay direct ([`applies`]).
 //!
-//! The input gradient of a valid 3x3 convolution is itself one: a "full"
-//! correlation of `dy` (padded by 2) with the weights rotated by 180° and
-//! their channels swapped ([`filters`] with `flip`), so the backward uses
-//! this too. Outputs are rounded differently from the direct sum's, within
-//! f32 rounding of the same terms (the transforms' coefficients are 0, ±½,
-//! ±1).
+//! Outputs are rounded differently from the direct sum's, within f32
+//! rounding of the same terms (the transforms' coefficients are 0, ±½, ±1).
+//!
+//! Only the forward runs this way. The input gradient of a valid 3x3
+//! convolution is itself one (a "full" correlation of `dy`, padded by 2, with
+//! the weights rotated by 180° and their channels swapped), but measured
+//! 5-8% slower through these transforms than the direct product: the padding
+//! makes nearly half of its tiles' inputs zeros (MNIST's 11x11 gradient
+//! padded to 15x15), and `V` and `M`, 4 values per output and channel, are
+//! traffic through L2 that the direct product, reading its operands in
+//! place, does not have. The weight gradient stays direct too.
 //!
 //! Tiles past the output's edge (an odd `Ho` or `Wo`) read zeros and are
-//! dropped when stored. The transforms are written for AVX-512 (16 lanes run
-//! 16 tiles of a row, or the 16 points of a column); without it the
-//! convolution takes the direct path.
+//! dropped when stored. The transforms are written for AVX-512, a lane per
+//! tile (the tiles of one or two rows at once); without it the convolution
+//! takes the direct path.
 
 use crate::tensor::kernel::{self, matmul, Epilogue, Strided};
 
@@ -49,10 +54,12 @@ use crate::tensor::kernel::{self, matmul, Epilogue, Strided};
 const MIN_CHANNELS: usize = 16;
 
 /// The most tiles (columns of the 16 products) transformed at once: enough
-/// for several of the kernel's 48-wide panels, few enough that `V` and `M`
-/// (16·(Cin + Cout)·tiles values, 885 KB for 144 tiles of the 32 → 64
-/// layer) stay in a core's L2 between the transforms and the products.
-const MAX_TILES: usize = 200;
+/// for a few of the kernel's 48-wide panels, few enough that `V` and `M`
+/// (16·(Cin + Cout)·tiles values, 885 KB for the 144 tiles of four images
+/// in the 32 → 64 layer) stay in a core's L2 between the transforms and the
+/// products. (Sets of 64 to 196 tiles measured within a few percent of each
+/// other; one image at a time, 10-20% slower.)
+const MAX_TILES: usize = 160;
 
 /// Whether a convolution with these sizes runs through Winograd's transforms:
 /// a 3x3 kernel at stride 1, many channels both ways, and AVX-512.
@@ -71,24 +78,17 @@ const G: [[f32; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// The transformed filters, `U[p][i, o] = (G f[o, i] Gᵀ)[p]`: 16 matrices
+/// The transformed filters, `U[p][i, o] = (G w[o, i] Gᵀ)[p]`: 16 matrices
 /// `[Cin, Cout]` (the layout the kernel broadcasts `U[p][o, ·]` from, as for
 /// the direct product's `Wᵀ`), from `w: [cout, cin, 3, 3]`.
-///
-/// With `flip`, the filters of the input gradient instead: `f[o, i] =
-/// rot180(w[i, o])`, so that `Cin` and `Cout` trade places (the output has
-/// `cin` channels).
-pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, flip: bool, u: &mut [f32]) {
-    let (outs, ins) = if flip { (cin, cout) } else { (cout, cin) };
+pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
+    let (outs, ins) = (cout, cin);
     assert_eq!(w.len(), cout * cin * 9, "weights");
     assert_eq!(u.len(), 16 * outs * ins, "transformed weights");
     for o in 0..outs {
         for i in 0..ins {
             // f[r][s], the 3x3 filter from input channel i to output channel o.
-            let f = |r: usize, s: usize| match flip {
-                false => w[(o * cin + i) * 9 + r * 3 + s],
-                true => w[(i * cin + o) * 9 + (2 - r) * 3 + (2 - s)],
-            };
+            let f = |r: usize, s: usize| w[(o * cin + i) * 9 + r * 3 + s];
             // (G f)[a][s], then (G f Gᵀ)[a][b] = Σₛ (G f)[a][s] · G[b][s].
             let gf: [[f32; 3]; 4] = std::array::from_fn(|a| {
                 std::array::from_fn(|s| (0..3).map(|r| G[a][r] * f(r, s)).sum())
@@ -103,29 +103,12 @@ pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, flip: bool, u: &mut [f
     }
 }
 
-/// Image planes in memory: image `n`, channel `c`, row `y` starts at
-/// `data[n·image + c·plane + y·row]`, with `h` rows of `w` values.
+/// A batch of images, `[images, channels, h, w]`, row-major.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Planes<'a> {
     pub data: &'a [f32],
     pub h: usize,
     pub w: usize,
-    pub row: usize,
-    pub plane: usize,
-    pub image: usize,
-}
-
-impl Planes<'_> {
-    /// Whether `images` images of `channels` planes lie in `data`.
-    fn fit(&self, images: usize, channels: usize) -> bool {
-        images == 0
-            || channels == 0
-            || (images - 1) * self.image
-                + (channels - 1) * self.plane
-                + (self.h - 1) * self.row
-                + self.w
-                <= self.data.len()
-    }
 }
 
 /// Where the tiles lie: the output is `ho × wo`, read from the input
@@ -153,16 +136,10 @@ impl Tiling {
         }
     }
 
-    /// Images per set of 16 products: a power of two (so that it divides the
-    /// backward's groups of 16 images), with at most [`MAX_TILES`] tiles in
-    /// all (or one image, if that alone has more).
+    /// Images per set of 16 products: as many as have at most
+    /// [`MAX_TILES`] tiles in all, and at least one.
     pub fn images_per_product(&self) -> usize {
-        let per_image = (self.th * self.tw).max(1);
-        let mut n = 1;
-        while n < 16 && 2 * n * per_image <= MAX_TILES {
-            n *= 2;
-        }
-        n
+        (MAX_TILES / (self.th * self.tw).max(1)).max(1)
     }
 }
 
@@ -206,7 +183,7 @@ pub(crate) fn conv3x3(
     out: &mut [f32],
 ) {
     assert!(kernel::available(), "Winograd's transforms need AVX-512");
-    assert!(x.fit(images, ins), "input too short");
+    assert!(x.data.len() >= images * ins * x.h * x.w, "input too short");
     assert_eq!(u.len(), 16 * ins * outs, "transformed weights");
     assert!(out.len() >= images * outs * t.ho * t.wo, "output too short");
     assert!(bias.is_none_or(|b| b.len() >= outs), "bias too short");
@@ -223,14 +200,17 @@ pub(crate) fn conv3x3(
         // V[p][i, t] = (Bᵀ d B)[p] for each tile t's 4x4 patch d of plane i.
         for n in 0..images {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512 is available (asserted); `fit` shows every input
-            // row read lies in `x.data` (lanes outside a row are masked off),
+            // SAFETY: AVX-512 is available (asserted); every input row read
+            // lies in `x.data` (asserted; lanes outside a row are masked off),
             // and V has room for 16 points × ins channels × tiles.
             unsafe {
                 avx512::input_tiles(x, n, ins, t, v.as_mut_ptr(), tiles, n * per_image);
             }
         }
-        // M[p] = U[p] · V[p]: [outs, ins] · [ins, tiles], one product per point.
+        // M[p] = U[p] · V[p]: [outs, ins] · [ins, tiles], one product per
+        // point. V and M keep a channel's 16 points together (`V[i][p][t]`,
+        // `M[o][p][t]`), so that the transforms read and write one block per
+        // channel; the products step over the other points' rows.
         for p in 0..16 {
             let up = Strided {
                 data: &u[p * ins * outs..][..ins * outs],
@@ -238,12 +218,12 @@ pub(crate) fn conv3x3(
                 cs: outs,
             };
             let vp = Strided {
-                data: &v[p * ins * tiles..][..ins * tiles],
-                rs: tiles,
+                data: &v[p * tiles..],
+                rs: 16 * tiles,
                 cs: 1,
             };
-            let mp = &mut m[p * outs * tiles..][..outs * tiles];
-            matmul(outs, tiles, ins, up, vp, mp, tiles, Epilogue::STORE);
+            let mp = &mut m[p * tiles..];
+            matmul(outs, tiles, ins, up, vp, mp, 16 * tiles, Epilogue::STORE);
         }
         // out = Aᵀ M A per tile, plus the bias, ReLU'd.
         for n in 0..images {
@@ -313,9 +293,9 @@ mod avx512 {
             )
         };
         let (c0, c1, c2, c3) = (pick(0), pick(1), pick(2), pick(3));
-        let image = x.data.as_ptr().add(n * x.image);
+        let image = x.data.as_ptr().add(n * ins * x.h * x.w);
         for i in 0..ins {
-            let plane = image.add(i * x.plane);
+            let plane = image.add(i * x.h * x.w);
             for ty in (0..t.th).step_by(row_step) {
                 for tx0 in (0..t.tw).step_by(row_tiles) {
                     // Lane l of lo holds input column col0 + l.
@@ -326,22 +306,27 @@ mod avx512 {
                         (lanes(hi as usize) & !lanes(lo as usize)) as __mmask16
                     };
                     let (mlo, mhi) = (inside(col0), inside(col0 + hi_cols as isize));
-                    let load = |row: isize, col: isize, mask: __mmask16| {
-                        let y = row - t.pad_top as isize;
-                        if y < 0 || y >= x.h as isize {
-                            return _mm512_setzero_ps();
-                        }
-                        let p = plane.wrapping_offset(y * x.row as isize + col);
-                        _mm512_maskz_loadu_ps(mask, p)
-                    };
+                    // Row `row` of the padded plane from column `col` on.
+                    macro_rules! load {
+                        ($row:expr, $col:expr, $mask:expr) => {{
+                            let y = $row - t.pad_top as isize;
+                            if y < 0 || y >= x.h as isize {
+                                _mm512_setzero_ps()
+                            } else {
+                                let p = plane.wrapping_offset(y * x.w as isize + $col);
+                                _mm512_maskz_loadu_ps($mask, p)
+                            }
+                        }};
+                    }
                     // d[r]: patch row r as (lo, hi).
-                    let d: [(__m512, __m512); 4] = std::array::from_fn(|r| {
+                    let mut d = [(_mm512_setzero_ps(), _mm512_setzero_ps()); 4];
+                    for (r, dr) in d.iter_mut().enumerate() {
                         let row = (2 * ty + r) as isize;
-                        (
-                            load(row, col0, mlo),
-                            load(row + hi_rows, col0 + hi_cols as isize, mhi),
-                        )
-                    });
+                        *dr = (
+                            load!(row, col0, mlo),
+                            load!(row + hi_rows, col0 + hi_cols as isize, mhi),
+                        );
+                    }
                     let sub = |a: (__m512, __m512), b: (__m512, __m512)| {
                         (_mm512_sub_ps(a.0, b.0), _mm512_sub_ps(a.1, b.1))
                     };
@@ -376,7 +361,7 @@ mod avx512 {
                         ];
                         for (c, val) in row.into_iter().enumerate() {
                             let p = r * 4 + c;
-                            _mm512_mask_storeu_ps(v.add((p * ins + i) * tiles + at), mask, val);
+                            _mm512_mask_storeu_ps(v.add((i * 16 + p) * tiles + at), mask, val);
                         }
                     }
                 }
@@ -436,7 +421,7 @@ mod avx512 {
                     let mask = lanes(count);
                     let at = t0 + ty * t.tw + tx0;
                     let mp: [__m512; 16] = std::array::from_fn(|p| {
-                        _mm512_maskz_loadu_ps(mask, m.add((p * outs + o) * tiles + at))
+                        _mm512_maskz_loadu_ps(mask, m.add((o * 16 + p) * tiles + at))
                     });
                     // M A, row by row: s[r] = (m₀ + m₁ + m₂, m₁ − m₂ − m₃).
                     let s: [(__m512, __m512); 4] = std::array::from_fn(|r| {
@@ -545,7 +530,7 @@ mod tests {
     fn filters_by_hand() {
         let g: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let mut u = vec![0.0; 16];
-        filters(&g, 1, 1, false, &mut u);
+        filters(&g, 1, 1, &mut u);
         let want = [
             (0, 1.0),
             (3, 3.0),
@@ -559,70 +544,40 @@ mod tests {
         for (p, v) in want {
             assert_eq!(u[p], v, "point {p}");
         }
-        // Flipped, a single filter is rotated by 180°: corners swap.
-        filters(&g, 1, 1, true, &mut u);
-        assert_eq!([u[0], u[3], u[12], u[15]], [9.0, 7.0, 3.0, 1.0]);
-    }
-
-    /// With `flip`, channel `o` of the output reads weight `w[i, o]` rotated:
-    /// the same as transforming those weights laid out by hand.
-    #[test]
-    fn flipped_filters_swap_channels_and_rotate() {
-        let (cout, cin) = (3, 2);
-        let w = values(cout * cin * 9, 3);
-        let mut swapped = vec![0.0; w.len()];
-        for k in 0..cout {
-            for c in 0..cin {
-                for r in 0..9 {
-                    swapped[(c * cout + k) * 9 + 8 - r] = w[(k * cin + c) * 9 + r];
-                }
-            }
-        }
-        let (mut flipped, mut plain) = (vec![0.0; 16 * 6], vec![0.0; 16 * 6]);
-        filters(&w, cout, cin, true, &mut flipped);
-        filters(&swapped, cin, cout, false, &mut plain);
-        assert_eq!(flipped, plain);
     }
 
     /// [`conv3x3`] against the direct sums in f64, over the cases its
     /// transforms treat differently: paddings 0, 1 and 2; odd and even output
     /// sides (a last tile cut); rows of tiles that share a vector (`tw ≤ 7`),
     /// that fill one (`tw = 8`), and that take two or more (`tw` up to 20);
-    /// rows wider than the image (a wide grid's gradient); several images.
+    /// several images.
     #[test]
     fn conv3x3_matches_direct_sums() {
         if !kernel::available() {
             return;
         }
         let cases = [
-            // (images, ins, outs, h, w, row, pad, relu)
-            (1, 1, 1, 3, 3, 3, 0, false),
-            (2, 3, 5, 13, 13, 13, 0, true),
-            (3, 4, 2, 15, 15, 15, 0, false),
-            (2, 2, 3, 11, 11, 13, 2, false),
-            (1, 3, 2, 13, 13, 15, 2, false),
-            (2, 2, 2, 7, 16, 16, 1, true),
-            (1, 2, 3, 5, 40, 41, 1, false),
-            (1, 1, 2, 6, 33, 33, 2, false),
-            (3, 2, 2, 4, 17, 17, 0, true),
+            // (images, ins, outs, h, w, pad, relu)
+            (1, 1, 1, 3, 3, 0, false),
+            (2, 3, 5, 13, 13, 0, true),
+            (3, 4, 2, 15, 15, 0, false),
+            (2, 2, 3, 11, 13, 2, false),
+            (1, 3, 2, 13, 15, 1, false),
+            (2, 2, 2, 7, 16, 1, true),
+            (1, 2, 3, 5, 40, 1, false),
+            (1, 1, 2, 6, 33, 2, false),
+            (3, 2, 2, 4, 17, 0, true),
         ];
-        for (case, &(images, ins, outs, h, w, row, pad, relu)) in cases.iter().enumerate() {
-            let plane = h * row;
+        for (case, &(images, ins, outs, h, w, pad, relu)) in cases.iter().enumerate() {
+            let plane = h * w;
             let x = values(images * ins * plane, 10 + case as u64);
             let wt = values(outs * ins * 9, 20 + case as u64);
             let bias = values(outs, 30 + case as u64);
             let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
             let t = Tiling::new(pad, pad, ho, wo);
             let mut u = vec![0.0; 16 * ins * outs];
-            filters(&wt, outs, ins, false, &mut u);
-            let planes = Planes {
-                data: &x,
-                h,
-                w,
-                row,
-                plane,
-                image: ins * plane,
-            };
+            filters(&wt, outs, ins, &mut u);
+            let planes = Planes { data: &x, h, w };
             let mut out = vec![f32::NAN; images * outs * ho * wo];
             conv3x3(
                 planes,
@@ -653,7 +608,7 @@ mod tests {
                                         }
                                         let xv = x[n * ins * plane
                                             + i * plane
-                                            + y as usize * row
+                                            + y as usize * w
                                             + xx as usize]
                                             as f64;
                                         let term = xv * wt[(o * ins + i) * 9 + r * 3 + s] as f64;
