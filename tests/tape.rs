@@ -241,8 +241,10 @@ fn misuse_of_the_tape_is_an_error_not_a_panic() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("[1, 2]") && msg.contains("[2, 1]"), "{msg}");
-    // backward_scalar on a non-scalar.
-    assert!(small.backward_scalar(y).is_err());
+    // backward_scalar (and its keeping twin) on a non-scalar.
+    let msg = small.backward_scalar(y).unwrap_err().to_string();
+    assert!(msg.contains("one value") && msg.contains("[1, 2]"), "{msg}");
+    assert!(small.backward_scalar_to(y, &[x]).is_err());
 }
 
 mod common;

@@ -451,6 +451,19 @@ impl<'a> Tape<'a> {
 
     /// [`backward`](Tape::backward) from a scalar loss, seeded with 1.
     pub fn backward_scalar(&mut self, loss: Var) -> Result<Gradients> {
+        let seed = self.unit_seed(loss)?;
+        self.backward(loss, &seed, ReluRule::Gradient)
+    }
+
+    /// [`backward_to`](Tape::backward_to) from a scalar loss, seeded with 1:
+    /// a training step's backward, which keeps only the parameters' gradients.
+    pub fn backward_scalar_to(&mut self, loss: Var, keep: &[Var]) -> Result<Gradients> {
+        let seed = self.unit_seed(loss)?;
+        self.backward_to(loss, &seed, ReluRule::Gradient, keep)
+    }
+
+    /// `∂L/∂L = 1`, for a loss that holds one value.
+    fn unit_seed(&self, loss: Var) -> Result<Tensor> {
         let shape = self.value(loss)?.shape().to_vec();
         if shape.iter().product::<usize>() != 1 {
             return Err(Error::invalid(
@@ -458,8 +471,7 @@ impl<'a> Tape<'a> {
                 format!("the loss must hold one value, but has shape {shape:?}"),
             ));
         }
-        let seed = Tensor::ones(shape);
-        self.backward(loss, &seed, ReluRule::Gradient)
+        Ok(Tensor::ones(shape))
     }
 
     /// Returns the buffers of a finished gradient set to the pool.

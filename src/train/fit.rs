@@ -25,7 +25,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layers::{mix, Mode};
 use crate::model::{argmax, Head, Sequential};
-use crate::ops::{one_hot, ReluRule};
+use crate::ops::one_hot;
 use crate::tape::{Tape, Var};
 use crate::tensor::{Pool, Tensor};
 
@@ -210,8 +210,7 @@ impl TrainStep {
             .flatten()
             .flat_map(|&(w, b)| [w, b])
             .collect();
-        let seed = Tensor::ones(tape.value(loss)?.raw_dim());
-        let mut grads = tape.backward_to(loss, &seed, ReluRule::Gradient, &params)?;
+        let mut grads = tape.backward_scalar_to(loss, &params)?;
         let param_grads: Vec<Tensor> = params
             .iter()
             .map(|&v| {
