@@ -83,11 +83,10 @@ const G: [[f32; 3]; 4] = [
 /// `[Cin, Cout]` (the layout the kernel broadcasts `U[p][o, ·]` from, as for
 /// the direct product's `Wᵀ`), from `w: [cout, cin, 3, 3]`.
 pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
-    let (outs, ins) = (cout, cin);
     assert_eq!(w.len(), cout * cin * 9, "weights");
-    assert_eq!(u.len(), 16 * outs * ins, "transformed weights");
-    for o in 0..outs {
-        for i in 0..ins {
+    assert_eq!(u.len(), 16 * cout * cin, "transformed weights");
+    for o in 0..cout {
+        for i in 0..cin {
             // f[r][s], the 3x3 filter from input channel i to output channel o.
             let f = |r: usize, s: usize| w[(o * cin + i) * 9 + r * 3 + s];
             // (G f)[a][s], then (G f Gᵀ)[a][b] = Σₛ (G f)[a][s] · G[b][s].
@@ -97,7 +96,7 @@ pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
             for a in 0..4 {
                 for b in 0..4 {
                     let v: f32 = (0..3).map(|s| gf[a][s] * G[b][s]).sum();
-                    u[((a * 4 + b) * ins + i) * outs + o] = v;
+                    u[((a * 4 + b) * cin + i) * cout + o] = v;
                 }
             }
         }
