@@ -29,8 +29,9 @@
 //! the input at its shift as it leaves the registers.
 //!
 //! **Winograd.** A 3x3 stride-1 forward with 16 or more channels both ways
-//! (the tutorial's second layers) takes 2.25x fewer multiplications through
-//! Winograd's minimal filtering instead: see [`winograd`].
+//! (the tutorial's second layers) goes through Winograd's minimal filtering
+//! instead, 16 multiplications per 2x2 block of outputs rather than 36: see
+//! [`winograd`].
 //!
 //! `conv2d_relu` fuses a ReLU: applied as output tiles are stored, and its
 //! backward rule ([`ReluRule`]) applied to `dy` image by image inside the
