@@ -8,7 +8,7 @@ use common::*;
 use proptest::prelude::*;
 use salient::ops::{dropout_mask, one_hot, Conv2dSpec, MaxPool2dSpec, Padding};
 use salient::tensor::Pool;
-use salient::Tensor;
+use salient::{Tape, Tensor};
 
 /// Output size and leading padding along one axis, derived here from the
 /// TensorFlow conventions rather than taken from the crate.
@@ -258,6 +258,36 @@ proptest! {
         );
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
+}
+
+/// The Winograd forward on a batch that spans several sets of images (a
+/// 13x13 input has 36 tiles, so a set holds 4 images and 9 images make three
+/// sets, the last one short): every image against the f64 reference.
+#[test]
+fn winograd_forward_over_several_sets_of_images() {
+    let (n, cin, cout, side) = (9, 16, 17, 13);
+    let x = random(&[n, cin, side, side], 21);
+    let w = random(&[cout, cin, 3, 3], 22);
+    let b = random(&[cout], 23);
+    let mut tape = Tape::new();
+    let (xv, wv, bv) = (
+        tape.input(x.clone()),
+        tape.input(w.clone()),
+        tape.input(b.clone()),
+    );
+    let y = tape.conv2d_relu(xv, wv, bv, Conv2dSpec::default()).unwrap();
+    let want = relu_ref(&conv2d_ref(
+        &to64(&x),
+        &to64(&w),
+        &to64(&b),
+        1,
+        0,
+        0,
+        11,
+        11,
+    ));
+    let result = check_forward("winograd sets", tape.value(y).unwrap(), &want);
+    assert!(result.is_ok(), "{}", result.unwrap_err());
 }
 
 /// The checker is not blind: a gradient that is wrong by 1% in one entry fails,

@@ -249,7 +249,8 @@ mod avx512 {
     /// one vector: 15, whose patches span 32 columns.
     const ROW_TILES: usize = 15;
 
-    /// `V[p][i, t0 + ty·tw + tx]` for the `ins` planes of image `n`.
+    /// Point `p` of tile `t0 + ty·tw + tx` of each of the `ins` planes of
+    /// image `n`, into `V[i][p][t]` (rows of `tiles` values).
     ///
     /// The patches of a row of tiles are loaded as 4 rows of a pair of
     /// vectors `(lo, hi)` (zeros outside the image), `Bᵀ d` is taken down
@@ -373,9 +374,9 @@ mod avx512 {
     /// 8, whose outputs fill 16 lanes.
     const OUT_TILES: usize = 8;
 
-    /// One image's `out[o, y, x]` from `M[p][o, t0 + ty·tw + tx]`: `Aᵀ M A`
-    /// on 16 tiles at once (a lane per tile: two rows of tiles when
-    /// `tw ≤ 8`), plus the bias, then ReLU'd as `max(floor, ·)` (floor 0 with
+    /// One image's `out[o, y, x]` from its tiles `t0 + ty·tw + tx` in
+    /// `M[o][p][t]` (rows of `tiles` values): `Aᵀ M A` on up to 16 tiles at
+    /// once (a lane per tile: two rows of tiles when `tw ≤ 8`), plus the bias, then ReLU'd as `max(floor, ·)` (floor 0 with
     /// ReLU, −∞ without, so a NaN stays visible). A row of tiles' two output
     /// columns are interleaved into adjacent columns as they are stored; a
     /// tile past `ho` or `wo` is cut.
