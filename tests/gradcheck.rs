@@ -269,6 +269,57 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A convolution with the 2x2 pooling after it taken in the same pass
+    /// (`conv2d_max_pool2d`): few channels (the direct products) or 16
+    /// (Winograd's), odd and even sides, a ReLU or not.
+    #[test]
+    fn conv2d_max_pool2d_matches_finite_differences(
+        n in 1usize..=2, many in any::<bool>(), side in 4usize..=9,
+        same in any::<bool>(), relu in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let (cin, cout) = if many { (16, 16) } else { (2, 3) };
+        let x = random(&[n, cin, side, side], seed);
+        let wt = random(&[cout, cin, 3, 3], seed + 1);
+        let b = random(&[cout], seed + 2);
+        let spec = Conv2dSpec { stride: 1, padding: if same { Padding::Same } else { Padding::Valid } };
+        let (out, pad) = axis(side, 3, 1, same);
+        let conv = move |a: &[T64]| {
+            let z = conv2d_ref(&a[0], &a[1], &a[2], 1, pad, pad, out, out);
+            if relu { relu_ref(&z) } else { z }
+        };
+        // As for Winograd above: no pre-activation within 1e-4 of the ReLU's
+        // kink, and, for the same reason, no window whose two largest
+        // values are within 1e-4 of each other (the winner could flip).
+        let z = conv(&[to64(&x), to64(&wt), to64(&b)]);
+        let zs = z.as_slice().unwrap();
+        if relu {
+            let pre = conv2d_ref(&to64(&x), &to64(&wt), &to64(&b), 1, pad, pad, out, out);
+            prop_assume!(pre.iter().all(|v| v.abs() > 1e-4));
+        }
+        for plane in zs.chunks(out * out) {
+            for (oy, ox) in (0..out / 2).flat_map(|oy| (0..out / 2).map(move |ox| (oy, ox))) {
+                let mut window: Vec<f64> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .iter()
+                    .map(|(a, c)| plane[(2 * oy + a) * out + 2 * ox + c])
+                    .collect();
+                window.sort_by(|p, q| q.total_cmp(p));
+                // Ties at 0 (after the ReLU) carry no gradient either way.
+                prop_assume!(window[0] == 0.0 || window[0] - window[1] > 1e-4);
+            }
+        }
+        let result = check_op(
+            "conv2d_max_pool2d", &[x, wt, b], &[0, 1, 2],
+            |t, v| Ok(t.conv2d_max_pool2d(v[0], v[1], v[2], spec, relu, MaxPool2dSpec::square(2))?.1),
+            |a| max_pool_ref(&conv(a), 2, 2, 2, 2),
+            seed,
+        );
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
+
 /// The Winograd forward on a batch that spans several sets of images (a
 /// 13x13 input has 36 tiles, so a set holds 4 images and 9 images make three
 /// sets, the last one short): every image against the f64 reference.

@@ -93,3 +93,56 @@ fn tutorial_network_input_gradient_matches_finite_differences() {
     )
     .unwrap();
 }
+
+/// `Sequential::forward` records each Conv2D and the MaxPooling2D after it in
+/// one pass (`Layer::forward_with_pool`). Recording the layers one at a time
+/// instead gives the same output and gradients, bit for bit, with dropout on,
+/// for the tutorial's model on both inputs (its second convolutions go
+/// through Winograd's transforms where the CPU has AVX-512).
+#[test]
+fn the_model_pools_inside_its_convolutions_with_the_same_results() {
+    use salient::layers::Mode;
+    use salient::model::{Head, Sequential};
+    for shape in [[1, 28, 28], [3, 32, 32]] {
+        let model = Sequential::tutorial(shape, 10, 7).unwrap();
+        let x = random(&[5, shape[0], shape[1], shape[2]], 8).mapv(|v| (v + 1.0) / 2.0);
+        let mode = Mode::Train { dropout_seed: 9 };
+        let run = |by_layer: bool| {
+            let mut tape = Tape::new();
+            let xv = tape.input(x.clone());
+            let (out, params) = match by_layer {
+                false => {
+                    let pass = model.forward(&mut tape, xv, mode, Head::Linear).unwrap();
+                    (pass.last(), pass.params)
+                }
+                true => {
+                    let (mut h, mut params) = (xv, Vec::new());
+                    let last = model.layers().len() - 1;
+                    for (i, layer) in model.layers().iter().enumerate() {
+                        let head = (i == last).then_some(salient::layers::Activation::Linear);
+                        let vars = layer.forward(&mut tape, h, mode, head, i).unwrap();
+                        params.push(vars.params);
+                        h = vars.output;
+                    }
+                    (h, params)
+                }
+            };
+            let dy = random(tape.value(out).unwrap().shape(), 10);
+            let mut grads = tape.backward(out, &dy, ReluRule::Gradient).unwrap();
+            let mut results = vec![tape.value(out).unwrap().clone(), grads.take(xv).unwrap()];
+            for (w, b) in params.into_iter().flatten() {
+                results.extend([grads.take(w).unwrap(), grads.take(b).unwrap()]);
+            }
+            results
+        };
+        let (fused, apart) = (run(false), run(true));
+        assert_eq!(fused.len(), apart.len());
+        for (i, (f, a)) in fused.iter().zip(&apart).enumerate() {
+            let same = f
+                .iter()
+                .zip(a.iter())
+                .all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same && f.shape() == a.shape(), "{shape:?}, result {i}");
+        }
+    }
+}

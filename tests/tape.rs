@@ -353,3 +353,92 @@ mod backward_to {
         }
     }
 }
+
+/// `Tape::conv2d_max_pool2d` takes the pooling as the convolution's outputs
+/// are stored and keeps the windows' winners; it must record exactly what
+/// recording `conv2d` (or `conv2d_relu`) and then `max_pool2d` would: the
+/// same values and gradients, bit for bit, whichever way the backward goes.
+mod conv_then_pool {
+    use super::common::random;
+    use proptest::prelude::*;
+    use salient::ops::{Conv2dSpec, MaxPool2dSpec, Padding};
+    use salient::{ReluRule, Tape, Tensor};
+
+    struct Case {
+        spec: Conv2dSpec,
+        relu: bool,
+        pool: MaxPool2dSpec,
+        rule: ReluRule,
+    }
+
+    /// The convolution's and the pooling's values, then the gradients of
+    /// `x`, `w` and `b` by `backward`, by `backward_to` (the pooling folded
+    /// into the convolution's backward where it can be), and of `x` and the
+    /// convolution's output by `backward_to` (not folded: the pooling's own
+    /// backward runs).
+    fn run(fused: bool, case: &Case, x: &Tensor, w: &Tensor, b: &Tensor, seed: u64) -> Vec<Tensor> {
+        let mut tape = Tape::new();
+        let (xv, wv, bv) = (tape.input(x.clone()), tape.param(w), tape.param(b));
+        let (c, p) = match fused {
+            true => tape
+                .conv2d_max_pool2d(xv, wv, bv, case.spec, case.relu, case.pool)
+                .unwrap(),
+            false => {
+                let c = match case.relu {
+                    true => tape.conv2d_relu(xv, wv, bv, case.spec).unwrap(),
+                    false => tape.conv2d(xv, wv, bv, case.spec).unwrap(),
+                };
+                (c, tape.max_pool2d(c, case.pool).unwrap())
+            }
+        };
+        let mut out = vec![
+            tape.value(c).unwrap().clone(),
+            tape.value(p).unwrap().clone(),
+        ];
+        let dy = random(out[1].shape(), seed ^ 7);
+        let mut all = tape.backward(p, &dy, case.rule).unwrap();
+        out.extend([xv, wv, bv].map(|v| all.take(v).unwrap()));
+        let mut folded = tape.backward_to(p, &dy, case.rule, &[xv, wv, bv]).unwrap();
+        out.extend([xv, wv, bv].map(|v| folded.take(v).unwrap()));
+        let mut kept = tape.backward_to(p, &dy, case.rule, &[xv, c]).unwrap();
+        out.extend([xv, c].map(|v| kept.take(v).unwrap()));
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Few channels (the direct products) or 16-17 (Winograd's, where the
+        /// CPU has AVX-512), up to 5 images (two of Winograd's sets), odd and
+        /// even sides, both paddings, a ReLU or not, each ReLU rule, ties,
+        /// and a 3x3 pooling (recorded as the two ops).
+        #[test]
+        fn records_what_the_two_ops_record(
+            n in 1usize..=5, many in any::<bool>(), extra_c in 0usize..=2,
+            h in 5usize..=15, w in 5usize..=15, same in any::<bool>(), relu in any::<bool>(),
+            rule in 0usize..3, size in 2usize..=3, ties in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let (cin, cout) = if many { (16 + extra_c % 2, 16 + extra_c / 2) } else { (1 + extra_c, 3) };
+            // With `ties`, values in {-1, 0, 1}: whole-number outputs, many
+            // windows with two or more maxima, so the winners' order counts.
+            let values = |shape: &[usize], seed| {
+                let t = random(shape, seed);
+                if ties { t.mapv(|v| (v * 1.5).round()) } else { t }
+            };
+            let x = values(&[n, cin, h, w], seed);
+            let (wt, b) = (values(&[cout, cin, 3, 3], seed ^ 1), values(&[cout], seed ^ 2));
+            let case = Case {
+                spec: Conv2dSpec { stride: 1, padding: if same { Padding::Same } else { Padding::Valid } },
+                relu,
+                pool: MaxPool2dSpec::square(size),
+                rule: [ReluRule::Gradient, ReluRule::Rectified, ReluRule::Guided][rule],
+            };
+            let fused = run(true, &case, &x, &wt, &b, seed);
+            let apart = run(false, &case, &x, &wt, &b, seed);
+            for (i, (f, a)) in fused.iter().zip(&apart).enumerate() {
+                prop_assert_eq!(f.shape(), a.shape());
+                let same = f.iter().zip(a.iter()).all(|(p, q)| p.to_bits() == q.to_bits());
+                prop_assert!(same, "result {}: {} vs {}", i, f, a);
+            }
+        }
+    }
+}

@@ -249,13 +249,7 @@ impl Layer {
     ) -> Result<LayerVars> {
         let mut param_vars = None;
         let mut params = |tape: &mut Tape<'a>| {
-            let (w, b) = self.params.as_ref().ok_or_else(|| {
-                Error::invalid("layer", format!("{}: parameters missing", self.name))
-            })?;
-            let vars = match mode {
-                Mode::Train { .. } => (tape.param(w), tape.param(b)),
-                Mode::Infer => (tape.constant_ref(w), tape.constant_ref(b)),
-            };
+            let vars = self.param_vars(tape, mode)?;
             param_vars = Some(vars);
             Ok::<_, Error>(vars)
         };
@@ -306,6 +300,70 @@ impl Layer {
             output: y,
             params: param_vars,
         })
+    }
+}
+
+impl Layer {
+    /// The kernel and bias on `tape`: differentiated in training, constants
+    /// read in place otherwise.
+    fn param_vars<'a>(&'a self, tape: &mut Tape<'a>, mode: Mode) -> Result<(Var, Var)> {
+        let (w, b) = self
+            .params
+            .as_ref()
+            .ok_or_else(|| Error::invalid("layer", format!("{}: parameters missing", self.name)))?;
+        Ok(match mode {
+            Mode::Train { .. } => (tape.param(w), tape.param(b)),
+            Mode::Infer => (tape.constant_ref(w), tape.constant_ref(b)),
+        })
+    }
+
+    /// This layer and `next` recorded together, when this is a Conv2D (with
+    /// a ReLU or no activation) and `next` a MaxPooling2D: as
+    /// [`forward`](Layer::forward) on each, with the same values and
+    /// gradients, but in one pass ([`Tape::conv2d_max_pool2d`]). `None` for
+    /// any other pair.
+    pub fn forward_with_pool<'a>(
+        &'a self,
+        next: &Layer,
+        tape: &mut Tape<'a>,
+        x: Var,
+        mode: Mode,
+    ) -> Result<Option<(LayerVars, LayerVars)>> {
+        let (
+            &LayerSpec::Conv2D {
+                strides, padding, ..
+            },
+            &LayerSpec::MaxPooling2D {
+                pool_size,
+                strides: pool_strides,
+            },
+        ) = (&self.spec, &next.spec)
+        else {
+            return Ok(None);
+        };
+        let relu = match self.spec.activation() {
+            Some(Activation::Relu) => true,
+            None | Some(Activation::Linear) => false,
+            Some(Activation::Softmax) => return Ok(None),
+        };
+        let (w, b) = self.param_vars(tape, mode)?;
+        let spec = Conv2dSpec {
+            stride: strides,
+            padding,
+        };
+        let pool = pool_spec(pool_size, pool_strides);
+        let (y, pooled) = tape.conv2d_max_pool2d(x, w, b, spec, relu, pool)?;
+        let conv = LayerVars {
+            pre_activation: (!relu).then_some(y),
+            output: y,
+            params: Some((w, b)),
+        };
+        let pool = LayerVars {
+            pre_activation: Some(pooled),
+            output: pooled,
+            params: None,
+        };
+        Ok(Some((conv, pool)))
     }
 }
 

@@ -76,6 +76,13 @@ impl Forward {
     pub fn last(&self) -> Var {
         *self.outputs.last().unwrap_or(&self.input)
     }
+
+    /// Adds the next layer's vars.
+    fn push(&mut self, vars: crate::layers::LayerVars) {
+        self.pre_activations.push(vars.pre_activation);
+        self.outputs.push(vars.output);
+        self.params.push(vars.params);
+    }
 }
 
 impl Sequential {
@@ -227,16 +234,28 @@ impl Sequential {
         };
         let mut h = x;
         let last = self.layers.len().saturating_sub(1);
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut i = 0;
+        while i < self.layers.len() {
+            let layer = &self.layers[i];
+            // A convolution and the pooling after it, recorded in one pass.
+            let next = self.layers.get(i + 1);
+            if let Some(pair) = next.map(|next| layer.forward_with_pool(next, tape, h, mode)) {
+                if let Some((conv, pool)) = pair? {
+                    for vars in [conv, pool] {
+                        pass.push(vars);
+                    }
+                    h = pass.last();
+                    i += 2;
+                    continue;
+                }
+            }
             let activation = match (head, layer.spec.activation()) {
                 (Head::Linear, Some(Activation::Softmax)) if i == last => Some(Activation::Linear),
                 _ => None,
             };
-            let vars = layer.forward(tape, h, mode, activation, i)?;
-            pass.pre_activations.push(vars.pre_activation);
-            pass.outputs.push(vars.output);
-            pass.params.push(vars.params);
-            h = vars.output;
+            pass.push(layer.forward(tape, h, mode, activation, i)?);
+            h = pass.last();
+            i += 1;
         }
         Ok(pass)
     }

@@ -40,12 +40,12 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ops::pool::max_2x2_backward;
+use crate::ops::pool::{max_2x2_backward, max_2x2_backward_winners, max_2x2_winners, MaxPool2d};
 use crate::ops::winograd;
 use crate::ops::{MaxPool2dSpec, ReluRule};
 use crate::tape::{Backward, GradArgs, Tape, Var};
 use crate::tensor::kernel::{
-    matmul, matmul_add_at, matmul_keep, transpose, Epilogue, Gapped, Keep, Shifted, Strided,
+    self, matmul, matmul_add_at, matmul_keep, transpose, Epilogue, Gapped, Keep, Shifted, Strided,
 };
 use crate::tensor::{as_slice, shape_error, Pool, Tensor};
 
@@ -430,8 +430,13 @@ enum ImageDy<'a> {
     /// `dy[Cout, Ho, Wo]`.
     Full(&'a [f32]),
     /// Through a 2x2 max pooling of the output (see [`GradArgs::pooled`]):
-    /// the pooling's output and its gradient, `[Cout, Ho/2, Wo/2]` each.
-    Pooled { y: &'a [f32], dy: &'a [f32] },
+    /// the pooling's output and its gradient, `[Cout, Ho/2, Wo/2]` each, and
+    /// its windows' winners if it kept them.
+    Pooled {
+        y: &'a [f32],
+        dy: &'a [f32],
+        winners: Option<&'a [u8]>,
+    },
 }
 
 /// For one image: first `dz = rule(y, dy)` through the fused ReLU (or
@@ -528,7 +533,11 @@ fn backward_image(
                         }
                     }
                 }
-                ImageDy::Pooled { y: yp, dy: dyp } => {
+                ImageDy::Pooled {
+                    y: yp,
+                    dy: dyp,
+                    winners,
+                } => {
                     // The pooling's backward, straight onto the wide grid: each
                     // window's winner gets its gradient. The ReLU rule goes first,
                     // on the pooled values: at the winner `y` is the pooled max,
@@ -537,7 +546,9 @@ fn backward_image(
                     let q = (g.ho / 2) * (g.wo / 2);
                     let ruled = sized(&mut s.dz, q);
                     let planes = dz.chunks_mut(wide).zip(y.chunks(p));
-                    for ((d, y), (yp, dyp)) in planes.zip(yp.chunks(q).zip(dyp.chunks(q))) {
+                    for (c, ((d, y), (yp, dyp))) in
+                        planes.zip(yp.chunks(q).zip(dyp.chunks(q))).enumerate()
+                    {
                         let dyp = match rule {
                             Some(rule) => {
                                 rule.apply_slice(yp, dyp, ruled);
@@ -545,7 +556,14 @@ fn backward_image(
                             }
                             None => dyp,
                         };
-                        max_2x2_backward(y, yp, dyp, g.ho, g.wo, d, g.w, true);
+                        match winners {
+                            // Kept by the forward: `y` is not read at all.
+                            Some(w) => {
+                                let w = &w[c * q..][..q];
+                                max_2x2_backward_winners(w, dyp, g.ho, g.wo, d, g.w, true);
+                            }
+                            None => max_2x2_backward(y, yp, dyp, g.ho, g.wo, d, g.w, true),
+                        }
                     }
                 }
             }
@@ -619,69 +637,109 @@ pub fn conv2d_relu_forward(
     pool: &mut Pool,
 ) -> Result<Tensor> {
     let g = ConvGeometry::new(x.shape(), w.shape(), b.shape(), spec)?;
+    Ok(forward(&g, x, w, b, relu, false, pool)?.0)
+}
+
+/// A 2x2 max pooling taken by the forward: its output and each window's
+/// winner (see [`max_2x2_winners`]).
+type PooledForward = (Tensor, Vec<u8>);
+
+/// The forward, through Winograd's transforms where they apply, else the
+/// direct products. With `pooled`, also the output's 2x2 max pooling, taken
+/// image by image (a few images at a time with Winograd) while each image's
+/// output is still in the core's cache.
+fn forward(
+    g: &ConvGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    relu: bool,
+    pooled: bool,
+    pool: &mut Pool,
+) -> Result<(Tensor, Option<PooledForward>)> {
     let (xs, ws, bs) = (
         as_slice(x, "conv2d")?,
         as_slice(w, "conv2d")?,
         as_slice(b, "conv2d")?,
     );
-    if winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout) {
-        return Ok(winograd_forward(&g, xs, ws, bs, relu, pool));
-    }
-    let u = Unroll::for_geometry(&g);
-    // W[Cout, K] read through Wᵀ[K, Cout], laid out once per call: the tiles
-    // broadcast from either as fast, and a narrow last panel of columns
-    // wants W's columns contiguous (see `kernel::matmul`).
-    let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
-    transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
-    let w = Strided {
-        data: &wt,
-        rs: 1,
-        cs: g.cout,
+    let winograd = winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout);
+    // Images per parallel task: one, or a set of Winograd's tiles.
+    let tiling = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
+    let per = if winograd {
+        tiling.images_per_product()
+    } else {
+        1
     };
+    let (il, ol, pl) = (
+        g.image_len(),
+        g.cout * g.p(),
+        g.cout * (g.ho / 2) * (g.wo / 2),
+    );
     let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
-    y.as_slice_mut()
-        .expect("pooled")
-        .par_chunks_mut(g.cout * g.p())
-        .zip(xs.par_chunks(g.image_len()))
-        .for_each_init(Scratch::default, |s, (y, x)| {
-            forward_image(&g, &u, x, w, bs, relu, y, s)
-        });
-    pool.give_vec(wt);
-    Ok(y)
-}
-
-/// The forward through Winograd's transforms (see [`winograd`]): the
-/// filters are transformed once per call, then each worker takes a few images
-/// at a time through the 16 products.
-fn winograd_forward(
-    g: &ConvGeometry,
-    xs: &[f32],
-    ws: &[f32],
-    bs: &[f32],
-    relu: bool,
-    pool: &mut Pool,
-) -> Tensor {
-    let mut u = pool.vec_to_overwrite(16 * g.cin * g.cout);
-    winograd::filters(ws, g.cout, g.cin, &mut u);
-    let t = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
-    let per = t.images_per_product();
-    let (il, ol) = (g.image_len(), g.cout * g.p());
-    let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
-    y.as_slice_mut()
+    let mut pooled = pooled.then(|| {
+        let yp = pool.to_overwrite(&[g.n, g.cout, g.ho / 2, g.wo / 2]);
+        (yp, pool.bytes_to_overwrite(g.n * pl))
+    });
+    // Each task's share of the pooled outputs, if wanted.
+    let pooled_sets: Vec<Option<(&mut [f32], &mut [u8])>> = match pooled.as_mut() {
+        Some((yp, winners)) if pl > 0 => {
+            let values = yp.as_slice_mut().expect("pooled").chunks_mut(per * pl);
+            values.zip(winners.chunks_mut(per * pl)).map(Some).collect()
+        }
+        _ => (0..g.n.div_ceil(per)).map(|_| None).collect(),
+    };
+    let tasks = y
+        .as_slice_mut()
         .expect("pooled")
         .par_chunks_mut(per * ol)
         .zip(xs.par_chunks(per * il))
-        .for_each(|(y, x)| {
+        .zip(pooled_sets.into_par_iter());
+    // The 2x2 pooling of a task's output planes, as they leave the products.
+    let pool_planes = |y: &[f32], out: Option<(&mut [f32], &mut [u8])>| {
+        let Some((values, winners)) = out else { return };
+        let q = (g.ho / 2) * (g.wo / 2);
+        let planes = y
+            .chunks(g.p())
+            .zip(values.chunks_mut(q).zip(winners.chunks_mut(q)));
+        for (y, (values, winners)) in planes {
+            max_2x2_winners(y, g.wo, g.wo / 2, values, winners, kernel::available());
+        }
+    };
+    if winograd {
+        // The filters transformed once per call, then a few images at a
+        // time through the 16 products (see [`winograd`]).
+        let mut u = pool.vec_to_overwrite(16 * g.cin * g.cout);
+        winograd::filters(ws, g.cout, g.cin, &mut u);
+        tasks.for_each(|((y, x), out)| {
             let planes = winograd::Planes {
                 data: x,
                 h: g.h,
                 w: g.w,
             };
             let images = y.len() / ol;
-            winograd::conv3x3(planes, images, g.cin, &u, g.cout, t, Some(bs), relu, y);
+            winograd::conv3x3(planes, images, g.cin, &u, g.cout, tiling, Some(bs), relu, y);
+            pool_planes(y, out);
         });
-    pool.give_vec(u);
-    y
+        pool.give_vec(u);
+    } else {
+        let u = Unroll::for_geometry(g);
+        // W[Cout, K] read through Wᵀ[K, Cout], laid out once per call: the
+        // tiles broadcast from either as fast, and a narrow last panel of
+        // columns wants W's columns contiguous (see `kernel::matmul`).
+        let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
+        transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
+        let w = Strided {
+            data: &wt,
+            rs: 1,
+            cs: g.cout,
+        };
+        tasks.for_each_init(Scratch::default, |s, ((y, x), out)| {
+            forward_image(g, &u, x, w, bs, relu, y, s);
+            pool_planes(y, out);
+        });
+        pool.give_vec(wt);
+    }
+    Ok((y, pooled))
 }
 
 /// A row-major matrix operand.
@@ -753,7 +811,7 @@ impl Backward for Conv2d {
             Some(pl) => {
                 assert!(self.takes_pooled(pl.spec), "pooling {:?}", pl.spec);
                 let yp = pl.output.as_slice().expect("values are contiguous");
-                (Some(yp), g.cout * (g.ho / 2) * (g.wo / 2))
+                (Some((yp, pl.winners)), g.cout * (g.ho / 2) * (g.wo / 2))
             }
             None => (None, g.cout * p),
         };
@@ -789,10 +847,12 @@ impl Backward for Conv2d {
                     .zip(y.chunks(g.cout * p))
                     .zip(x.chunks(il));
                 for (i, ((dy, y), x)) in images.enumerate() {
+                    let at = (group * GROUP + i) * dy_len;
                     let dy = match pooled {
-                        Some(yp) => ImageDy::Pooled {
-                            y: &yp[(group * GROUP + i) * dy_len..][..dy_len],
+                        Some((yp, winners)) => ImageDy::Pooled {
+                            y: &yp[at..][..dy_len],
                             dy,
+                            winners: winners.map(|w| &w[at..][..dy_len]),
                         },
                         None => ImageDy::Full(dy),
                     };
@@ -850,6 +910,41 @@ impl Tape<'_> {
     /// inside the convolution's backward, so the pre-activation is never kept.
     pub fn conv2d_relu(&mut self, x: Var, w: Var, b: Var, spec: Conv2dSpec) -> Result<Var> {
         self.conv2d_maybe_relu(x, w, b, spec, true)
+    }
+
+    /// `conv2d` (`conv2d_relu` if `relu`) followed by `max_pool2d(·, pool)`:
+    /// both ops are recorded, with the same values and gradients, bit for
+    /// bit, as recording them one after the other. A 2x2 pooling is taken
+    /// image by image as the convolution's outputs leave the products, while
+    /// they are in cache, and its winners are kept, so that its backward never
+    /// reads the convolution's output. Returns the convolution's var and the
+    /// pooling's.
+    pub fn conv2d_max_pool2d(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Var,
+        spec: Conv2dSpec,
+        relu: bool,
+        pool: MaxPool2dSpec,
+    ) -> Result<(Var, Var)> {
+        if pool != MaxPool2dSpec::square(2) {
+            let y = self.conv2d_maybe_relu(x, w, b, spec, relu)?;
+            return Ok((y, self.max_pool2d(y, pool)?));
+        }
+        let (y, pooled, g) = self.compute(&[x, w, b], |v, p| {
+            let g = ConvGeometry::new(v[0].shape(), v[1].shape(), v[2].shape(), spec)?;
+            pool.output_size(g.ho, g.wo)?;
+            let (y, pooled) = forward(&g, v[0], v[1], v[2], relu, true, p)?;
+            Ok((y, pooled.expect("asked for the pooling"), g))
+        })?;
+        let (yp, winners) = pooled;
+        let y = self.push(y, &[x, w, b], Box::new(Conv2d { g, relu }));
+        let rule = MaxPool2d {
+            spec: pool,
+            winners: Some(winners),
+        };
+        Ok((y, self.push(yp, &[y], Box::new(rule))))
     }
 
     fn conv2d_maybe_relu(

@@ -7,6 +7,7 @@
 //! | `conv2d` | `conv.rs` (3x3, many channels: `winograd.rs`) | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns, or reads `x` shifted) |
 //! | `conv2d_relu` | `conv.rs` | `y = max(W·im2col(x) + b, 0)` | the ReLU rule, then as `conv2d` | — (uses `y`) |
 //! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's first input equal to `y` | — (uses `x` and `y`) |
+//! | `conv2d_max_pool2d` | `conv.rs`, `pool.rs` | `conv2d` (or `conv2d_relu`), then a 2x2 `max_pool2d` of each image's output while it is in cache | as the two ops | each window's winner (a byte) |
 //! | `dropout` | `dropout.rs` | `y = x ⊙ m` | `dx = dy ⊙ m` | mask `m` |
 //! | `relu` | `activation.rs` | `y = max(x, 0)` | `1[x > 0]·dy`, or a [`ReluRule`] | — (uses `y`) |
 //! | `identity` | `activation.rs` | `y = x` | `dx = dy` | — |

@@ -9,6 +9,11 @@
 //! again from the input and output. **Ties** go to the first maximum in row-major
 //! order within the window (PyTorch does the same). When windows overlap
 //! (stride < pool size), an input that wins several windows receives the sum.
+//!
+//! A 2x2 pooling right after a convolution can be taken by the convolution,
+//! image by image while its output is in cache ([`Tape::conv2d_max_pool2d`]).
+//! That pass also keeps each window's winner (a byte, 0-3), so the backward
+//! never reads the convolution's output again.
 
 use rayon::prelude::*;
 
@@ -62,6 +67,9 @@ impl MaxPool2dSpec {
 /// No argmax is kept: the backward finds each window's winner again as the
 /// first input equal to the output, which is cheaper than writing and reading
 /// one index per output (and keeps the forward a plain vectorisable max).
+/// A convolution that takes the pooling itself
+/// ([`Tape::conv2d_max_pool2d`]) does keep one, a byte per window, since it
+/// finds it while the inputs are in registers.
 pub fn max_pool2d_forward(x: &Tensor, spec: MaxPool2dSpec, pool: &mut Pool) -> Result<Tensor> {
     let (n, c, h, w) = dims(x)?;
     let (ho, wo) = spec.output_size(h, w)?;
@@ -148,6 +156,39 @@ fn max_2x2(x: &[f32], w: usize, wo: usize, y: &mut [f32], fast: bool) {
     }
 }
 
+/// [`max_2x2`] keeping each window's winner too: 0 top left, 1 top right,
+/// 2 bottom left, 3 bottom right, the first input in row-major order equal to
+/// the maximum (a NaN equal to a NaN), which is the input the backward would
+/// find (see [`max_2x2_backward_winners`]).
+pub(crate) fn max_2x2_winners(
+    x: &[f32],
+    w: usize,
+    wo: usize,
+    y: &mut [f32],
+    winners: &mut [u8],
+    fast: bool,
+) {
+    for (oy, (y, win)) in y.chunks_mut(wo).zip(winners.chunks_mut(wo)).enumerate() {
+        let (r0, r1) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: AVX-512 is available; the rows hold 2·wo values each,
+            // y and win wo.
+            unsafe { avx512::max_row_winners(r0, r1, y, win) };
+            continue;
+        }
+        let _ = fast;
+        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+        for ((y, win), (a, b)) in y.iter_mut().zip(win.iter_mut()).zip(windows) {
+            *y = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
+            *win = [a[0], a[1], b[0]]
+                .iter()
+                .position(|&v| is_max(v, *y))
+                .unwrap_or(3) as u8;
+        }
+    }
+}
+
 /// The backward of a 2x2, stride-2 pooling for one `h × w` plane: each
 /// window's four inputs get `dy` at the winner and 0 elsewhere, written in one
 /// pass; rows and columns no window covers (odd sizes) are zero. Row `r` of
@@ -204,6 +245,45 @@ pub(crate) fn max_2x2_backward(
     }
 }
 
+/// [`max_2x2_backward`] with each window's winner given (0 top left, 1 top
+/// right, 2 bottom left, 3 bottom right) instead of found from `x` and `y`.
+pub(crate) fn max_2x2_backward_winners(
+    winners: &[u8],
+    dy: &[f32],
+    h: usize,
+    w: usize,
+    dx: &mut [f32],
+    dx_rs: usize,
+    fast: bool,
+) {
+    let wo = w / 2;
+    for (oy, (win, dy)) in winners.chunks(wo).zip(dy.chunks(wo)).enumerate() {
+        let (d0, d1) = dx[2 * oy * dx_rs..].split_at_mut(dx_rs);
+        let (d0, d1) = (&mut d0[..w], &mut d1[..w]);
+        if w % 2 == 1 {
+            d0[w - 1] = 0.0;
+            d1[w - 1] = 0.0;
+        }
+        let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: AVX-512 is available; d0, d1 hold 2·wo values and win,
+            // dy hold wo.
+            unsafe { avx512::winners_backward_row(win, dy, d0, d1) };
+            continue;
+        }
+        let _ = fast;
+        for (ox, (&k, &g)) in win.iter().zip(dy).enumerate() {
+            let at = |i: u8| if k == i { g } else { 0.0 };
+            (d0[2 * ox], d0[2 * ox + 1]) = (at(0), at(1));
+            (d1[2 * ox], d1[2 * ox + 1]) = (at(2), at(3));
+        }
+    }
+    if h % 2 == 1 {
+        dx[(h - 1) * dx_rs..][..w].fill(0.0);
+    }
+}
+
 /// The 2x2 rows with AVX-512: 16 outputs (32 inputs per row) per step forward,
 /// 8 windows per step backward, with lane masks for the tails.
 #[cfg(target_arch = "x86_64")]
@@ -247,6 +327,47 @@ mod avx512 {
             let left = _mm512_permutex2var_ps(lo, even, hi);
             let right = _mm512_permutex2var_ps(lo, odd, hi);
             _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), lanes(n), nan_max(left, right));
+        }
+    }
+
+    /// [`max_row`] with each window's winner (0-3, the first input in
+    /// row-major order equal to the maximum) stored in `win`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `x0` and `x1` hold at least `2·y.len()`
+    /// values, `win` at least `y.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max_row_winners(x0: &[f32], x1: &[f32], y: &mut [f32], win: &mut [u8]) {
+        let wo = y.len();
+        debug_assert!(x0.len() >= 2 * wo && x1.len() >= 2 * wo && win.len() >= wo);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for o in (0..wo).step_by(16) {
+            let n = (wo - o).min(16);
+            let (m_lo, m_hi) = (lanes(2 * n), lanes(2 * n.saturating_sub(8)));
+            // Window o + l's four inputs in lane l: top left, top right,
+            // bottom left, bottom right.
+            let (p0, p1) = (x0.as_ptr().add(2 * o), x1.as_ptr().add(2 * o));
+            let [tl, tr, bl, br] =
+                [(p0, even), (p0, odd), (p1, even), (p1, odd)].map(|(p, pick)| {
+                    let lo = _mm512_maskz_loadu_ps(m_lo, p);
+                    let hi = _mm512_maskz_loadu_ps(m_hi, p.add(16));
+                    _mm512_permutex2var_ps(lo, pick, hi)
+                });
+            // max_row's order: down each column, then across.
+            let max = nan_max(nan_max(tl, bl), nan_max(tr, br));
+            let max_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
+            let hits = |v: __m512| {
+                _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, max)
+                    | (_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) & max_nan)
+            };
+            // Later inputs first, so that the first hit is written last.
+            let mut k = _mm512_set1_epi32(3);
+            for (v, at) in [(bl, 2), (tr, 1), (tl, 0)] {
+                k = _mm512_mask_mov_epi32(k, hits(v), _mm512_set1_epi32(at));
+            }
+            _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), lanes(n), max);
+            _mm512_mask_cvtepi32_storeu_epi8(win.as_mut_ptr().add(o).cast(), lanes(n), k);
         }
     }
 
@@ -303,15 +424,65 @@ mod avx512 {
             );
         }
     }
+
+    /// One output row's backward from its windows' winners: lane `2i + c` of
+    /// the top row takes `dy[i]` where window `i`'s winner is `c`, of the
+    /// bottom row where it is `2 + c`.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `d0`, `d1` hold at least `2·dy.len()`
+    /// values and `win` at least `dy.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn winners_backward_row(win: &[u8], dy: &[f32], d0: &mut [f32], d1: &mut [f32]) {
+        let wo = dy.len();
+        debug_assert!(win.len() >= wo && d0.len() >= 2 * wo && d1.len() >= 2 * wo);
+        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        let top = _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
+        let bottom = _mm512_add_epi32(top, _mm512_set1_epi32(2));
+        for o in (0..wo).step_by(8) {
+            let n = (wo - o).min(8);
+            let (m8, m16) = (lanes(n), lanes(2 * n));
+            let g = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, dy.as_ptr().add(o)));
+            // n winners (at most 8 bytes), widened to a lane each, then paired.
+            // Gathered in a register: through a buffer on the stack, the
+            // 8-byte load waits for the byte stores before it (a store
+            // forwarding stall that took half of this loop's time).
+            let bytes = win[o..o + n]
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &b| (acc << 8) | b as u64);
+            let k = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(bytes as i64));
+            let k = _mm512_permutexvar_epi32(dup, k);
+            let (at0, at1) = (
+                _mm512_cmpeq_epi32_mask(k, top),
+                _mm512_cmpeq_epi32_mask(k, bottom),
+            );
+            _mm512_mask_storeu_ps(d0.as_mut_ptr().add(2 * o), m16, _mm512_maskz_mov_ps(at0, g));
+            _mm512_mask_storeu_ps(d1.as_mut_ptr().add(2 * o), m16, _mm512_maskz_mov_ps(at1, g));
+        }
+    }
 }
 
-struct MaxPool2d {
-    spec: MaxPool2dSpec,
+pub(crate) struct MaxPool2d {
+    pub spec: MaxPool2dSpec,
+    /// Each window's winner, when the forward kept them (a 2x2 pooling taken
+    /// by the convolution before it, see [`max_2x2_backward_winners`]).
+    pub winners: Option<Vec<u8>>,
 }
 
 impl Backward for MaxPool2d {
     fn max_pool(&self) -> Option<MaxPool2dSpec> {
         Some(self.spec)
+    }
+
+    fn pool_winners(&self) -> Option<&[u8]> {
+        self.winners.as_deref()
+    }
+
+    fn recycle(self: Box<Self>, pool: &mut Pool) {
+        if let Some(w) = self.winners {
+            pool.give_bytes(w);
+        }
     }
 
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
@@ -326,6 +497,22 @@ impl Backward for MaxPool2d {
         let fast = crate::tensor::kernel::available();
         // Each group of planes is cleared and filled by one task, in cache.
         let mut dx = a.pool.to_overwrite(x_shape);
+        if let Some(winners) = &self.winners {
+            dx.as_slice_mut()
+                .expect("pooled")
+                .par_chunks_mut(PLANES * plane_in)
+                .zip(winners.par_chunks(PLANES * plane_out))
+                .zip(dys.par_chunks(PLANES * plane_out))
+                .for_each(|((dx, win), dy)| {
+                    let planes = dx
+                        .chunks_mut(plane_in)
+                        .zip(win.chunks(plane_out).zip(dy.chunks(plane_out)));
+                    for (dx, (win, dy)) in planes {
+                        max_2x2_backward_winners(win, dy, h, w, dx, w, fast);
+                    }
+                });
+            return vec![Some(dx)];
+        }
         dx.as_slice_mut()
             .expect("pooled")
             .par_chunks_mut(PLANES * plane_in)
@@ -357,7 +544,11 @@ impl Tape<'_> {
     /// Max pooling of `x: [N, C, H, W]` with 'valid' padding.
     pub fn max_pool2d(&mut self, x: Var, spec: MaxPool2dSpec) -> Result<Var> {
         let y = self.compute(&[x], |v, pool| max_pool2d_forward(v[0], spec, pool))?;
-        Ok(self.push(y, &[x], Box::new(MaxPool2d { spec })))
+        let rule = MaxPool2d {
+            spec,
+            winners: None,
+        };
+        Ok(self.push(y, &[x], Box::new(rule)))
     }
 }
 
@@ -367,7 +558,8 @@ mod tests {
 
     /// The 2x2 fast path (vector code where the CPU has it) agrees with the
     /// general window scan on planes full of ties, signed zeros and NaNs, at
-    /// every width up to 40 (so every tail of the vector loops), the backward
+    /// every width up to 40 (so every tail of the vector loops): the maxima,
+    /// the winners kept, and the backward (from `y` and from the winners),
     /// both into a plane and into wider rows.
     #[test]
     fn fast_2x2_agrees_with_the_general_scan() {
@@ -388,14 +580,33 @@ mod tests {
                     let at = winner(&x, w, spec, o / wo, o % wo);
                     assert!(is_max(x[at], y), "{h}x{w} output {o}, fast {fast}");
                 }
+                // The same maxima with each window's winner kept.
+                let mut y_kept = vec![0.0; ho * wo];
+                let mut winners = vec![9; ho * wo];
+                max_2x2_winners(&x, w, wo, &mut y_kept, &mut winners, fast);
+                for (o, (&v, &k)) in y_kept.iter().zip(&winners).enumerate() {
+                    assert!(is_max(v, y[o]), "{h}x{w} output {o}, fast {fast}");
+                    let at = winner(&x, w, spec, o / wo, o % wo);
+                    let (dy, dx) = (k as usize / 2, k as usize % 2);
+                    assert_eq!((o / wo * 2 + dy) * w + o % wo * 2 + dx, at, "{h}x{w} {o}");
+                }
                 // Into a plane of its own, and into rows 3 wider whose gaps
-                // (7.0 here) must be left alone.
+                // (7.0 here) must be left alone; by comparison with `y` and
+                // from the winners.
                 for rs in [w, w + 3] {
-                    let mut dx = vec![7.0; (h - 1) * rs + w];
-                    max_2x2_backward(&x, &y, &dy, h, w, &mut dx, rs, fast);
-                    for (r, row) in dx.chunks(rs).enumerate() {
-                        assert_eq!(row[..w], want[r * w..][..w], "{h}x{w}/{rs}, fast {fast}");
-                        assert!(row[w..].iter().all(|&v| v == 7.0), "{h}x{w}/{rs} gap");
+                    for kept in [false, true] {
+                        let mut dx = vec![7.0; (h - 1) * rs + w];
+                        match kept {
+                            false => max_2x2_backward(&x, &y, &dy, h, w, &mut dx, rs, fast),
+                            true => {
+                                max_2x2_backward_winners(&winners, &dy, h, w, &mut dx, rs, fast)
+                            }
+                        }
+                        for (r, row) in dx.chunks(rs).enumerate() {
+                            let at = format!("{h}x{w}/{rs}, fast {fast}, kept {kept}");
+                            assert_eq!(row[..w], want[r * w..][..w], "{at}");
+                            assert!(row[w..].iter().all(|&v| v == 7.0), "{at}: gap");
+                        }
                     }
                 }
             }

@@ -67,6 +67,9 @@ pub(crate) struct Pooled<'b> {
     pub spec: MaxPool2dSpec,
     /// The pooling's output (its input is the op's output).
     pub output: &'b Tensor,
+    /// Each window's winner, if the pooling kept them
+    /// (the backward then reads them instead of comparing outputs).
+    pub winners: Option<&'b [u8]>,
 }
 
 /// The backward half of an op: given `∂L/∂y`, return `∂L/∂x` for each input
@@ -81,6 +84,11 @@ pub(crate) trait Backward: Send + Sync {
     /// A max pooling's spec, so that the tape may fold its backward into the
     /// op before it.
     fn max_pool(&self) -> Option<MaxPool2dSpec> {
+        None
+    }
+
+    /// A max pooling's winners, when its forward kept them.
+    fn pool_winners(&self) -> Option<&[u8]> {
         None
     }
 
@@ -410,6 +418,7 @@ impl<'a> Tape<'a> {
             let pooled = through[i].map(|(p, spec)| Pooled {
                 spec,
                 output: values[p].as_ref(),
+                winners: nodes[p].rule.as_ref().and_then(|r| r.pool_winners()),
             });
             let input_grads = rule.backward(GradArgs {
                 inputs: node.inputs.iter().map(|v| values[v.0].as_ref()).collect(),

@@ -16,6 +16,8 @@ use super::Tensor;
 #[derive(Default, Debug)]
 pub struct Pool {
     free: HashMap<usize, Vec<Vec<f32>>>,
+    /// Byte buffers (a max pooling's winners), keyed by length.
+    free_bytes: HashMap<usize, Vec<Vec<u8>>>,
     /// Buffers it had to allocate because none of the length was free.
     fresh: usize,
 }
@@ -91,6 +93,25 @@ impl Pool {
         out
     }
 
+    /// A byte buffer of `len` values left from earlier use (or zero), for
+    /// small per-value records such as a max pooling's winners.
+    pub fn bytes_to_overwrite(&mut self, len: usize) -> Vec<u8> {
+        match self.free_bytes.get_mut(&len).and_then(Vec::pop) {
+            Some(v) => v,
+            None => {
+                self.fresh += 1;
+                vec![0; len]
+            }
+        }
+    }
+
+    /// Gives a byte buffer back for reuse.
+    pub fn give_bytes(&mut self, v: Vec<u8>) {
+        if v.capacity() > 0 {
+            self.free_bytes.entry(v.len()).or_default().push(v);
+        }
+    }
+
     /// Gives a buffer back for reuse.
     pub fn give_vec(&mut self, v: Vec<f32>) {
         if v.capacity() > 0 {
@@ -112,6 +133,7 @@ impl Pool {
 
     /// Number of free buffers held (for tests of reuse).
     pub fn free_buffers(&self) -> usize {
-        self.free.values().map(Vec::len).sum()
+        let bytes: usize = self.free_bytes.values().map(Vec::len).sum();
+        self.free.values().map(Vec::len).sum::<usize>() + bytes
     }
 }
