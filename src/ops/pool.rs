@@ -168,16 +168,23 @@ pub(crate) fn max_2x2_winners(
     winners: &mut [u8],
     fast: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if fast && wo > 0 {
+        let ho = y.len() / wo;
+        assert!(
+            ho == 0 || x.len() >= (2 * ho - 1) * w + 2 * wo,
+            "input too short"
+        );
+        assert!(winners.len() >= ho * wo, "winners too short");
+        assert!(2 * wo <= w, "rows of {w} hold no {wo} windows");
+        // SAFETY: AVX-512 is available; the asserts bound every row read
+        // and written.
+        unsafe { avx512::max_plane_winners(x, w, wo, &mut y[..ho * wo], winners) };
+        return;
+    }
+    let _ = fast;
     for (oy, (y, win)) in y.chunks_mut(wo).zip(winners.chunks_mut(wo)).enumerate() {
         let (r0, r1) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: AVX-512 is available; the rows hold 2·wo values each,
-            // y and win wo.
-            unsafe { avx512::max_row_winners(r0, r1, y, win) };
-            continue;
-        }
-        let _ = fast;
         let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
         for ((y, win), (a, b)) in y.iter_mut().zip(win.iter_mut()).zip(windows) {
             *y = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
@@ -257,6 +264,28 @@ pub(crate) fn max_2x2_backward_winners(
     fast: bool,
 ) {
     let wo = w / 2;
+    #[cfg(target_arch = "x86_64")]
+    if fast && wo > 0 {
+        let ho = dy.len() / wo;
+        assert!(winners.len() >= ho * wo, "winners too short");
+        assert!(w <= dx_rs, "rows of {w} values {dx_rs} apart");
+        assert!(
+            ho == 0 || dx.len() >= (2 * ho - 1) * dx_rs + w,
+            "dx too short"
+        );
+        // SAFETY: AVX-512 is available; the asserts bound every row written.
+        unsafe { avx512::winners_backward_plane(winners, &dy[..ho * wo], wo, dx, dx_rs) };
+        if w % 2 == 1 {
+            for r in 0..2 * ho {
+                dx[r * dx_rs + w - 1] = 0.0;
+            }
+        }
+        if h % 2 == 1 {
+            dx[(h - 1) * dx_rs..][..w].fill(0.0);
+        }
+        return;
+    }
+    let _ = fast;
     for (oy, (win, dy)) in winners.chunks(wo).zip(dy.chunks(wo)).enumerate() {
         let (d0, d1) = dx[2 * oy * dx_rs..].split_at_mut(dx_rs);
         let (d0, d1) = (&mut d0[..w], &mut d1[..w]);
@@ -265,14 +294,6 @@ pub(crate) fn max_2x2_backward_winners(
             d1[w - 1] = 0.0;
         }
         let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: AVX-512 is available; d0, d1 hold 2·wo values and win,
-            // dy hold wo.
-            unsafe { avx512::winners_backward_row(win, dy, d0, d1) };
-            continue;
-        }
-        let _ = fast;
         for (ox, (&k, &g)) in win.iter().zip(dy).enumerate() {
             let at = |i: u8| if k == i { g } else { 0.0 };
             (d0[2 * ox], d0[2 * ox + 1]) = (at(0), at(1));
@@ -330,44 +351,103 @@ mod avx512 {
         }
     }
 
-    /// [`max_row`] with each window's winner (0-3, the first input in
+    /// [`max_row`] for every output row of a plane, `wo` wide, whose input
+    /// rows are `w` apart, with each window's winner (0-3, the first input in
     /// row-major order equal to the maximum) stored in `win`.
     ///
     /// # Safety
-    /// AVX-512F must be available; `x0` and `x1` hold at least `2·y.len()`
-    /// values, `win` at least `y.len()`.
+    /// AVX-512F must be available; `x` holds the `2·ho` input rows (the last
+    /// at least `2·wo` long), `win` at least `y.len()` values, `2·wo ≤ w`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn max_row_winners(x0: &[f32], x1: &[f32], y: &mut [f32], win: &mut [u8]) {
-        let wo = y.len();
-        debug_assert!(x0.len() >= 2 * wo && x1.len() >= 2 * wo && win.len() >= wo);
+    pub unsafe fn max_plane_winners(x: &[f32], w: usize, wo: usize, y: &mut [f32], win: &mut [u8]) {
+        let ho = y.len() / wo;
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        for o in (0..wo).step_by(16) {
-            let n = (wo - o).min(16);
-            let (m_lo, m_hi) = (lanes(2 * n), lanes(2 * n.saturating_sub(8)));
-            // Window o + l's four inputs in lane l: top left, top right,
-            // bottom left, bottom right.
-            let (p0, p1) = (x0.as_ptr().add(2 * o), x1.as_ptr().add(2 * o));
-            let [tl, tr, bl, br] =
-                [(p0, even), (p0, odd), (p1, even), (p1, odd)].map(|(p, pick)| {
-                    let lo = _mm512_maskz_loadu_ps(m_lo, p);
-                    let hi = _mm512_maskz_loadu_ps(m_hi, p.add(16));
-                    _mm512_permutex2var_ps(lo, pick, hi)
-                });
-            // max_row's order: down each column, then across.
-            let max = nan_max(nan_max(tl, bl), nan_max(tr, br));
-            let max_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
-            let hits = |v: __m512| {
-                _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, max)
-                    | (_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) & max_nan)
-            };
-            // Later inputs first, so that the first hit is written last.
-            let mut k = _mm512_set1_epi32(3);
-            for (v, at) in [(bl, 2), (tr, 1), (tl, 0)] {
-                k = _mm512_mask_mov_epi32(k, hits(v), _mm512_set1_epi32(at));
+        let at = [0, 1, 2, 3].map(|i| _mm512_set1_epi32(i));
+        for oy in 0..ho {
+            let (r0, r1) = (x.as_ptr().add(2 * oy * w), x.as_ptr().add((2 * oy + 1) * w));
+            let (yr, wr) = (y.as_mut_ptr().add(oy * wo), win.as_mut_ptr().add(oy * wo));
+            for o in (0..wo).step_by(16) {
+                let n = (wo - o).min(16);
+                let (m_lo, m_hi) = (lanes(2 * n), lanes(2 * n.saturating_sub(8)));
+                // Window o + l's four inputs in lane l: top left, top right,
+                // bottom left, bottom right.
+                let (p0, p1) = (r0.add(2 * o), r1.add(2 * o));
+                let [tl, tr, bl, br] =
+                    [(p0, even), (p0, odd), (p1, even), (p1, odd)].map(|(p, pick)| {
+                        let lo = _mm512_maskz_loadu_ps(m_lo, p);
+                        let hi = _mm512_maskz_loadu_ps(m_hi, p.add(16));
+                        _mm512_permutex2var_ps(lo, pick, hi)
+                    });
+                // max_row's order: down each column, then across.
+                let max = nan_max(nan_max(tl, bl), nan_max(tr, br));
+                // Where an input equals the maximum; a NaN maximum (rare) is
+                // matched by the NaNs among the inputs.
+                let max_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
+                let hits = |v: __m512| {
+                    let equal = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, max);
+                    match max_nan {
+                        0 => equal,
+                        _ => equal | (_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) & max_nan),
+                    }
+                };
+                // Later inputs first, so that the first hit is written last.
+                let mut k = at[3];
+                for (v, i) in [(bl, 2), (tr, 1), (tl, 0)] {
+                    k = _mm512_mask_mov_epi32(k, hits(v), at[i]);
+                }
+                _mm512_mask_storeu_ps(yr.add(o), lanes(n), max);
+                _mm512_mask_cvtepi32_storeu_epi8(wr.add(o).cast(), lanes(n), k);
             }
-            _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), lanes(n), max);
-            _mm512_mask_cvtepi32_storeu_epi8(win.as_mut_ptr().add(o).cast(), lanes(n), k);
+        }
+    }
+
+    /// The backward of a plane's windows from their winners, `wo` windows to
+    /// a row: lane `2i + c` of an output row's top input row takes `dy[i]`
+    /// where window `i`'s winner is `c`, of its bottom row where it is `2 + c`.
+    /// Into `dx` rows `dx_rs` apart (the first `2·wo` values of each).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `win` holds at least `dy.len()` values and
+    /// `dx` the `2·ho` rows.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn winners_backward_plane(
+        win: &[u8],
+        dy: &[f32],
+        wo: usize,
+        dx: &mut [f32],
+        dx_rs: usize,
+    ) {
+        let ho = dy.len() / wo;
+        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        let top = _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
+        let bottom = _mm512_add_epi32(top, _mm512_set1_epi32(2));
+        for oy in 0..ho {
+            let d0 = dx.as_mut_ptr().add(2 * oy * dx_rs);
+            let d1 = d0.add(dx_rs);
+            for o in (0..wo).step_by(8) {
+                let (at, n) = (oy * wo + o, (wo - o).min(8));
+                let (m8, m16) = (lanes(n), lanes(2 * n));
+                let g = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, dy.as_ptr().add(at)));
+                // 8 winners in one load where the plane has them (the lanes
+                // past n are never stored). At its end they are gathered in a
+                // register: through a buffer on the stack, the 8-byte load
+                // would wait for the byte stores before it (a store
+                // forwarding stall that took half of this loop's time).
+                let bytes = match at + 8 <= win.len() {
+                    true => win.as_ptr().add(at).cast::<u64>().read_unaligned(),
+                    false => win[at..at + n]
+                        .iter()
+                        .rev()
+                        .fold(0u64, |acc, &b| (acc << 8) | b as u64),
+                };
+                let k = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(bytes as i64));
+                let k = _mm512_permutexvar_epi32(dup, k);
+                let at0 = _mm512_cmpeq_epi32_mask(k, top);
+                let at1 = _mm512_cmpeq_epi32_mask(k, bottom);
+                _mm512_mask_storeu_ps(d0.add(2 * o), m16, _mm512_maskz_mov_ps(at0, g));
+                _mm512_mask_storeu_ps(d1.add(2 * o), m16, _mm512_maskz_mov_ps(at1, g));
+            }
         }
     }
 
@@ -422,43 +502,6 @@ mod avx512 {
                 m16,
                 _mm512_maskz_mov_ps(bottom, g),
             );
-        }
-    }
-
-    /// One output row's backward from its windows' winners: lane `2i + c` of
-    /// the top row takes `dy[i]` where window `i`'s winner is `c`, of the
-    /// bottom row where it is `2 + c`.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `d0`, `d1` hold at least `2·dy.len()`
-    /// values and `win` at least `dy.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn winners_backward_row(win: &[u8], dy: &[f32], d0: &mut [f32], d1: &mut [f32]) {
-        let wo = dy.len();
-        debug_assert!(win.len() >= wo && d0.len() >= 2 * wo && d1.len() >= 2 * wo);
-        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-        let top = _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
-        let bottom = _mm512_add_epi32(top, _mm512_set1_epi32(2));
-        for o in (0..wo).step_by(8) {
-            let n = (wo - o).min(8);
-            let (m8, m16) = (lanes(n), lanes(2 * n));
-            let g = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, dy.as_ptr().add(o)));
-            // n winners (at most 8 bytes), widened to a lane each, then paired.
-            // Gathered in a register: through a buffer on the stack, the
-            // 8-byte load waits for the byte stores before it (a store
-            // forwarding stall that took half of this loop's time).
-            let bytes = win[o..o + n]
-                .iter()
-                .rev()
-                .fold(0u64, |acc, &b| (acc << 8) | b as u64);
-            let k = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(bytes as i64));
-            let k = _mm512_permutexvar_epi32(dup, k);
-            let (at0, at1) = (
-                _mm512_cmpeq_epi32_mask(k, top),
-                _mm512_cmpeq_epi32_mask(k, bottom),
-            );
-            _mm512_mask_storeu_ps(d0.as_mut_ptr().add(2 * o), m16, _mm512_maskz_mov_ps(at0, g));
-            _mm512_mask_storeu_ps(d1.as_mut_ptr().add(2 * o), m16, _mm512_maskz_mov_ps(at1, g));
         }
     }
 }
