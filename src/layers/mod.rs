@@ -301,9 +301,7 @@ impl Layer {
             params: param_vars,
         })
     }
-}
 
-impl Layer {
     /// The kernel and bias on `tape`: differentiated in training, constants
     /// read in place otherwise.
     fn param_vars<'a>(&'a self, tape: &mut Tape<'a>, mode: Mode) -> Result<(Var, Var)> {
