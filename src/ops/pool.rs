@@ -213,15 +213,11 @@ pub(crate) fn max_2x2_backward(
     fast: bool,
 ) {
     let wo = w / 2;
+    clear_uncovered(dx, h, w, dx_rs);
     for (oy, (y, dy)) in y.chunks(wo).zip(dy.chunks(wo)).enumerate() {
         let top = 2 * oy * w;
         let (x0, x1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
         let (d0, d1) = dx[2 * oy * dx_rs..].split_at_mut(dx_rs);
-        let (d0, d1) = (&mut d0[..w], &mut d1[..w]);
-        if w % 2 == 1 {
-            d0[w - 1] = 0.0;
-            d1[w - 1] = 0.0;
-        }
         let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
         #[cfg(target_arch = "x86_64")]
         if fast {
@@ -245,6 +241,17 @@ pub(crate) fn max_2x2_backward(
             d0[2 * ox + 1] = if wb { g } else { 0.0 };
             d1[2 * ox] = if wc { g } else { 0.0 };
             d1[2 * ox + 1] = if wd { g } else { 0.0 };
+        }
+    }
+}
+
+/// Zeroes what no 2x2 window of an `h × w` plane covers, in its gradient
+/// whose rows are `dx_rs` apart: the last column (odd `w`) and the last row
+/// (odd `h`).
+fn clear_uncovered(dx: &mut [f32], h: usize, w: usize, dx_rs: usize) {
+    if w % 2 == 1 {
+        for r in 0..h / 2 * 2 {
+            dx[r * dx_rs + w - 1] = 0.0;
         }
     }
     if h % 2 == 1 {
@@ -275,33 +282,19 @@ pub(crate) fn max_2x2_backward_winners(
         );
         // SAFETY: AVX-512 is available; the asserts bound every row written.
         unsafe { avx512::winners_backward_plane(winners, &dy[..ho * wo], wo, dx, dx_rs) };
-        if w % 2 == 1 {
-            for r in 0..2 * ho {
-                dx[r * dx_rs + w - 1] = 0.0;
-            }
-        }
-        if h % 2 == 1 {
-            dx[(h - 1) * dx_rs..][..w].fill(0.0);
-        }
+        clear_uncovered(dx, h, w, dx_rs);
         return;
     }
     let _ = fast;
+    clear_uncovered(dx, h, w, dx_rs);
     for (oy, (win, dy)) in winners.chunks(wo).zip(dy.chunks(wo)).enumerate() {
         let (d0, d1) = dx[2 * oy * dx_rs..].split_at_mut(dx_rs);
-        let (d0, d1) = (&mut d0[..w], &mut d1[..w]);
-        if w % 2 == 1 {
-            d0[w - 1] = 0.0;
-            d1[w - 1] = 0.0;
-        }
         let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
         for (ox, (&k, &g)) in win.iter().zip(dy).enumerate() {
             let at = |i: u8| if k == i { g } else { 0.0 };
             (d0[2 * ox], d0[2 * ox + 1]) = (at(0), at(1));
             (d1[2 * ox], d1[2 * ox + 1]) = (at(2), at(3));
         }
-    }
-    if h % 2 == 1 {
-        dx[(h - 1) * dx_rs..][..w].fill(0.0);
     }
 }
 
