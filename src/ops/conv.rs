@@ -695,6 +695,7 @@ fn forward(
         .zip(xs.par_chunks(per * il))
         .zip(pooled_sets.into_par_iter());
     // The 2x2 pooling of a task's output planes, as they leave the products.
+    let fast = kernel::available();
     let pool_planes = |y: &[f32], out: Option<(&mut [f32], &mut [u8])>| {
         let Some((values, winners)) = out else { return };
         let q = (g.ho / 2) * (g.wo / 2);
@@ -702,7 +703,7 @@ fn forward(
             .chunks(g.p())
             .zip(values.chunks_mut(q).zip(winners.chunks_mut(q)));
         for (y, (values, winners)) in planes {
-            max_2x2_winners(y, g.wo, g.wo / 2, values, winners, kernel::available());
+            max_2x2_winners(y, g.wo, g.wo / 2, values, winners, fast);
         }
     };
     if winograd {
