@@ -958,7 +958,7 @@ impl Tape<'_> {
     ) -> Result<Var> {
         let (y, g) = self.compute(&[x, w, b], |v, pool| {
             let g = ConvGeometry::new(v[0].shape(), v[1].shape(), v[2].shape(), spec)?;
-            Ok((conv2d_relu_forward(v[0], v[1], v[2], spec, relu, pool)?, g))
+            Ok((forward(&g, v[0], v[1], v[2], relu, false, pool)?.0, g))
         })?;
         Ok(self.push(y, &[x, w, b], Box::new(Conv2d { g, relu })))
     }
