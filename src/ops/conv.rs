@@ -30,7 +30,7 @@
 //!
 //! **Winograd.** A 3x3 stride-1 forward with 16 or more channels both ways
 //! (the tutorial's second layers) goes through Winograd's minimal filtering
-//! instead, 16 multiplications per 2x2 block of outputs rather than 36: see
+//! instead, 36 multiplications per 4x4 block of outputs rather than 144: see
 //! [`winograd`].
 //!
 //! `conv2d_relu` fuses a ReLU: applied as output tiles are stored, and its
@@ -708,8 +708,8 @@ fn forward(
     };
     if winograd {
         // The filters transformed once per call, then a few images at a
-        // time through the 16 products (see [`winograd`]).
-        let mut u = pool.vec_to_overwrite(16 * g.cin * g.cout);
+        // time through the 36 products (see [`winograd`]).
+        let mut u = pool.vec_to_overwrite(winograd::POINTS * g.cin * g.cout);
         winograd::filters(ws, g.cout, g.cin, &mut u);
         tasks.for_each(|((y, x), out)| {
             let planes = winograd::Planes {

@@ -1,49 +1,58 @@
-//! Winograd's minimal filtering F(2×2, 3×3): a 3x3 stride-1 convolution with
-//! 2.25 times fewer multiplications (Lavin & Gray, "Fast Algorithms for
+//! Winograd's minimal filtering F(4×4, 3×3): a 3x3 stride-1 convolution with
+//! 4 times fewer multiplications (Lavin & Gray, "Fast Algorithms for
 //! Convolutional Neural Networks", 2016).
 //!
-//! A 2x2 block of a 3x3 correlation's output reads a 4x4 patch `d` of the
+//! A 4x4 block of a 3x3 correlation's output reads a 6x6 patch `d` of the
 //! input. With the three small matrices below, that block is
 //!
 //! ```text
-//! Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A        (2x2 = 2x4 · 4x4 · 4x2)
+//! Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A        (4x4 = 4x6 · 6x6 · 6x4)
 //!
-//!      ⎡1  0 −1  0⎤        ⎡ 1    0    0 ⎤
-//! Bᵀ = ⎢0  1  1  0⎥    G = ⎢ ½    ½    ½ ⎥    Aᵀ = ⎡1  1  1  0⎤
-//!      ⎢0 −1  1  0⎥        ⎢ ½   −½    ½ ⎥         ⎣0  1 −1 −1⎦
-//!      ⎣0  1  0 −1⎦        ⎣ 0    0    1 ⎦
+//!      ⎡4   0  −5   0   1   0⎤        ⎡ ¼     0     0 ⎤
+//!      ⎢0  −4  −4   1   1   0⎥        ⎢−⅙    −⅙    −⅙ ⎥        ⎡1  1   1  1   1  0⎤
+//! Bᵀ = ⎢0   4  −4  −1   1   0⎥    G = ⎢−⅙     ⅙    −⅙ ⎥   Aᵀ = ⎢0  1  −1  2  −2  0⎥
+//!      ⎢0  −2  −1   2   1   0⎥        ⎢1/24  1/12   ⅙ ⎥        ⎢0  1   1  4   4  0⎥
+//!      ⎢0   2  −1  −2   1   0⎥        ⎢1/24 −1/12   ⅙ ⎥        ⎣0  1  −1  8  −8  1⎦
+//!      ⎣0   4   0  −5   0   1⎦        ⎣ 0     0     1 ⎦
 //! ```
 //!
-//! 16 multiplications (the elementwise `⊙`) instead of 2·2·9 = 36. The
-//! transforms only add and subtract. Summed over input channels `i`, the 16
-//! elementwise products of each point `p` of the 4x4 become one matrix
-//! product per point, over all tiles `t` at once:
+//! 36 multiplications (the elementwise `⊙`) instead of 4·4·9 = 144. Summed
+//! over input channels `i`, the 36 elementwise products of each point `p` of
+//! the 6x6 become one matrix product per point, over all tiles `t` at once:
 //!
 //! ```text
 //! M[p][o, t] = Σᵢ U[p][o, i] · V[p][i, t]     U = G g Gᵀ (weights), V = Bᵀ d B (input)
 //! ```
 //!
-//! and the kernel runs those 16 products, each `Cout × Cin × tiles`. For the
-//! tutorial's 32 → 64 layers, with the tiles' overhang (144 outputs computed
-//! for MNIST's 121), that is 1.9x fewer multiply-adds than the direct product
-//! (2.2x fewer than its wide grid), for the price of the two transforms,
-//! which read and write each value a few times. With 1 or 3
-//! input channels the products would be too thin to pay for them, so the
-//! first layers stay direct ([`applies`]).
+//! and the kernel runs those 36 products, each `Cout × Cin × tiles`. For the
+//! tutorial's 32 → 64 layers, with the tiles' overhang (a 12x12 block of
+//! tiles for MNIST's 11x11 output, 16x16 for CIFAR's 13x13), that is 3.4 and
+//! 2.6 times fewer multiply-adds than the direct product, for the price of
+//! the two transforms. This replaced F(2×2, 3×3) (16 products, 2.25 times
+//! fewer multiplications): in one process, alternating the two call by call,
+//! the forward of MNIST's layer became 18-25% faster and CIFAR's 9-12%,
+//! their forward + backward 3-6%, and a training step 1-8%. With 1 or 3
+//! input channels the products would be too thin to pay for the transforms,
+//! so the first layers stay direct ([`applies`]).
 //!
-//! Outputs are rounded differently from the direct sum's, within f32
-//! rounding of the same terms (the transforms' coefficients are 0, ±½, ±1).
+//! The price in accuracy: the transforms' coefficients reach 5 (`Bᵀ`), 8
+//! (`Aᵀ`) and ⅙ (`G`, not exact in binary), so an output is the sum of terms
+//! up to some hundreds of times larger than the direct sum's, which cancel.
+//! Its rounding error is bounded by `(Cin + 20)·2⁻²⁴` of the terms' total
+//! size (checked against f64 in the tests below). On the tutorial's layers
+//! its outputs differed from F(2×2)'s by up to 1.4e-4 on outputs up to 28,
+//! about 5e-6 of the largest.
 //!
 //! Only the forward runs this way. The input gradient of a valid 3x3
 //! convolution is itself one (a "full" correlation of `dy`, padded by 2, with
-//! the weights rotated by 180° and their channels swapped), but measured
-//! 5-8% slower through these transforms than the direct product: the padding
-//! makes nearly half of its tiles' inputs zeros (MNIST's 11x11 gradient
-//! padded to 15x15), and `V` and `M`, 4 values per output and channel, are
-//! traffic through L2 that the direct product, reading its operands in
-//! place, does not have.
+//! the weights rotated by 180° and their channels swapped), but through the
+//! 2x2 transforms it measured 5-8% slower than the direct product: the
+//! padding makes nearly half of its tiles' inputs zeros (MNIST's 11x11
+//! gradient padded to 15x15), and `V` and `M`, several values per output and
+//! channel, are traffic through L2 that the direct product, reading its
+//! operands in place, does not have.
 //!
-//! The weight gradient stays direct too. Through the same transforms it is
+//! The weight gradient stays direct too. Through the 2x2 transforms it is
 //! `dM = A dY Aᵀ` per tile, `dU[p] = Σₜ V[p][·, t] · dM[p][t, ·]` (16 products
 //! summing over the tiles of a few images) and `dW = Gᵀ dU G`: about half
 //! the multiply-adds. Written that way and checked against the direct sums,
@@ -55,24 +64,27 @@
 //! to L2, and the two transforms together took about a quarter of the direct
 //! product's time; the 16 products ran at about 100 GFLOP/s a core.
 //!
-//! Tiles past the output's edge (an odd `Ho` or `Wo`) read zeros and are
-//! dropped when stored. The transforms are written for AVX-512, a lane per
-//! tile (the tiles of one or two rows at once); without it the convolution
-//! takes the direct path.
+//! Tiles past the output's edge (`Ho` or `Wo` not a multiple of 4) read
+//! zeros and are dropped when stored. The transforms are written for
+//! AVX-512, a lane per tile (16 tiles at once, whichever rows and images
+//! they come from); without it the convolution takes the direct path.
 
 use crate::tensor::kernel::{self, matmul, Epilogue, Strided};
 
-/// Both channel counts at least this: below it the 16 products are too thin
+/// Both channel counts at least this: below it the 36 products are too thin
 /// to pay for the transforms.
 const MIN_CHANNELS: usize = 16;
 
-/// The most tiles (columns of the 16 products) transformed at once: enough
-/// for a few of the kernel's 48-wide panels, few enough that `V` and `M`
-/// (16·(Cin + Cout)·tiles values, 885 KB for the 144 tiles of four images
-/// in the 32 → 64 layer) stay in a core's L2 between the transforms and the
-/// products. (Sets of 64 to 196 tiles measured within a few percent of each
-/// other; one image at a time, 10-20% slower.)
-const MAX_TILES: usize = 160;
+/// Points of a tile's transform, 6x6: one product each.
+pub(crate) const POINTS: usize = 36;
+
+/// The most tiles (columns of the 36 products) transformed at once: few
+/// enough that `V` and `M` (36·(Cin + Cout)·tiles values, 884 KB for 64 tiles
+/// of the 32 → 64 layer) stay in a core's L2 between the transforms and the
+/// products. (In a prototype, sets of 48 to 80 tiles measured within 5% of
+/// each other, 112 up to 10% slower, and 160, whose `V` and `M` outgrow L2,
+/// about 20% slower.)
+const MAX_TILES: usize = 64;
 
 /// Whether a convolution with these sizes runs through Winograd's transforms:
 /// a 3x3 kernel at stride 1, many channels both ways, and AVX-512.
@@ -83,32 +95,37 @@ pub(crate) fn applies(kh: usize, kw: usize, stride: usize, cin: usize, cout: usi
         && kernel::available()
 }
 
-/// `G`, which takes a 3-tap filter to its 4 transformed taps.
-const G: [[f32; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
+/// `G`, which takes a 3-tap filter to its 6 transformed taps: in f64, where
+/// ⅙ and 1/24 are much nearer their values than in f32.
+const G: [[f64; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
     [0.0, 0.0, 1.0],
 ];
 
-/// The transformed filters, `U[p][i, o] = (G w[o, i] Gᵀ)[p]`: 16 matrices
+/// The transformed filters, `U[p][i, o] = (G w[o, i] Gᵀ)[p]`: 36 matrices
 /// `[Cin, Cout]` (the layout the kernel broadcasts `U[p][o, ·]` from, as for
-/// the direct product's `Wᵀ`), from `w: [cout, cin, 3, 3]`.
+/// the direct product's `Wᵀ`), from `w: [cout, cin, 3, 3]`. Summed in f64 and
+/// rounded once.
 pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
     assert_eq!(w.len(), cout * cin * 9, "weights");
-    assert_eq!(u.len(), 16 * cout * cin, "transformed weights");
+    assert_eq!(u.len(), POINTS * cout * cin, "transformed weights");
+    let g = |a: usize, r: usize| G[a][r];
     for o in 0..cout {
         for i in 0..cin {
             // f[r][s], the 3x3 filter from input channel i to output channel o.
-            let f = |r: usize, s: usize| w[(o * cin + i) * 9 + r * 3 + s];
+            let f = |r: usize, s: usize| w[(o * cin + i) * 9 + r * 3 + s] as f64;
             // (G f)[a][s], then (G f Gᵀ)[a][b] = Σₛ (G f)[a][s] · G[b][s].
-            let gf: [[f32; 3]; 4] = std::array::from_fn(|a| {
-                std::array::from_fn(|s| (0..3).map(|r| G[a][r] * f(r, s)).sum())
+            let gf: [[f64; 3]; 6] = std::array::from_fn(|a| {
+                std::array::from_fn(|s| (0..3).map(|r| g(a, r) * f(r, s)).sum())
             });
-            for a in 0..4 {
-                for b in 0..4 {
-                    let v: f32 = (0..3).map(|s| gf[a][s] * G[b][s]).sum();
-                    u[((a * 4 + b) * cin + i) * cout + o] = v;
+            for a in 0..6 {
+                for b in 0..6 {
+                    let v: f64 = (0..3).map(|s| gf[a][s] * g(b, s)).sum();
+                    u[((a * 6 + b) * cin + i) * cout + o] = v as f32;
                 }
             }
         }
@@ -125,7 +142,7 @@ pub(crate) struct Planes<'a> {
 
 /// Where the tiles lie: the output is `ho × wo`, read from the input
 /// `pad_top` rows and `pad_left` columns before its corner (zeros there),
-/// in `th × tw` tiles of 2x2.
+/// in `th × tw` tiles of 4x4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Tiling {
     pub pad_top: usize,
@@ -143,12 +160,12 @@ impl Tiling {
             pad_left,
             ho,
             wo,
-            th: ho.div_ceil(2),
-            tw: wo.div_ceil(2),
+            th: ho.div_ceil(4),
+            tw: wo.div_ceil(4),
         }
     }
 
-    /// Images per set of 16 products: as many as have at most
+    /// Images per set of 36 products: as many as have at most
     /// [`MAX_TILES`] tiles in all, and at least one.
     pub fn images_per_product(&self) -> usize {
         (MAX_TILES / (self.th * self.tw).max(1)).max(1)
@@ -196,34 +213,38 @@ pub(crate) fn conv3x3(
 ) {
     assert!(kernel::available(), "Winograd's transforms need AVX-512");
     assert!(x.data.len() >= images * ins * x.h * x.w, "input too short");
-    assert_eq!(u.len(), 16 * ins * outs, "transformed weights");
+    assert_eq!(u.len(), POINTS * ins * outs, "transformed weights");
     assert!(out.len() >= images * outs * t.ho * t.wo, "output too short");
     assert!(bias.is_none_or(|b| b.len() >= outs), "bias too short");
-    assert!(t.th * 2 >= t.ho && t.tw * 2 >= t.wo, "tiling {t:?}");
-    let per_image = t.th * t.tw;
-    let tiles = images * per_image;
+    assert!(t.th * 4 >= t.ho && t.tw * 4 >= t.wo, "tiling {t:?}");
+    // The transforms address a set's values with 32-bit offsets.
+    let reach = images * (ins * x.h * x.w).max(outs * t.ho * t.wo);
+    assert!(
+        reach < i32::MAX as usize / 2,
+        "a set of {images} images is too large"
+    );
+    let tiles = images * t.th * t.tw;
     if tiles == 0 || outs == 0 {
         return;
     }
     SCRATCH.with_borrow_mut(|s| {
-        let v = sized(&mut s.v, 16 * ins * tiles);
-        let m = sized(&mut s.m, 16 * outs * tiles);
+        let v = sized(&mut s.v, POINTS * ins * tiles);
+        let m = sized(&mut s.m, POINTS * outs * tiles);
 
-        // V[p][i, t] = (Bᵀ d B)[p] for each tile t's 4x4 patch d of plane i.
-        for n in 0..images {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512 is available (asserted); every input row read
-            // lies in `x.data` (asserted; lanes outside a row are masked off),
-            // and V has room for 16 points × ins channels × tiles.
-            unsafe {
-                avx512::input_tiles(x, n, ins, t, v.as_mut_ptr(), tiles, n * per_image);
-            }
+        // V[p][i, t] = (Bᵀ d B)[p] for each tile t's 6x6 patch d of plane i.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 is available (asserted); every input value read
+        // lies in `x.data` (asserted; lanes outside a plane are masked off),
+        // V has room for 36 points × ins channels × tiles, and the offsets
+        // fit 32 bits (asserted).
+        unsafe {
+            avx512::input_tiles(x, images, ins, t, v.as_mut_ptr());
         }
         // M[p] = U[p] · V[p]: [outs, ins] · [ins, tiles], one product per
-        // point. V and M keep a channel's 16 points together (`V[i][p][t]`,
+        // point. V and M keep a channel's 36 points together (`V[i][p][t]`,
         // `M[o][p][t]`), so that the transforms read and write one block per
         // channel; the products step over the other points' rows.
-        for p in 0..16 {
+        for p in 0..POINTS {
             let up = Strided {
                 data: &u[p * ins * outs..][..ins * outs],
                 rs: 1,
@@ -231,21 +252,28 @@ pub(crate) fn conv3x3(
             };
             let vp = Strided {
                 data: &v[p * tiles..],
-                rs: 16 * tiles,
+                rs: POINTS * tiles,
                 cs: 1,
             };
             let mp = &mut m[p * tiles..];
-            matmul(outs, tiles, ins, up, vp, mp, 16 * tiles, Epilogue::STORE);
+            matmul(
+                outs,
+                tiles,
+                ins,
+                up,
+                vp,
+                mp,
+                POINTS * tiles,
+                Epilogue::STORE,
+            );
         }
         // out = Aᵀ M A per tile, plus the bias, ReLU'd.
-        for n in 0..images {
-            let dst = &mut out[n * outs * t.ho * t.wo..][..outs * t.ho * t.wo];
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512 is available; M holds 16 points × outs × tiles,
-            // `dst` one image's outputs, and the bias `outs` values (asserted).
-            unsafe {
-                avx512::output_tiles(m.as_ptr(), tiles, n * per_image, outs, t, bias, relu, dst);
-            }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 is available; M holds 36 points × outs × tiles,
+        // `out` the images' outputs, the bias `outs` values (asserted), and
+        // the offsets fit 32 bits.
+        unsafe {
+            avx512::output_tiles(m.as_ptr(), images, outs, t, bias, relu, out);
         }
     });
 }
@@ -254,219 +282,221 @@ pub(crate) fn conv3x3(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Planes, Tiling};
+    use super::{Planes, Tiling, POINTS};
     use crate::tensor::kernel::lanes;
 
-    /// Tiles of a row transformed at once when a row's patches are wider than
-    /// one vector: 15, whose patches span 32 columns.
-    const ROW_TILES: usize = 15;
+    /// Where the 16 tiles from `t0` on (of a set of `images` images) lie:
+    /// each lane's offset in the set, and which of the 6 (or 4) rows and
+    /// columns of its patch fall inside the image.
+    struct Group {
+        /// Lanes holding a tile.
+        tiles: u16,
+        /// Offset of the patch's corner (the input) or block's (the output).
+        at: [i32; 16],
+        /// Bit `l` of `rows[r]`: row `r` of lane `l`'s patch or block is inside.
+        rows: [u16; 6],
+        cols: [u16; 6],
+    }
 
-    /// Point `p` of tile `t0 + ty·tw + tx` of each of the `ins` planes of
-    /// image `n`, into `V[i][p][t]` (rows of `tiles` values).
-    ///
-    /// The patches of a row of tiles are loaded as 4 rows of a pair of
-    /// vectors `(lo, hi)` (zeros outside the image), `Bᵀ d` is taken down
-    /// the rows, and `(Bᵀ d) B` across them: tile `tx` reads columns
-    /// `2tx..2tx + 4`, so picking the even and odd columns (and those one
-    /// further on) lines up each of the 4 outputs of every tile in a vector.
-    /// When a row's patches fit one vector (`tw ≤ 7`), `hi` holds the next
-    /// row of tiles and the picks take both rows' tiles; otherwise `hi` holds
-    /// the 16 columns after `lo`'s, for 15 tiles of one row.
+    impl Group {
+        /// Lane `l` takes tile `t0 + l`, at `4ty − pad` down and `4tx − pad`
+        /// across in image `n`, which starts `n · image` values into the set.
+        /// `h × w` is the plane (the input's or the output's), `span` the
+        /// patch's side (6, or the block's, 4).
+        #[allow(clippy::too_many_arguments)]
+        fn new(
+            t: Tiling,
+            t0: usize,
+            count: usize,
+            image: usize,
+            h: usize,
+            w: usize,
+            pad: (usize, usize),
+            span: usize,
+        ) -> Self {
+            let per = t.th * t.tw;
+            let mut g = Group {
+                tiles: lanes(count.saturating_sub(t0)),
+                at: [0; 16],
+                rows: [0; 6],
+                cols: [0; 6],
+            };
+            for l in 0..16.min(count.saturating_sub(t0)) {
+                let (n, r) = ((t0 + l) / per, (t0 + l) % per);
+                let y0 = (4 * (r / t.tw)) as isize - pad.0 as isize;
+                let x0 = (4 * (r % t.tw)) as isize - pad.1 as isize;
+                g.at[l] = (n * image) as i32 + (y0 * w as isize + x0) as i32;
+                for k in 0..span {
+                    let inside = |v: isize, len: usize| (0..len as isize).contains(&v);
+                    g.rows[k] |= u16::from(inside(y0 + k as isize, h)) << l;
+                    g.cols[k] |= u16::from(inside(x0 + k as isize, w)) << l;
+                }
+            }
+            g
+        }
+    }
+
+    /// `Bᵀ d` for 6 values `d` (a patch's column or row), lane by lane.
+    #[inline(always)]
+    unsafe fn bt(d: [__m512; 6]) -> [__m512; 6] {
+        let c = _mm512_set1_ps;
+        [
+            _mm512_fmadd_ps(c(4.0), d[0], _mm512_fmadd_ps(c(-5.0), d[2], d[4])),
+            _mm512_fmadd_ps(
+                c(-4.0),
+                _mm512_add_ps(d[1], d[2]),
+                _mm512_add_ps(d[3], d[4]),
+            ),
+            _mm512_fmadd_ps(c(4.0), _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3])),
+            _mm512_fmadd_ps(c(2.0), _mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2])),
+            _mm512_fmadd_ps(c(2.0), _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2])),
+            _mm512_fmadd_ps(c(4.0), d[1], _mm512_fmadd_ps(c(-5.0), d[3], d[5])),
+        ]
+    }
+
+    /// `Aᵀ m` for 6 values `m` (a tile's column or row of points).
+    #[inline(always)]
+    unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
+        let (s12, d12) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+        let (s34, d34) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+            _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
+        ]
+    }
+
+    /// Every tile's 36 points, `V[i][p][t] = (Bᵀ d B)[p]` (rows of `tiles`
+    /// values), for the `ins` planes of a set of `images` images: 16 tiles
+    /// at once, a lane each, their patches gathered value by value (zeros
+    /// outside the image), then `Bᵀ d` down the columns and `(Bᵀ d) B` across.
     ///
     /// # Safety
-    /// AVX-512F, `x` fits `n + 1` images of `ins` planes, and `v` has room for
-    /// `16 · ins · tiles` values.
+    /// AVX-512F, `x` fits `images` images of `ins` planes, `v` has room for
+    /// `36 · ins · tiles` values, and offsets within the set fit 32 bits.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn input_tiles(
-        x: Planes<'_>,
-        n: usize,
-        ins: usize,
-        t: Tiling,
-        v: *mut f32,
-        tiles: usize,
-        t0: usize,
-    ) {
-        let paired = 2 * t.tw + 2 <= 16;
-        // Rows of tiles per step, hi's offset from lo in rows and columns,
-        // and tiles of a row per step.
-        let (row_step, hi_rows, hi_cols, row_tiles) = match paired {
-            true => (2, 2, 0, t.tw),
-            false => (1, 0, 16, ROW_TILES),
-        };
-        // Lane l's first column (of 32: lo's 16, then hi's 16).
-        let first: [i32; 16] = std::array::from_fn(|l| match paired {
-            true if l >= t.tw => (16 + 2 * (l - t.tw)) as i32,
-            _ => 2 * l as i32,
-        });
-        let first = _mm512_loadu_si512(first.as_ptr().cast());
-        let pick = |shift: i32| {
-            _mm512_min_epi32(
-                _mm512_add_epi32(first, _mm512_set1_epi32(shift)),
-                _mm512_set1_epi32(31),
-            )
-        };
-        let (c0, c1, c2, c3) = (pick(0), pick(1), pick(2), pick(3));
-        let image = x.data.as_ptr().add(n * ins * x.h * x.w);
-        for i in 0..ins {
-            let plane = image.add(i * x.h * x.w);
-            for ty in (0..t.th).step_by(row_step) {
-                for tx0 in (0..t.tw).step_by(row_tiles) {
-                    // Lane l of lo holds input column col0 + l.
-                    let col0 = (2 * tx0) as isize - t.pad_left as isize;
-                    let inside = |from: isize| {
-                        let lo = (-from).clamp(0, 16) as u32;
-                        let hi = (x.w as isize - from).clamp(0, 16) as u32;
-                        (lanes(hi as usize) & !lanes(lo as usize)) as __mmask16
-                    };
-                    let (mlo, mhi) = (inside(col0), inside(col0 + hi_cols as isize));
-                    // Row `row` of the padded plane from column `col` on.
-                    macro_rules! load {
-                        ($row:expr, $col:expr, $mask:expr) => {{
-                            let y = $row - t.pad_top as isize;
-                            if y < 0 || y >= x.h as isize {
-                                _mm512_setzero_ps()
-                            } else {
-                                let p = plane.wrapping_offset(y * x.w as isize + $col);
-                                _mm512_maskz_loadu_ps($mask, p)
-                            }
-                        }};
-                    }
-                    // d[r]: patch row r as (lo, hi).
-                    let mut d = [(_mm512_setzero_ps(), _mm512_setzero_ps()); 4];
-                    for (r, dr) in d.iter_mut().enumerate() {
-                        let row = (2 * ty + r) as isize;
-                        *dr = (
-                            load!(row, col0, mlo),
-                            load!(row + hi_rows, col0 + hi_cols as isize, mhi),
+    pub unsafe fn input_tiles(x: Planes<'_>, images: usize, ins: usize, t: Tiling, v: *mut f32) {
+        let (plane, tiles) = (x.h * x.w, images * t.th * t.tw);
+        let pad = (t.pad_top, t.pad_left);
+        for t0 in (0..tiles).step_by(16) {
+            let g = Group::new(t, t0, tiles, ins * plane, x.h, x.w, pad, 6);
+            let corner = _mm512_loadu_si512(g.at.as_ptr().cast());
+            for i in 0..ins {
+                let base = x.data.as_ptr().add(i * plane);
+                // d[r][c] of each lane's patch, then Bᵀ d column by column.
+                let mut bd = [[_mm512_setzero_ps(); 6]; 6];
+                #[allow(clippy::needless_range_loop)] // c picks a column of every row
+                for c in 0..6 {
+                    // Loops rather than closures, here and below: a closure
+                    // does not take on the function's target features, and
+                    // its calls cost a quarter of the time.
+                    let mut column = [_mm512_setzero_ps(); 6];
+                    for (r, d) in column.iter_mut().enumerate() {
+                        let at = _mm512_add_epi32(corner, _mm512_set1_epi32((r * x.w + c) as i32));
+                        let inside = g.tiles & g.rows[r] & g.cols[c];
+                        *d = _mm512_mask_i32gather_ps::<4>(
+                            _mm512_setzero_ps(),
+                            inside,
+                            at,
+                            base.cast(),
                         );
                     }
-                    let sub = |a: (__m512, __m512), b: (__m512, __m512)| {
-                        (_mm512_sub_ps(a.0, b.0), _mm512_sub_ps(a.1, b.1))
-                    };
-                    let add = |a: (__m512, __m512), b: (__m512, __m512)| {
-                        (_mm512_add_ps(a.0, b.0), _mm512_add_ps(a.1, b.1))
-                    };
-                    // Bᵀ d, row by row.
-                    let bd = [
-                        sub(d[0], d[2]),
-                        add(d[1], d[2]),
-                        sub(d[2], d[1]),
-                        sub(d[1], d[3]),
-                    ];
-                    let count = match paired {
-                        true => t.tw * (t.th - ty).min(2),
-                        false => (t.tw - tx0).min(ROW_TILES),
-                    };
-                    let mask = lanes(count);
-                    let at = t0 + ty * t.tw + tx0;
-                    for (r, &(lo, hi)) in bd.iter().enumerate() {
-                        // Columns 2tx, 2tx + 1, 2tx + 2, 2tx + 3 of each tile.
-                        let e0 = _mm512_permutex2var_ps(lo, c0, hi);
-                        let e1 = _mm512_permutex2var_ps(lo, c1, hi);
-                        let e2 = _mm512_permutex2var_ps(lo, c2, hi);
-                        let e3 = _mm512_permutex2var_ps(lo, c3, hi);
-                        // (Bᵀ d) B: the same combinations, across.
-                        let row = [
-                            _mm512_sub_ps(e0, e2),
-                            _mm512_add_ps(e1, e2),
-                            _mm512_sub_ps(e2, e1),
-                            _mm512_sub_ps(e1, e3),
-                        ];
-                        for (c, val) in row.into_iter().enumerate() {
-                            let p = r * 4 + c;
-                            _mm512_mask_storeu_ps(v.add((i * 16 + p) * tiles + at), mask, val);
-                        }
+                    for (k, val) in bt(column).into_iter().enumerate() {
+                        bd[k][c] = val;
+                    }
+                }
+                for (k, row) in bd.into_iter().enumerate() {
+                    for (l, val) in bt(row).into_iter().enumerate() {
+                        let p = k * 6 + l;
+                        _mm512_mask_storeu_ps(v.add((i * POINTS + p) * tiles + t0), g.tiles, val);
                     }
                 }
             }
         }
     }
 
-    /// Tiles of a row finished at once when two rows do not fit a vector:
-    /// 8, whose outputs fill 16 lanes.
-    const OUT_TILES: usize = 8;
-
-    /// One image's `out[o, y, x]` from its tiles `t0 + ty·tw + tx` in
-    /// `M[o][p][t]` (rows of `tiles` values): `Aᵀ M A` on up to 16 tiles at
-    /// once (a lane per tile: two rows of tiles when `tw ≤ 8`), plus the bias, then ReLU'd as `max(floor, ·)` (floor 0 with
-    /// ReLU, −∞ without, so a NaN stays visible). A row of tiles' two output
-    /// columns are interleaved into adjacent columns as they are stored; a
-    /// tile past `ho` or `wo` is cut.
+    /// The set's outputs `out[n, o, y, x]` from its tiles' points in
+    /// `M[o][p][t]` (rows of `tiles` values): `Aᵀ M A` on 16 tiles at once,
+    /// plus the bias, then ReLU'd as `max(floor, ·)` (floor 0 with ReLU, −∞
+    /// without, so a NaN stays visible). Each of a block's 4 rows leaves as
+    /// 16 vectors' lanes regrouped four to a tile (a 4x16 transpose), and is
+    /// stored four values at a time; values past `ho` or `wo` are cut.
     ///
     /// # Safety
-    /// AVX-512F, `m` holds `16 · outs · tiles` values and `out`
-    /// `outs · ho · wo`.
+    /// AVX-512F, `m` holds `36 · outs · tiles` values, `out` the set's
+    /// `images · outs · ho · wo`, and offsets within the set fit 32 bits.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn output_tiles(
         m: *const f32,
-        tiles: usize,
-        t0: usize,
+        images: usize,
         outs: usize,
         t: Tiling,
         bias: Option<&[f32]>,
         relu: bool,
         out: &mut [f32],
     ) {
-        let paired = t.tw <= 8;
-        let (row_step, row_tiles) = match paired {
-            true => (2, t.tw),
-            false => (1, OUT_TILES),
-        };
-        // Lanes 2l and 2l + 1 take tile `from + l`'s two columns.
-        let weave = |from: usize| {
-            let idx: [i32; 16] =
-                std::array::from_fn(|l| (from + l / 2 + 16 * (l % 2)).min(31) as i32);
-            _mm512_loadu_si512(idx.as_ptr().cast())
-        };
-        // The first row of tiles in a step, and the second (if paired).
-        let weaves = [weave(0), weave(t.tw)];
+        let (plane, tiles) = (t.ho * t.wo, images * t.th * t.tw);
         let floor = _mm512_set1_ps(if relu { 0.0 } else { f32::NEG_INFINITY });
         let dst = out.as_mut_ptr();
-        for o in 0..outs {
-            let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[o]));
-            for ty in (0..t.th).step_by(row_step) {
-                for tx0 in (0..t.tw).step_by(row_tiles) {
-                    let count = match paired {
-                        true => t.tw * (t.th - ty).min(2),
-                        false => (t.tw - tx0).min(OUT_TILES),
-                    };
-                    let mask = lanes(count);
-                    let at = t0 + ty * t.tw + tx0;
-                    let mp: [__m512; 16] = std::array::from_fn(|p| {
-                        _mm512_maskz_loadu_ps(mask, m.add((o * 16 + p) * tiles + at))
-                    });
-                    // M A, row by row: s[r] = (m₀ + m₁ + m₂, m₁ − m₂ − m₃).
-                    let s: [(__m512, __m512); 4] = std::array::from_fn(|r| {
-                        let [m0, m1, m2, m3] =
-                            [mp[4 * r], mp[4 * r + 1], mp[4 * r + 2], mp[4 * r + 3]];
-                        (
-                            _mm512_add_ps(_mm512_add_ps(m0, m1), m2),
-                            _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3),
-                        )
-                    });
-                    // Aᵀ (M A): the same down the rows; then bias and floor.
-                    let fin = |v: __m512| _mm512_max_ps(floor, _mm512_add_ps(v, b));
-                    let y0 = (
-                        fin(_mm512_add_ps(_mm512_add_ps(s[0].0, s[1].0), s[2].0)),
-                        fin(_mm512_add_ps(_mm512_add_ps(s[0].1, s[1].1), s[2].1)),
+        for t0 in (0..tiles).step_by(16) {
+            let g = Group::new(t, t0, tiles, outs * plane, t.ho, t.wo, (0, 0), 4);
+            // Per lane: where its stores start, reaching back 4j lanes so that
+            // lane 4j of a vector lands on the block's first column (j = l/4),
+            // and which 4 lanes they write (the block's columns inside the
+            // output). Worked out once per group, not per channel and row.
+            let mut from = [0isize; 16];
+            let mut keep = [0u16; 16];
+            for l in 0..16 {
+                let j = l / 4;
+                from[l] = g.at[l] as isize - 4 * j as isize;
+                let cols = (0..4).map(|c| (g.cols[c] >> l & 1) << c).sum::<u16>();
+                keep[l] = cols << (4 * j);
+            }
+            for o in 0..outs {
+                let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[o]));
+                let mut mp = [_mm512_setzero_ps(); POINTS];
+                for (p, v) in mp.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(g.tiles, m.add((o * POINTS + p) * tiles + t0));
+                }
+                // M A across each row of points, then Aᵀ (M A) down each column.
+                let mut ma = [[_mm512_setzero_ps(); 4]; 6];
+                for (k, row) in ma.iter_mut().enumerate() {
+                    let q = &mp[6 * k..];
+                    *row = at([q[0], q[1], q[2], q[3], q[4], q[5]]);
+                }
+                // y[c][r]: output (r, c) of every tile, biased and floored.
+                let mut y = [[_mm512_setzero_ps(); 4]; 4];
+                for (c, yc) in y.iter_mut().enumerate() {
+                    let col = at([ma[0][c], ma[1][c], ma[2][c], ma[3][c], ma[4][c], ma[5][c]]);
+                    for (v, out) in col.into_iter().zip(yc.iter_mut()) {
+                        *out = _mm512_max_ps(floor, _mm512_add_ps(v, b));
+                    }
+                }
+                #[allow(clippy::needless_range_loop)] // r picks a row of every column
+                for r in 0..4 {
+                    // Lanes 4j..4j + 4 of q[k] are row r of tile 4j + k.
+                    let (lo01, hi01) = (
+                        _mm512_unpacklo_ps(y[0][r], y[1][r]),
+                        _mm512_unpackhi_ps(y[0][r], y[1][r]),
                     );
-                    let y1 = (
-                        fin(_mm512_sub_ps(_mm512_sub_ps(s[1].0, s[2].0), s[3].0)),
-                        fin(_mm512_sub_ps(_mm512_sub_ps(s[1].1, s[2].1), s[3].1)),
+                    let (lo23, hi23) = (
+                        _mm512_unpacklo_ps(y[2][r], y[3][r]),
+                        _mm512_unpackhi_ps(y[2][r], y[3][r]),
                     );
-                    let x0 = 2 * tx0;
-                    let keep = lanes(t.wo - x0);
-                    let rows = if paired { (t.th - ty).min(2) } else { 1 };
-                    for (k, &weave) in weaves[..rows].iter().enumerate() {
-                        for (dy, (left, right)) in [y0, y1].into_iter().enumerate() {
-                            let y = 2 * (ty + k) + dy;
-                            if y < t.ho {
-                                let row = _mm512_permutex2var_ps(left, weave, right);
-                                let p = dst.add((o * t.ho + y) * t.wo + x0);
-                                _mm512_mask_storeu_ps(p, keep, row);
-                            }
-                        }
+                    let q = [
+                        _mm512_shuffle_ps::<0x44>(lo01, lo23),
+                        _mm512_shuffle_ps::<0xEE>(lo01, lo23),
+                        _mm512_shuffle_ps::<0x44>(hi01, hi23),
+                        _mm512_shuffle_ps::<0xEE>(hi01, hi23),
+                    ];
+                    let row = dst.wrapping_add(o * plane + r * t.wo);
+                    let mut lanes = g.tiles & g.rows[r];
+                    while lanes != 0 {
+                        let l = lanes.trailing_zeros() as usize;
+                        lanes &= lanes - 1;
+                        _mm512_mask_storeu_ps(row.wrapping_offset(from[l]), keep[l], q[l % 4]);
                     }
                 }
             }
@@ -491,42 +521,51 @@ mod tests {
             .collect()
     }
 
-    /// The algebra on its own, in f64: for one 4x4 patch and one filter,
-    /// `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` is the 2x2 correlation.
+    /// `Bᵀ`, and `Aᵀ`, as the module doc writes them.
+    const BT: [[f64; 6]; 6] = [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ];
+    const AT: [[f64; 6]; 4] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ];
+
+    /// `Σ_rs m[a][r] · x[r][s] · m[b][s]` (`m x mᵀ`) at `(a, b)`, in f64.
+    fn sandwich<const N: usize, const K: usize>(
+        m: &[[f64; K]; N],
+        x: &[f64],
+        a: usize,
+        b: usize,
+    ) -> f64 {
+        (0..K)
+            .flat_map(|r| (0..K).map(move |s| (r, s)))
+            .map(|(r, s)| m[a][r] * x[r * K + s] * m[b][s])
+            .sum()
+    }
+
+    /// The algebra on its own, in f64: for one 6x6 patch and one filter,
+    /// `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` is the 4x4 correlation (within f64
+    /// rounding of sums of a few hundred terms below 100 in size).
     #[test]
     fn one_tile_is_the_correlation() {
-        let bt = [
-            [1.0, 0.0, -1.0, 0.0],
-            [0.0, 1.0, 1.0, 0.0],
-            [0.0, -1.0, 1.0, 0.0],
-            [0.0, 1.0, 0.0, -1.0],
-        ];
-        let at = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
-        let d: Vec<f64> = values(16, 1).iter().map(|&v| v as f64).collect();
+        let d: Vec<f64> = values(36, 1).iter().map(|&v| v as f64).collect();
         let g: Vec<f64> = values(9, 2).iter().map(|&v| v as f64).collect();
-        let gm = |a: usize, r: usize| G[a][r] as f64;
-        // U = G g Gᵀ and V = Bᵀ d B.
-        let u = |a: usize, b: usize| -> f64 {
-            (0..3)
-                .flat_map(|r| (0..3).map(move |s| (r, s)))
-                .map(|(r, s)| gm(a, r) * g[r * 3 + s] * gm(b, s))
-                .sum()
-        };
-        let v = |a: usize, b: usize| -> f64 {
-            (0..4)
-                .flat_map(|r| (0..4).map(move |s| (r, s)))
-                .map(|(r, s)| bt[a][r] * d[r * 4 + s] * bt[b][s])
-                .sum()
-        };
-        for y in 0..2 {
-            for x in 0..2 {
-                let fast: f64 = (0..4)
-                    .flat_map(|a| (0..4).map(move |b| (a, b)))
-                    .map(|(a, b)| at[y][a] * u(a, b) * v(a, b) * at[x][b])
-                    .sum();
+        let u: Vec<f64> = (0..36).map(|p| sandwich(&G, &g, p / 6, p % 6)).collect();
+        let v: Vec<f64> = (0..36).map(|p| sandwich(&BT, &d, p / 6, p % 6)).collect();
+        let uv: Vec<f64> = u.iter().zip(&v).map(|(u, v)| u * v).collect();
+        for y in 0..4 {
+            for x in 0..4 {
+                let fast = sandwich(&AT, &uv, y, x);
                 let direct: f64 = (0..3)
                     .flat_map(|r| (0..3).map(move |s| (r, s)))
-                    .map(|(r, s)| d[(y + r) * 4 + x + s] * g[r * 3 + s])
+                    .map(|(r, s)| d[(y + r) * 6 + x + s] * g[r * 3 + s])
                     .sum();
                 assert!(
                     (fast - direct).abs() < 1e-12,
@@ -537,33 +576,36 @@ mod tests {
     }
 
     /// `G g Gᵀ` by hand for g = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]: the corners
-    /// are g's corners, `U[0][1] = (1 + 2 + 3)/2`, `U[1][0] = (1 + 4 + 7)/2`,
-    /// `U[1][1] = Σ g / 4` and `U[2][2] = (1 − 2 + 3 − 4 + 5 − 6 + 7 − 8 + 9)/4`.
+    /// are g's corners scaled by `¼·¼`, `¼` or 1 (`U[0][0] = 1/16`,
+    /// `U[0][5] = 3/4`, `U[5][0] = 7/4`, `U[5][5] = 9`), `U[1][1] = Σ g / 36`
+    /// and `U[2][2] = (1 − 2 + 3 − 4 + 5 − 6 + 7 − 8 + 9)/36`.
     #[test]
     fn filters_by_hand() {
         let g: Vec<f32> = (1..=9).map(|v| v as f32).collect();
-        let mut u = vec![0.0; 16];
+        let mut u = vec![0.0; 36];
         filters(&g, 1, 1, &mut u);
         let want = [
-            (0, 1.0),
-            (3, 3.0),
-            (12, 7.0),
-            (15, 9.0),
-            (1, 3.0),
-            (4, 6.0),
-            (5, 11.25),
-            (10, 1.25),
+            (0, 1.0 / 16.0),
+            (5, 0.75),
+            (30, 1.75),
+            (35, 9.0),
+            (7, 45.0 / 36.0),
+            (14, 5.0 / 36.0),
         ];
         for (p, v) in want {
-            assert_eq!(u[p], v, "point {p}");
+            // One rounding to f32 of the f64 sum: within half an ulp.
+            assert!(
+                (u[p] as f64 - v).abs() <= v.abs() * 6e-8,
+                "point {p}: {} vs {v}",
+                u[p]
+            );
         }
     }
 
     /// [`conv3x3`] against the direct sums in f64, over the cases its
-    /// transforms treat differently: paddings 0, 1 and 2; odd and even output
-    /// sides (a last tile cut); rows of tiles that share a vector (`tw ≤ 7`),
-    /// that fill one (`tw = 8`), and that take two or more (`tw` up to 20);
-    /// inputs smaller than the kernel; several images.
+    /// transforms treat differently: paddings 0, 1 and 2; output sides a
+    /// multiple of 4 or not (a last tile cut); sets whose 16-tile groups
+    /// span several rows and images; inputs smaller than the kernel.
     #[test]
     fn conv3x3_matches_direct_sums() {
         if !kernel::available() {
@@ -574,6 +616,7 @@ mod tests {
         let cases = [
             // (images, ins, outs, h, w, pad, relu)
             (1, 1, 1, 3, 3, 0, false),
+            (1, 1, 1, 6, 6, 0, false),
             (2, 3, 5, 13, 13, 0, true),
             (3, 4, 2, 15, 15, 0, false),
             (2, 2, 3, 11, 13, 2, false),
@@ -581,9 +624,10 @@ mod tests {
             (2, 2, 2, 7, 16, 1, true),
             (1, 2, 3, 5, 40, 1, false),
             (1, 1, 2, 6, 33, 2, false),
-            (3, 2, 2, 4, 17, 0, true),
+            (5, 2, 2, 4, 17, 0, true),
             (2, 2, 3, 1, 1, 1, false),
             (1, 3, 2, 2, 5, 1, true),
+            (7, 17, 3, 9, 10, 0, false),
         ];
         for (case, &(images, ins, outs, h, w, pad, relu)) in cases.iter().enumerate() {
             let plane = h * w;
@@ -592,7 +636,7 @@ mod tests {
             let bias = values(outs, 30 + case as u64);
             let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
             let t = Tiling::new(pad, pad, ho, wo);
-            let mut u = vec![0.0; 16 * ins * outs];
+            let mut u = vec![0.0; POINTS * ins * outs];
             filters(&wt, outs, ins, &mut u);
             let planes = Planes { data: &x, h, w };
             let mut out = vec![f32::NAN; images * outs * ho * wo];
@@ -607,43 +651,73 @@ mod tests {
                 relu,
                 &mut out,
             );
+            let at = |n: usize, i: usize, y: isize, xx: isize| -> f64 {
+                let (y, xx) = (y - pad as isize, xx - pad as isize);
+                if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                    return 0.0;
+                }
+                x[n * ins * plane + i * plane + y as usize * w + xx as usize] as f64
+            };
             for n in 0..images {
                 for o in 0..outs {
                     for oy in 0..ho {
                         for ox in 0..wo {
-                            // The direct sum and the sum of its terms' sizes.
-                            let (mut sum, mut size) = (bias[o] as f64, bias[o].abs() as f64);
+                            let (ty, tx) = (oy / 4, ox / 4);
+                            let (a, b) = (oy % 4, ox % 4);
+                            // The direct sum, and the size of the transformed
+                            // computation's terms: Σₚ |Aᵀ|·|Aᵀ| Σᵢ |U[p]|·|V[p]|,
+                            // with |U| = |G| |g| |G|ᵀ and |V| = |Bᵀ| |d| |B|.
+                            let mut sum = bias[o] as f64;
+                            let mut size = [0.0f64; 36];
                             for i in 0..ins {
+                                let g: Vec<f64> =
+                                    (0..9).map(|rs| wt[(o * ins + i) * 9 + rs] as f64).collect();
                                 for r in 0..3 {
                                     for s in 0..3 {
-                                        let (y, xx) = (
-                                            (oy + r) as isize - pad as isize,
-                                            (ox + s) as isize - pad as isize,
-                                        );
-                                        if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
-                                            continue;
-                                        }
-                                        let xv = x[n * ins * plane
-                                            + i * plane
-                                            + y as usize * w
-                                            + xx as usize]
-                                            as f64;
-                                        let term = xv * wt[(o * ins + i) * 9 + r * 3 + s] as f64;
-                                        sum += term;
-                                        size += term.abs();
+                                        sum += at(n, i, (oy + r) as isize, (ox + s) as isize)
+                                            * g[r * 3 + s];
                                     }
                                 }
+                                let d: Vec<f64> = (0..36)
+                                    .map(|q| {
+                                        at(
+                                            n,
+                                            i,
+                                            (4 * ty + q / 6) as isize,
+                                            (4 * tx + q % 6) as isize,
+                                        )
+                                        .abs()
+                                    })
+                                    .collect();
+                                let gabs: Vec<f64> = g.iter().map(|v| v.abs()).collect();
+                                let abs = |m: [[f64; 6]; 6]| m.map(|row| row.map(f64::abs));
+                                for (p, sz) in size.iter_mut().enumerate() {
+                                    let uabs = sandwich(
+                                        &G.map(|row| row.map(f64::abs)),
+                                        &gabs,
+                                        p / 6,
+                                        p % 6,
+                                    );
+                                    let vabs = sandwich(&abs(BT), &d, p / 6, p % 6);
+                                    *sz += uabs * vabs;
+                                }
                             }
+                            let total: f64 = (0..36)
+                                .map(|p| AT[a][p / 6].abs() * AT[b][p % 6].abs() * size[p])
+                                .sum::<f64>()
+                                + (bias[o] as f64).abs();
                             let want = if relu { sum.max(0.0) } else { sum };
                             let got = out[((n * outs + o) * ho + oy) * wo + ox] as f64;
-                            // The transforms add up to 4 terms at a time and
-                            // their coefficients are 0, ±½ and ±1, so each
-                            // value goes through a few dozen f32 roundings of
-                            // sums at most a few times the terms' total size:
-                            // 2e-6 of it (about 30 ulps) bounds the error.
+                            // Each term passes through at most ins + 20 f32
+                            // roundings (the filter's transform rounds once,
+                            // the input's 4 sums of 2-3 terms twice over, the
+                            // product `ins`, the output's 4 sums twice over, and
+                            // the bias), each off by 2⁻²⁴ of a partial sum no
+                            // larger than the terms' total size.
+                            let bound = (ins + 20) as f64 * f64::powi(2.0, -24) * total;
                             assert!(
-                                (got - want).abs() <= 2e-6 * (1.0 + size),
-                                "case {case}: out[{n}, {o}, {oy}, {ox}] = {got}, want {want}"
+                                (got - want).abs() <= bound,
+                                "case {case}: out[{n}, {o}, {oy}, {ox}] = {got}, want {want}, bound {bound:e}"
                             );
                         }
                     }
