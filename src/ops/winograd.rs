@@ -113,18 +113,17 @@ const G: [[f64; 3]; 6] = [
 pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
     assert_eq!(w.len(), cout * cin * 9, "weights");
     assert_eq!(u.len(), POINTS * cout * cin, "transformed weights");
-    let g = |a: usize, r: usize| G[a][r];
     for o in 0..cout {
         for i in 0..cin {
             // f[r][s], the 3x3 filter from input channel i to output channel o.
             let f = |r: usize, s: usize| w[(o * cin + i) * 9 + r * 3 + s] as f64;
             // (G f)[a][s], then (G f Gᵀ)[a][b] = Σₛ (G f)[a][s] · G[b][s].
             let gf: [[f64; 3]; 6] = std::array::from_fn(|a| {
-                std::array::from_fn(|s| (0..3).map(|r| g(a, r) * f(r, s)).sum())
+                std::array::from_fn(|s| (0..3).map(|r| G[a][r] * f(r, s)).sum())
             });
             for a in 0..6 {
                 for b in 0..6 {
-                    let v: f64 = (0..3).map(|s| gf[a][s] * g(b, s)).sum();
+                    let v: f64 = (0..3).map(|s| gf[a][s] * G[b][s]).sum();
                     u[((a * 6 + b) * cin + i) * cout + o] = v as f32;
                 }
             }
@@ -299,8 +298,9 @@ mod avx512 {
     }
 
     impl Group {
-        /// Lane `l` takes tile `t0 + l`, at `4ty − pad` down and `4tx − pad`
-        /// across in image `n`, which starts `n · image` values into the set.
+        /// Lane `l` takes tile `t0 + l` of the set's `count`, at `4ty − pad`
+        /// down and `4tx − pad` across in image `n`, which starts
+        /// `n · image` values into the set.
         /// `h × w` is the plane (the input's or the output's), `span` the
         /// patch's side (6, or the block's, 4).
         #[allow(clippy::too_many_arguments)]
