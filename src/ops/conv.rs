@@ -662,9 +662,10 @@ fn forward(
         as_slice(w, "conv2d")?,
         as_slice(b, "conv2d")?,
     );
-    let winograd = winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout);
     // Images per parallel task: one, or a set of Winograd's tiles.
     let tiling = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
+    let winograd = winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout)
+        && tiling.addressable(g.image_len(), g.cout * g.p());
     let per = if winograd {
         tiling.images_per_product()
     } else {

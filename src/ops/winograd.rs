@@ -169,6 +169,13 @@ impl Tiling {
     pub fn images_per_product(&self) -> usize {
         (MAX_TILES / (self.th * self.tw).max(1)).max(1)
     }
+
+    /// Whether a set's input (`image` values an image) and output (`out`
+    /// values an image) can be addressed with the transforms' 32-bit offsets:
+    /// past a gigabyte or so a set is not, and the convolution goes direct.
+    pub fn addressable(&self, image: usize, out: usize) -> bool {
+        self.images_per_product() * image.max(out) < i32::MAX as usize / 2
+    }
 }
 
 /// Scratch of one worker thread: the transformed input and the products.
@@ -216,7 +223,8 @@ pub(crate) fn conv3x3(
     assert!(out.len() >= images * outs * t.ho * t.wo, "output too short");
     assert!(bias.is_none_or(|b| b.len() >= outs), "bias too short");
     assert!(t.th * 4 >= t.ho && t.tw * 4 >= t.wo, "tiling {t:?}");
-    // The transforms address a set's values with 32-bit offsets.
+    // The transforms address a set's values with 32-bit offsets (callers
+    // check `Tiling::addressable` first).
     let reach = images * (ins * x.h * x.w).max(outs * t.ho * t.wo);
     assert!(
         reach < i32::MAX as usize / 2,
