@@ -351,6 +351,38 @@ fn winograd_forward_over_several_sets_of_images() {
     assert!(result.is_ok(), "{}", result.unwrap_err());
 }
 
+/// The input gradient through Winograd's transforms (a 15x15 input, as
+/// CIFAR's second layer: `dx` in 4x4 tiles, four images a set) over 9 images,
+/// sets of 4, 4 and 1: against the f64 sum
+/// `dx[n, i, y, x] = Σₒᵣₛ dy[n, o, y − r, x − s] · w[o, i, r, s]`.
+#[test]
+fn winograd_input_gradient_over_several_sets_of_images() {
+    let (n, cin, cout, side) = (9, 16, 17, 15);
+    let out = side - 2;
+    let x = random(&[n, cin, side, side], 31);
+    let w = random(&[cout, cin, 3, 3], 32);
+    let b = random(&[cout], 33);
+    let dy = random(&[n, cout, out, out], 34);
+    let mut tape = Tape::new();
+    let (xv, wv, bv) = (
+        tape.input(x.clone()),
+        tape.input(w.clone()),
+        tape.input(b.clone()),
+    );
+    let y = tape.conv2d(xv, wv, bv, Conv2dSpec::default()).unwrap();
+    let grads = tape.backward(y, &dy, salient::ReluRule::Gradient).unwrap();
+    let (dy, w) = (to64(&dy), to64(&w));
+    let mut want = T64::zeros(vec![n, cin, side, side]);
+    let dy = dy.into_dimensionality::<ndarray::Ix4>().unwrap();
+    for ((m, o, oy, ox), &g) in dy.indexed_iter() {
+        for (i, r, s) in (0..cin).flat_map(|i| (0..9).map(move |rs| (i, rs / 3, rs % 3))) {
+            want[[m, i, oy + r, ox + s].as_slice()] += g * w[[o, i, r, s].as_slice()];
+        }
+    }
+    let result = check_forward("winograd input gradient", grads.get(xv).unwrap(), &want);
+    assert!(result.is_ok(), "{}", result.unwrap_err());
+}
+
 /// The checker is not blind: a gradient that is wrong by 1% in one entry fails,
 /// and so does a too-small step in f32-like precision.
 #[test]

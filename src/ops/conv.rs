@@ -31,7 +31,10 @@
 //! **Winograd.** A 3x3 stride-1 forward with 16 or more channels both ways
 //! (the tutorial's second layers) goes through Winograd's minimal filtering
 //! instead, 36 multiplications per 4x4 block of outputs rather than 144: see
-//! [`winograd`].
+//! [`winograd`]. So does its input gradient, a padded correlation of `dz` with
+//! the filters turned round, where the tiles fit its output well enough to
+//! pay (CIFAR's second layer, not MNIST's): a few images at a time, whose
+//! `dz` the backward leaves side by side.
 //!
 //! `conv2d_relu` fuses a ReLU: applied as output tiles are stored, and its
 //! backward rule ([`ReluRule`]) applied to `dy` image by image inside the
@@ -355,7 +358,9 @@ impl Unroll {
     }
 }
 
-/// Scratch buffers of one worker, sized on first use and kept in its cache.
+/// Scratch buffers of one worker thread, sized on first use and kept in its
+/// cache from call to call (per thread rather than per task, as a task's
+/// scratch would be allocated, and zeroed, each time `rayon` splits the work).
 #[derive(Default)]
 struct Scratch {
     /// im2col columns, or their gradient (im2col path).
@@ -369,11 +374,17 @@ struct Scratch {
     dz: Vec<f32>,
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The first `len` values of `v`, grown if need be (every user writes all it
+/// reads).
 fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() != len {
+    if v.len() < len {
         *v = vec![0.0; len];
     }
-    v
+    &mut v[..len]
 }
 
 /// `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b` for one image.
@@ -414,9 +425,20 @@ fn forward_image(
     }
 }
 
+/// Zeroes the wide grid's extra columns in one plane of `dz` (the `W − Wo`
+/// after each row but the last), which the products read: the scratch is
+/// reused from call to call, and may hold another layer's values there.
+fn clear_gaps(plane: &mut [f32], g: &ConvGeometry) {
+    for row in plane.chunks_mut(g.w) {
+        let real = g.wo.min(row.len());
+        row[real..].fill(0.0);
+    }
+}
+
 /// What the backward of one image computes into.
 struct ImageGrads<'a> {
-    /// `dx` of the image, added to (if wanted).
+    /// `dx` of the image, added to (if wanted here: Winograd's input
+    /// gradient is taken afterwards, a set of images at a time).
     dx: Option<&'a mut [f32]>,
     /// The group's `dWᵀ[K, Cout]`, added to (if wanted).
     dwt: Option<&'a mut [f32]>,
@@ -439,6 +461,15 @@ enum ImageDy<'a> {
     },
 }
 
+/// Where one image's `dz` goes on the shifted path: slot `index` of `of`,
+/// side by side in the scratch, so that Winograd's input gradient can read a
+/// set of images' `dz` at once (a set of one otherwise).
+#[derive(Clone, Copy)]
+struct Slot {
+    index: usize,
+    of: usize,
+}
+
 /// For one image: first `dz = rule(y, dy)` through the fused ReLU (or
 /// `dz = dy`), then `db += Σ dz`, `dWᵀ += unrolled(x) · dzᵀ` and
 /// `dx += fold(Wᵀ · dz)`, each if wanted, where fold is col2im or its shifted
@@ -453,6 +484,7 @@ fn backward_image(
     dy: ImageDy<'_>,
     rule: Option<ReluRule>,
     out: ImageGrads<'_>,
+    slot: Slot,
     s: &mut Scratch,
 ) {
     // `ws` is W[Cout, K] with its columns in the order of the input
@@ -517,8 +549,9 @@ fn backward_image(
             let wide = *wide;
             // dz on the wide grid, in one pass from y and dy: each output row
             // goes through the ReLU rule (if fused) as it is widened. The extra
-            // columns stay zero, so they add nothing below.
-            let dz = sized(&mut s.dy_wide, g.cout * wide);
+            // columns are zeroed, so they add nothing below.
+            let len = g.cout * wide;
+            let dz = &mut sized(&mut s.dy_wide, slot.of * len)[slot.index * len..][..len];
             match dy {
                 ImageDy::Full(dy) => {
                     for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
@@ -531,6 +564,7 @@ fn backward_image(
                                 }
                             }
                         }
+                        clear_gaps(d, g);
                     }
                 }
                 ImageDy::Pooled {
@@ -564,6 +598,7 @@ fn backward_image(
                             }
                             None => max_2x2_backward(y, yp, dyp, g.ho, g.wo, d, g.w, true),
                         }
+                        clear_gaps(d, g);
                     }
                 }
             }
@@ -713,11 +748,7 @@ fn forward(
         let mut u = pool.vec_to_overwrite(winograd::POINTS * g.cin * g.cout);
         winograd::filters(ws, g.cout, g.cin, &mut u);
         tasks.for_each(|((y, x), out)| {
-            let planes = winograd::Planes {
-                data: x,
-                h: g.h,
-                w: g.w,
-            };
+            let planes = winograd::Planes::dense(x, g.h, g.w);
             let images = y.len() / ol;
             winograd::conv3x3(planes, images, g.cin, &u, g.cout, tiling, Some(bs), relu, y);
             pool_planes(y, out);
@@ -735,8 +766,10 @@ fn forward(
             rs: 1,
             cs: g.cout,
         };
-        tasks.for_each_init(Scratch::default, |s, ((y, x), out)| {
-            forward_image(g, &u, x, w, bs, relu, y, s);
+        tasks.for_each(|((y, x), out)| {
+            let mut s = SCRATCH.take();
+            forward_image(g, &u, x, w, bs, relu, y, &mut s);
+            SCRATCH.set(s);
             pool_planes(y, out);
         });
         pool.give_vec(wt);
@@ -791,9 +824,32 @@ impl Backward for Conv2d {
         let u = Unroll::for_geometry(g);
         let xs = a.inputs[0].as_slice().expect("checked in forward");
         let ws = a.inputs[1].as_slice().expect("checked in forward");
-        // The input gradient's product reads W's columns in `order`.
+        // The input gradient through Winograd's transforms where they apply
+        // (see [`winograd`]): the correlation of `dz`, padded by 2, with the
+        // filters turned by 180°, a set of images at a time.
+        let tiling_dx = winograd::Tiling::new(g.kh - 1, g.kw - 1, g.h, g.w);
+        let winograd_dx = match &u {
+            Unroll::Shifted { wide, .. } => {
+                a.wants[0]
+                    && winograd::applies(g.kh, g.kw, g.stride, g.cout, g.cin)
+                    && winograd::input_gradient_pays(tiling_dx, *wide)
+                    && tiling_dx.addressable(g.cout * wide, il)
+            }
+            Unroll::Im2col => false,
+        };
+        let per = if winograd_dx {
+            tiling_dx.images_per_product()
+        } else {
+            1
+        };
+        let u_dx = winograd_dx.then(|| {
+            let mut u = a.pool.vec_to_overwrite(winograd::POINTS * g.cin * g.cout);
+            winograd::input_gradient_filters(ws, g.cout, g.cin, &mut u);
+            u
+        });
+        // The direct input gradient's product reads W's columns in `order`.
         let w_dx = match &u {
-            Unroll::Shifted { order, .. } if a.wants[0] => {
+            Unroll::Shifted { order, .. } if a.wants[0] && !winograd_dx => {
                 let mut w = a.pool.vec_to_overwrite(ws.len());
                 for (dst, src) in w.chunks_mut(k).zip(ws.chunks(k)) {
                     for (d, &r) in dst.iter_mut().zip(order) {
@@ -838,40 +894,70 @@ impl Backward for Conv2d {
             .zip(ys.par_chunks(GROUP * g.cout * p))
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
-            .map_init(Scratch::default, |s, ((((group, dy), y), x), mut dx)| {
-                if let Some(dx) = dx.as_deref_mut() {
+            .map(|((((group, dy), y), x), mut dx)| {
+                let mut scratch = SCRATCH.take();
+                let s = &mut scratch;
+                if let Some(dx) = dx.as_deref_mut().filter(|_| !winograd_dx) {
                     dx.fill(0.0);
                 }
                 let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
                 let mut db = vec![0.0f32; g.cout];
-                let images = dy
-                    .chunks(dy_len)
-                    .zip(y.chunks(g.cout * p))
-                    .zip(x.chunks(il));
-                for (i, ((dy, y), x)) in images.enumerate() {
-                    let at = (group * GROUP + i) * dy_len;
-                    let dy = match pooled {
-                        Some((yp, winners)) => ImageDy::Pooled {
-                            y: &yp[at..][..dy_len],
-                            dy,
-                            winners: winners.map(|w| &w[at..][..dy_len]),
-                        },
-                        None => ImageDy::Full(dy),
-                    };
-                    let out = ImageGrads {
-                        dx: dx.as_deref_mut().map(|d| &mut d[i * il..(i + 1) * il]),
-                        dwt: want_dw.then_some(&mut dwt[..]),
-                        db: want_db.then_some(&mut db[..]),
-                    };
-                    let fused = self.relu.then_some(rule);
-                    backward_image(g, &u, x, w_ordered, y, dy, fused, out, s);
+                let count = x.len() / il;
+                for first in (0..count).step_by(per) {
+                    let set = per.min(count - first);
+                    for index in 0..set {
+                        let i = first + index;
+                        let at = (group * GROUP + i) * dy_len;
+                        let dy = &dy[i * dy_len..][..dy_len];
+                        let dy = match pooled {
+                            Some((yp, winners)) => ImageDy::Pooled {
+                                y: &yp[at..][..dy_len],
+                                dy,
+                                winners: winners.map(|w| &w[at..][..dy_len]),
+                            },
+                            None => ImageDy::Full(dy),
+                        };
+                        let out = ImageGrads {
+                            dx: dx
+                                .as_deref_mut()
+                                .filter(|_| !winograd_dx)
+                                .map(|d| &mut d[i * il..(i + 1) * il]),
+                            dwt: want_dw.then_some(&mut dwt[..]),
+                            db: want_db.then_some(&mut db[..]),
+                        };
+                        let fused = self.relu.then_some(rule);
+                        let y = &y[i * g.cout * p..][..g.cout * p];
+                        let x = &x[i * il..][..il];
+                        let slot = Slot { index, of: per };
+                        backward_image(g, &u, x, w_ordered, y, dy, fused, out, slot, s);
+                    }
+                    // The set's dx from the dz it left side by side.
+                    if let (Some(u_dx), Some(dx), Unroll::Shifted { wide, .. }) =
+                        (&u_dx, dx.as_deref_mut(), &u)
+                    {
+                        let planes = winograd::Planes {
+                            data: &s.dy_wide,
+                            h: g.ho,
+                            w: g.wo,
+                            row: g.w,
+                            plane: *wide,
+                        };
+                        let dx = &mut dx[first * il..(first + set) * il];
+                        winograd::conv3x3(
+                            planes, set, g.cout, u_dx, g.cin, tiling_dx, None, false, dx,
+                        );
+                    }
                 }
+                SCRATCH.set(scratch);
                 (dwt, db)
             })
             .collect();
 
         if let Some(w) = w_dx {
             a.pool.give_vec(w);
+        }
+        if let Some(u) = u_dx {
+            a.pool.give_vec(u);
         }
 
         let dw = want_dw.then(|| {

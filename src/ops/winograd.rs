@@ -43,16 +43,18 @@
 //! its outputs differed from F(2×2)'s by up to 1.4e-4 on outputs up to 28,
 //! about 5e-6 of the largest.
 //!
-//! Only the forward runs this way. The input gradient of a valid 3x3
-//! convolution is itself one (a "full" correlation of `dy`, padded by 2, with
-//! the weights rotated by 180° and their channels swapped), but through the
-//! 2x2 transforms it measured 5-8% slower than the direct product: the
-//! padding makes nearly half of its tiles' inputs zeros (MNIST's 11x11
-//! gradient padded to 15x15), and `V` and `M`, several values per output and
-//! channel, are traffic through L2 that the direct product, reading its
-//! operands in place, does not have.
+//! The input gradient of a valid 3x3 convolution is itself one: a "full"
+//! correlation of `dz`, padded by 2, with the filters turned by 180° and
+//! their channels swapped ([`input_gradient_filters`]). It runs through the
+//! same transforms where that pays ([`input_gradient_pays`]): the padding
+//! makes many of its tiles' inputs zeros (MNIST's 11x11 gradient padded to
+//! 15x15), and its output rounds up to whole tiles. Through F(2×2, 3×3) it
+//! had measured 5-8% slower than the direct product on both 32 → 64 layers;
+//! through F(4×4), with the row-wise transforms below, CIFAR's layer's
+//! forward + backward became 6-9% faster and MNIST's 3-5% slower, so only
+//! CIFAR's takes it.
 //!
-//! The weight gradient stays direct too. Through the 2x2 transforms it is
+//! The weight gradient stays direct. Through the 2x2 transforms it is
 //! `dM = A dY Aᵀ` per tile, `dU[p] = Σₜ V[p][·, t] · dM[p][t, ·]` (16 products
 //! summing over the tiles of a few images) and `dW = Gᵀ dU G`: about half
 //! the multiply-adds. Written that way and checked against the direct sums,
@@ -68,6 +70,13 @@
 //! zeros and are dropped when stored. The transforms are written for
 //! AVX-512, a lane per tile (16 tiles at once, whichever rows and images
 //! they come from); without it the convolution takes the direct path.
+//! Where an image is exactly 4x4 tiles (CIFAR's 13x13 output, and the input
+//! gradients' 13x13 and 15x15), 16 lanes are one image's tiles: the input
+//! transform cuts the patches out of the image's rows, each loaded once, with
+//! permutes instead of a gather per value, and the output transform stores
+//! whole rows instead of four values per tile. Alternating call by call with
+//! the gathers and four-value stores, that made the forward of CIFAR's
+//! 32 → 64 layer 15-17% faster (the input side 4-7%, the output side 9%).
 
 use crate::tensor::kernel::{self, matmul, Epilogue, Strided};
 
@@ -131,12 +140,59 @@ pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
     }
 }
 
-/// A batch of images, `[images, channels, h, w]`, row-major.
+/// Whether a valid 3x3 convolution's input gradient, `dx` in tiles `t` read
+/// from `dz` on a wide grid of `wide` columns a plane, is cheaper through the
+/// transforms: when their products (36 a tile) are at most 2/5 of the direct
+/// product's (9 a column of the wide grid), per pair of channels. Measured,
+/// forward + backward alternating call by call with the direct product:
+/// CIFAR's 32 → 64 layer, at 0.33, 6-9% faster; MNIST's, at 0.45, 3-5%
+/// slower. The line is drawn between the two.
+pub(crate) fn input_gradient_pays(t: Tiling, wide: usize) -> bool {
+    5 * POINTS * t.th * t.tw <= 2 * 9 * wide
+}
+
+/// The transformed filters of a valid convolution's input gradient,
+/// `dx[n, i] = Σₒ dz[n, o] ⋆ rot180(w[o, i])` padded by 2 all round: the
+/// filters of a convolution from `cout` channels to `cin`, each turned by
+/// 180°, through [`filters`].
+pub(crate) fn input_gradient_filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
+    assert_eq!(w.len(), cout * cin * 9, "weights");
+    let mut turned = vec![0.0; w.len()];
+    for o in 0..cout {
+        for i in 0..cin {
+            let (from, to) = ((o * cin + i) * 9, (i * cout + o) * 9);
+            for rs in 0..9 {
+                turned[to + 8 - rs] = w[from + rs];
+            }
+        }
+    }
+    filters(&turned, cin, cout, u);
+}
+
+/// A batch of images, `[images, channels]` planes of `h × w` values, rows
+/// `row` values apart and planes `plane` apart (an image is `channels ·
+/// plane` values). What lies between a row's `w` values and the next row is
+/// never read.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Planes<'a> {
     pub data: &'a [f32],
     pub h: usize,
     pub w: usize,
+    pub row: usize,
+    pub plane: usize,
+}
+
+impl<'a> Planes<'a> {
+    /// Planes stored densely, `[images, channels, h, w]` row-major.
+    pub fn dense(data: &'a [f32], h: usize, w: usize) -> Self {
+        Planes {
+            data,
+            h,
+            w,
+            row: w,
+            plane: h * w,
+        }
+    }
 }
 
 /// Where the tiles lie: the output is `ho × wo`, read from the input
@@ -224,7 +280,15 @@ pub(crate) fn conv3x3(
     out: &mut [f32],
 ) {
     assert!(kernel::available(), "Winograd's transforms need AVX-512");
-    assert!(x.data.len() >= images * ins * x.h * x.w, "input too short");
+    assert!(
+        x.w <= x.row && x.h.saturating_sub(1) * x.row + x.w <= x.plane,
+        "planes of {}x{} values, rows {} and planes {} apart, overlap",
+        x.h,
+        x.w,
+        x.row,
+        x.plane
+    );
+    assert!(x.data.len() >= images * ins * x.plane, "input too short");
     assert_eq!(u.len(), POINTS * ins * outs, "transformed weights");
     assert!(out.len() >= images * outs * t.ho * t.wo, "output too short");
     assert!(bias.is_none_or(|b| b.len() >= outs), "bias too short");
@@ -232,7 +296,7 @@ pub(crate) fn conv3x3(
     // The transforms address a set's values with 32-bit offsets (callers
     // check `Tiling::addressable` first).
     assert!(
-        fits_offsets(images, ins * x.h * x.w, outs * t.ho * t.wo),
+        fits_offsets(images, ins * x.plane, outs * t.ho * t.wo),
         "a set of {images} images is too large"
     );
     let tiles = images * t.th * t.tw;
@@ -314,16 +378,15 @@ mod avx512 {
         /// Lane `l` takes tile `t0 + l` of the set's `count`, at `4ty − pad`
         /// down and `4tx − pad` across in image `n`, which starts
         /// `n · image` values into the set.
-        /// `h × w` is the plane (the input's or the output's), `span` the
-        /// patch's side (6, or the block's, 4).
+        /// `h × w` is the plane (the input's or the output's), its rows `row`
+        /// values apart, and `span` the patch's side (6, or the block's, 4).
         #[allow(clippy::too_many_arguments)]
         fn new(
             t: Tiling,
             t0: usize,
             count: usize,
             image: usize,
-            h: usize,
-            w: usize,
+            (h, w, row): (usize, usize, usize),
             pad: (usize, usize),
             span: usize,
         ) -> Self {
@@ -338,7 +401,7 @@ mod avx512 {
                 let (n, r) = ((t0 + l) / per, (t0 + l) % per);
                 let y0 = (4 * (r / t.tw)) as isize - pad.0 as isize;
                 let x0 = (4 * (r % t.tw)) as isize - pad.1 as isize;
-                g.at[l] = (n * image) as i32 + (y0 * w as isize + x0) as i32;
+                g.at[l] = (n * image) as i32 + (y0 * row as isize + x0) as i32;
                 for k in 0..span {
                     let inside = |v: isize, len: usize| (0..len as isize).contains(&v);
                     g.rows[k] |= u16::from(inside(y0 + k as isize, h)) << l;
@@ -383,20 +446,43 @@ mod avx512 {
     /// Every tile's 36 points, `V[i][p][t] = (Bᵀ d B)[p]` (rows of `tiles`
     /// values), for the `ins` planes of a set of `images` images: 16 tiles
     /// at once, a lane each, their patches gathered value by value (zeros
-    /// outside the image), then `Bᵀ d` down the columns and `(Bᵀ d) B` across.
+    /// outside the image), or cut from the image's rows where the 16 are one
+    /// image's 4x4, then `Bᵀ d` down the columns and `(Bᵀ d) B` across.
     ///
     /// # Safety
     /// AVX-512F, `x` fits `images` images of `ins` planes, `v` has room for
     /// `36 · ins · tiles` values, and offsets within the set fit 32 bits.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn input_tiles(x: Planes<'_>, images: usize, ins: usize, t: Tiling, v: *mut f32) {
-        let (plane, tiles) = (x.h * x.w, images * t.th * t.tw);
+        let (plane, tiles) = (x.plane, images * t.th * t.tw);
         let pad = (t.pad_top, t.pad_left);
+        // Each image one group of 4x4 tiles, and each patch row's values
+        // inside the 16 from its first column on: the lanes' patches are cut
+        // from the image's rows, loaded once, rather than gathered.
+        let rowwise = (t.th, t.tw) == (4, 4) && x.w + t.pad_left <= 16;
+        // Lane (ty, tx) takes value 4tx + c of its row, from the first or
+        // the second of a pair of rows (ty even or odd); none past the 16th.
+        let pairs = _mm512_set_epi32(28, 24, 20, 16, 12, 8, 4, 0, 28, 24, 20, 16, 12, 8, 4, 0);
+        let colmask = lanes(t.pad_left + x.w) & !lanes(t.pad_left);
         for t0 in (0..tiles).step_by(16) {
-            let g = Group::new(t, t0, tiles, ins * plane, x.h, x.w, pad, 6);
+            let g = Group::new(t, t0, tiles, ins * plane, (x.h, x.w, x.row), pad, 6);
             let corner = _mm512_loadu_si512(g.at.as_ptr().cast());
             for i in 0..ins {
                 let base = x.data.as_ptr().add(i * plane);
+                // Row-wise: the 18 rows the 16 patches span, from their
+                // first column, zeros outside the image.
+                let mut image_rows = [_mm512_setzero_ps(); 18];
+                if rowwise {
+                    let first = base.add(t0 / 16 * ins * plane);
+                    for (k, v) in image_rows.iter_mut().enumerate() {
+                        let y = k as isize - t.pad_top as isize;
+                        if (0..x.h as isize).contains(&y) {
+                            let at =
+                                first.wrapping_offset(y * x.row as isize - t.pad_left as isize);
+                            *v = _mm512_maskz_loadu_ps(colmask, at);
+                        }
+                    }
+                }
                 // d[r][c] of each lane's patch, then Bᵀ d column by column.
                 let mut bd = [[_mm512_setzero_ps(); 6]; 6];
                 #[allow(clippy::needless_range_loop)] // c picks a column of every row
@@ -405,15 +491,31 @@ mod avx512 {
                     // does not take on the function's target features, and
                     // its calls cost a fifth of the forward's time.
                     let mut column = [_mm512_setzero_ps(); 6];
-                    for (r, d) in column.iter_mut().enumerate() {
-                        let at = _mm512_add_epi32(corner, _mm512_set1_epi32((r * x.w + c) as i32));
-                        let inside = g.tiles & g.rows[r] & g.cols[c];
-                        *d = _mm512_mask_i32gather_ps::<4>(
-                            _mm512_setzero_ps(),
-                            inside,
-                            at,
-                            base.cast(),
-                        );
+                    if rowwise {
+                        let idx = _mm512_add_epi32(pairs, _mm512_set1_epi32(c as i32));
+                        // Lanes 4tx + c < 16.
+                        let keep = if c < 4 { 0xffff } else { 0x7777 };
+                        for (r, d) in column.iter_mut().enumerate() {
+                            let rows = &image_rows[r..];
+                            let top = _mm512_permutex2var_ps(rows[0], idx, rows[4]);
+                            let bottom = _mm512_permutex2var_ps(rows[8], idx, rows[12]);
+                            *d = _mm512_maskz_mov_ps(
+                                keep,
+                                _mm512_mask_blend_ps(0xff00, top, bottom),
+                            );
+                        }
+                    } else {
+                        for (r, d) in column.iter_mut().enumerate() {
+                            let at =
+                                _mm512_add_epi32(corner, _mm512_set1_epi32((r * x.row + c) as i32));
+                            let inside = g.tiles & g.rows[r] & g.cols[c];
+                            *d = _mm512_mask_i32gather_ps::<4>(
+                                _mm512_setzero_ps(),
+                                inside,
+                                at,
+                                base.cast(),
+                            );
+                        }
                     }
                     for (k, val) in bt(column).into_iter().enumerate() {
                         bd[k][c] = val;
@@ -434,7 +536,8 @@ mod avx512 {
     /// plus the bias, then ReLU'd as `max(floor, ·)` (floor 0 with ReLU, −∞
     /// without, so a NaN stays visible). Each of a block's 4 rows leaves as
     /// 16 vectors' lanes regrouped four to a tile (a 4x16 transpose), and is
-    /// stored four values at a time; values past `ho` or `wo` are cut.
+    /// stored four values at a time, or a whole output row at a time where the
+    /// 16 tiles are one image's 4x4; values past `ho` or `wo` are cut.
     ///
     /// # Safety
     /// AVX-512F, `m` holds `36 · outs · tiles` values, `out` the set's
@@ -453,8 +556,12 @@ mod avx512 {
         let (plane, tiles) = (t.ho * t.wo, images * t.th * t.tw);
         let floor = _mm512_set1_ps(if relu { 0.0 } else { f32::NEG_INFINITY });
         let dst = out.as_mut_ptr();
+        // Each image one group of 4x4 tiles: a block row of the 4 tiles
+        // across is one output row, stored at once.
+        let rowwise = (t.th, t.tw) == (4, 4);
+        let row_mask = lanes(t.wo);
         for t0 in (0..tiles).step_by(16) {
-            let g = Group::new(t, t0, tiles, outs * plane, t.ho, t.wo, (0, 0), 4);
+            let g = Group::new(t, t0, tiles, outs * plane, (t.ho, t.wo, t.wo), (0, 0), 4);
             // Per lane: where its stores start, reaching back 4j lanes so that
             // lane 4j of a vector lands on the block's first column (j = l/4),
             // and which 4 lanes they write (the block's columns inside the
@@ -504,6 +611,34 @@ mod avx512 {
                         _mm512_shuffle_ps::<0x44>(hi01, hi23),
                         _mm512_shuffle_ps::<0xEE>(hi01, hi23),
                     ];
+                    if rowwise {
+                        // Lane 4ty + tx is tile (ty, tx) of image t0/16, so
+                        // block ty of q[tx] is row r of that tile, and output
+                        // row 4ty + r is block ty of q[0], q[1], q[2], q[3]:
+                        // a 4x4 transposition of 128-bit blocks.
+                        let (a, b) = (
+                            _mm512_shuffle_f32x4::<0x44>(q[0], q[1]),
+                            _mm512_shuffle_f32x4::<0xEE>(q[0], q[1]),
+                        );
+                        let (c, d) = (
+                            _mm512_shuffle_f32x4::<0x44>(q[2], q[3]),
+                            _mm512_shuffle_f32x4::<0xEE>(q[2], q[3]),
+                        );
+                        let rows = [
+                            _mm512_shuffle_f32x4::<0x88>(a, c),
+                            _mm512_shuffle_f32x4::<0xDD>(a, c),
+                            _mm512_shuffle_f32x4::<0x88>(b, d),
+                            _mm512_shuffle_f32x4::<0xDD>(b, d),
+                        ];
+                        let image = dst.wrapping_add((t0 / 16 * outs + o) * plane);
+                        for (ty, v) in rows.into_iter().enumerate() {
+                            let y = 4 * ty + r;
+                            if y < t.ho {
+                                _mm512_mask_storeu_ps(image.wrapping_add(y * t.wo), row_mask, v);
+                            }
+                        }
+                        continue;
+                    }
                     let row = dst.wrapping_add(o * plane + r * t.wo);
                     let mut lanes = g.tiles & g.rows[r];
                     while lanes != 0 {
@@ -615,6 +750,45 @@ mod tests {
         }
     }
 
+    /// A NaN in the input reaches the outputs that read it, and the tiles
+    /// whose patch holds it, and no others: each lane reads its own patch,
+    /// and no more (where patches are cut from rows, too: the lanes past a
+    /// row's 16th value read zeros, not the next row's first values).
+    #[test]
+    fn a_nan_stays_in_its_tiles() {
+        if !kernel::available() {
+            return;
+        }
+        // (side, pad): rows cut (4x4 tiles) without and with padding, and
+        // gathered (3x3 tiles).
+        for (side, pad) in [(15, 0), (11, 2), (13, 0), (14, 1)] {
+            let (ins, outs) = (2, 2);
+            let out_side = side + 2 * pad - 2;
+            let t = Tiling::new(pad, pad, out_side, out_side);
+            let mut u = vec![0.0; POINTS * ins * outs];
+            filters(&values(outs * ins * 9, 3), outs, ins, &mut u);
+            for (y0, x0) in (0..side).flat_map(|y| (0..side).map(move |x| (y, x))) {
+                let mut x = values(ins * side * side, 4);
+                x[side * side + y0 * side + x0] = f32::NAN;
+                let mut out = vec![0.0; outs * out_side * out_side];
+                let planes = Planes::dense(&x, side, side);
+                conv3x3(planes, 1, ins, &u, outs, t, None, false, &mut out);
+                // Input (y0, x0) is at (y0 + pad, x0 + pad) of the padded plane.
+                let (py, px) = (y0 + pad, x0 + pad);
+                for (q, v) in out.iter().enumerate() {
+                    let (oy, ox) = (q / out_side % out_side, q % out_side);
+                    let reads = (oy..oy + 3).contains(&py) && (ox..ox + 3).contains(&px);
+                    let (ty, tx) = (oy / 4 * 4, ox / 4 * 4);
+                    let patch = (ty..ty + 6).contains(&py) && (tx..tx + 6).contains(&px);
+                    assert!(
+                        v.is_nan() == reads || (v.is_nan() && patch),
+                        "side {side}, pad {pad}, NaN at ({y0}, {x0}): output {q} is {v}"
+                    );
+                }
+            }
+        }
+    }
+
     /// [`conv3x3`] against the direct sums in f64, over the cases its
     /// transforms treat differently: paddings 0, 1 and 2; output sides a
     /// multiple of 4 or not (a last tile cut); sets whose 16-tile groups
@@ -641,6 +815,7 @@ mod tests {
             (2, 2, 3, 1, 1, 1, false),
             (1, 3, 2, 2, 5, 1, true),
             (7, 17, 3, 9, 10, 0, false),
+            (2, 3, 2, 11, 11, 2, true),
         ];
         for (case, &(images, ins, outs, h, w, pad, relu)) in cases.iter().enumerate() {
             let plane = h * w;
@@ -651,7 +826,7 @@ mod tests {
             let t = Tiling::new(pad, pad, ho, wo);
             let mut u = vec![0.0; POINTS * ins * outs];
             filters(&wt, outs, ins, &mut u);
-            let planes = Planes { data: &x, h, w };
+            let planes = Planes::dense(&x, h, w);
             let mut out = vec![f32::NAN; images * outs * ho * wo];
             conv3x3(
                 planes,
@@ -664,6 +839,31 @@ mod tests {
                 relu,
                 &mut out,
             );
+            // The same planes with rows and planes further apart (as the
+            // input gradient reads `dz` on the wide grid), NaN between them:
+            // the same bits out.
+            let (row, gap) = (w + 3, h * (w + 3) + 5);
+            let mut spaced = vec![f32::NAN; images * ins * gap];
+            for (q, plane_values) in x.chunks(plane).enumerate() {
+                for (y, values) in plane_values.chunks(w).enumerate() {
+                    spaced[q * gap + y * row..][..w].copy_from_slice(values);
+                }
+            }
+            let spaced = Planes {
+                data: &spaced,
+                h,
+                w,
+                row,
+                plane: gap,
+            };
+            let mut again = vec![f32::NAN; out.len()];
+            let b = Some(&bias[..]);
+            conv3x3(spaced, images, ins, &u, outs, t, b, relu, &mut again);
+            let same = out
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "case {case}: spaced planes");
             let at = |n: usize, i: usize, y: isize, xx: isize| -> f64 {
                 let (y, xx) = (y - pad as isize, xx - pad as isize);
                 if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
