@@ -365,8 +365,12 @@ impl Unroll {
 struct Scratch {
     /// im2col columns, or their gradient (im2col path).
     cols: Vec<f32>,
-    /// `dz` on the wide grid, zero in the extra columns.
+    /// `dz` on the wide grid, zero in the extra columns, for a set of
+    /// images (see `Slot`).
     dy_wide: Vec<f32>,
+    /// The layout `dy_wide` was last zeroed for, `[Cout, Ho, Wo, W, images]`:
+    /// while it stays the same, the extra columns are still zero.
+    dz_layout: Option<[usize; 5]>,
     /// `dyᵀ[P, Cout]`.
     dyt: Vec<f32>,
     /// The gradient before a fused ReLU, `dz = rule(y, dy)` (im2col path),
@@ -422,16 +426,6 @@ fn forward_image(
             };
             matmul_keep(g.cout, *wide, k, w, xs, y, p, ep, keep);
         }
-    }
-}
-
-/// Zeroes the wide grid's extra columns in one plane of `dz` (the `W − Wo`
-/// after each row but the last), which the products read: the scratch is
-/// reused from call to call, and may hold another layer's values there.
-fn clear_gaps(plane: &mut [f32], g: &ConvGeometry) {
-    for row in plane.chunks_mut(g.w) {
-        let real = g.wo.min(row.len());
-        row[real..].fill(0.0);
     }
 }
 
@@ -549,9 +543,16 @@ fn backward_image(
             let wide = *wide;
             // dz on the wide grid, in one pass from y and dy: each output row
             // goes through the ReLU rule (if fused) as it is widened. The extra
-            // columns are zeroed, so they add nothing below.
+            // columns stay zero, so they add nothing below.
             let len = g.cout * wide;
-            let dz = &mut sized(&mut s.dy_wide, slot.of * len)[slot.index * len..][..len];
+            let layout = [g.cout, g.ho, g.wo, g.w, slot.of];
+            if s.dz_layout != Some(layout) {
+                // Zeros in the extra columns, which nothing else writes.
+                s.dy_wide.clear();
+                s.dy_wide.resize(slot.of * len, 0.0);
+                s.dz_layout = Some(layout);
+            }
+            let dz = &mut s.dy_wide[slot.index * len..][..len];
             match dy {
                 ImageDy::Full(dy) => {
                     for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
@@ -564,7 +565,6 @@ fn backward_image(
                                 }
                             }
                         }
-                        clear_gaps(d, g);
                     }
                 }
                 ImageDy::Pooled {
@@ -598,7 +598,6 @@ fn backward_image(
                             }
                             None => max_2x2_backward(y, yp, dyp, g.ho, g.wo, d, g.w, true),
                         }
-                        clear_gaps(d, g);
                     }
                 }
             }
