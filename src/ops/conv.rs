@@ -31,10 +31,13 @@
 //! **Winograd.** A 3x3 stride-1 forward with 16 or more channels both ways
 //! (the tutorial's second layers) goes through Winograd's minimal filtering
 //! instead, 36 multiplications per 4x4 block of outputs rather than 144: see
-//! [`winograd`]. So does its input gradient, a padded correlation of `dz` with
-//! the filters turned round, where the tiles fit its output well enough to
-//! pay (CIFAR's second layer, not MNIST's): a few images at a time, whose
-//! `dz` the backward leaves side by side.
+//! [`winograd`]. A first layer's forward (1 to 4 input channels, no padding)
+//! goes through the 1-D transforms down the columns, 4.5 multiplications per
+//! output and input channel rather than 9: see [`winograd_columns`]. The
+//! input gradient of a many-channel layer, a padded correlation of `dz` with
+//! the filters turned round, goes through the 2-D transforms where the tiles
+//! fit its output well enough to pay (CIFAR's second layer, not MNIST's): a
+//! few images at a time, whose `dz` the backward leaves side by side.
 //!
 //! `conv2d_relu` fuses a ReLU: applied as output tiles are stored, and its
 //! backward rule ([`ReluRule`]) applied to `dy` image by image inside the
@@ -44,7 +47,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ops::pool::{max_2x2_backward, max_2x2_backward_winners, max_2x2_winners, MaxPool2d};
-use crate::ops::winograd;
+use crate::ops::{winograd, winograd_columns};
 use crate::ops::{MaxPool2dSpec, ReluRule};
 use crate::tape::{Backward, GradArgs, Tape, Var};
 use crate::tensor::kernel::{
@@ -700,6 +703,8 @@ fn forward(
     let tiling = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
     let winograd = winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout)
         && tiling.addressable(g.image_len(), g.cout * g.p());
+    let unpadded = g.pad_top == 0 && g.pad_left == 0 && g.ho + 2 == g.h && g.wo + 2 == g.w;
+    let columns = !winograd && winograd_columns::applies(g.kh, g.kw, g.stride, !unpadded, g.cin);
     let per = if winograd {
         tiling.images_per_product()
     } else {
@@ -750,6 +755,16 @@ fn forward(
             let planes = winograd::Planes::dense(x, g.h, g.w);
             let images = y.len() / ol;
             winograd::conv3x3(planes, images, g.cin, &u, g.cout, tiling, Some(bs), relu, y);
+            pool_planes(y, out);
+        });
+        pool.give_vec(u);
+    } else if columns {
+        // The first layers' forward down the columns (see
+        // [`winograd_columns`]), image by image.
+        let mut u = pool.vec_to_overwrite(g.cout * g.cin * 18);
+        winograd_columns::filters(ws, g.cout, g.cin, &mut u);
+        tasks.for_each(|((y, x), out)| {
+            winograd_columns::conv3x3(x, g.cin, g.h, g.w, &u, g.cout, bs, relu, y);
             pool_planes(y, out);
         });
         pool.give_vec(u);

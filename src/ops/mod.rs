@@ -4,7 +4,7 @@
 //! | op | file | forward | backward (from `dy = ∂L/∂y`) | saved by forward |
 //! | --- | --- | --- | --- | --- |
 //! | `dense` | `dense.rs` | `y = x·Wᵀ + b` | `dx = dy·W`, `dW = dyᵀ·x`, `db = Σₙ dy` | — |
-//! | `conv2d` | `conv.rs` (3x3, many channels: `winograd.rs`) | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns, or reads `x` shifted) |
+//! | `conv2d` | `conv.rs` (3x3: `winograd.rs` for many channels, `winograd_columns.rs` for 1 to 4 in) | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` | — (rebuilds the columns, or reads `x` shifted) |
 //! | `conv2d_relu` | `conv.rs` | `y = max(W·im2col(x) + b, 0)` | the ReLU rule, then as `conv2d` | — (uses `y`) |
 //! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's first input equal to `y` | — (uses `x` and `y`) |
 //! | `conv2d_max_pool2d` | `conv.rs`, `pool.rs` | `conv2d` (or `conv2d_relu`), then a 2x2 `max_pool2d` of each image's output while it is in cache | as the two ops | each window's winner (a byte) |
@@ -23,6 +23,7 @@ mod loss;
 mod pool;
 mod reshape;
 mod winograd;
+mod winograd_columns;
 
 pub use activation::{relu, softmax_rows, ReluRule};
 pub use conv::{

@@ -106,7 +106,7 @@ pub(crate) fn applies(kh: usize, kw: usize, stride: usize, cin: usize, cout: usi
 
 /// `G`, which takes a 3-tap filter to its 6 transformed taps: in f64, where
 /// ⅙ and 1/24 are much nearer their values than in f32.
-const G: [[f64; 3]; 6] = [
+pub(crate) const G: [[f64; 3]; 6] = [
     [0.25, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -355,7 +355,7 @@ pub(crate) fn conv3x3(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Planes, Tiling, POINTS};
@@ -414,7 +414,7 @@ mod avx512 {
 
     /// `Bᵀ d` for 6 values `d` (a patch's column or row), lane by lane.
     #[inline(always)]
-    unsafe fn bt(d: [__m512; 6]) -> [__m512; 6] {
+    pub(crate) unsafe fn bt(d: [__m512; 6]) -> [__m512; 6] {
         let c = _mm512_set1_ps;
         [
             _mm512_fmadd_ps(c(4.0), d[0], _mm512_fmadd_ps(c(-5.0), d[2], d[4])),
@@ -432,7 +432,7 @@ mod avx512 {
 
     /// `Aᵀ m` for 6 values `m` (a tile's column or row of points).
     #[inline(always)]
-    unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
+    pub(crate) unsafe fn at(m: [__m512; 6]) -> [__m512; 4] {
         let (s12, d12) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
         let (s34, d34) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
         [
