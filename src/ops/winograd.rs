@@ -469,58 +469,12 @@ pub(crate) mod avx512 {
             let corner = _mm512_loadu_si512(g.at.as_ptr().cast());
             for i in 0..ins {
                 let base = x.data.as_ptr().add(i * plane);
-                // Row-wise: the 18 rows the 16 patches span, from their
-                // first column, zeros outside the image.
-                let mut image_rows = [_mm512_setzero_ps(); 18];
-                if rowwise {
+                let bd = if rowwise {
                     let first = base.add(t0 / 16 * ins * plane);
-                    for (k, v) in image_rows.iter_mut().enumerate() {
-                        let y = k as isize - t.pad_top as isize;
-                        if (0..x.h as isize).contains(&y) {
-                            let at =
-                                first.wrapping_offset(y * x.row as isize - t.pad_left as isize);
-                            *v = _mm512_maskz_loadu_ps(colmask, at);
-                        }
-                    }
-                }
-                // d[r][c] of each lane's patch, then Bᵀ d column by column.
-                let mut bd = [[_mm512_setzero_ps(); 6]; 6];
-                #[allow(clippy::needless_range_loop)] // c picks a column of every row
-                for c in 0..6 {
-                    // Loops rather than closures, here and below: a closure
-                    // does not take on the function's target features, and
-                    // its calls cost a fifth of the forward's time.
-                    let mut column = [_mm512_setzero_ps(); 6];
-                    if rowwise {
-                        let idx = _mm512_add_epi32(pairs, _mm512_set1_epi32(c as i32));
-                        // Lanes 4tx + c < 16.
-                        let keep = if c < 4 { 0xffff } else { 0x7777 };
-                        for (r, d) in column.iter_mut().enumerate() {
-                            let rows = &image_rows[r..];
-                            let top = _mm512_permutex2var_ps(rows[0], idx, rows[4]);
-                            let bottom = _mm512_permutex2var_ps(rows[8], idx, rows[12]);
-                            *d = _mm512_maskz_mov_ps(
-                                keep,
-                                _mm512_mask_blend_ps(0xff00, top, bottom),
-                            );
-                        }
-                    } else {
-                        for (r, d) in column.iter_mut().enumerate() {
-                            let at =
-                                _mm512_add_epi32(corner, _mm512_set1_epi32((r * x.row + c) as i32));
-                            let inside = g.tiles & g.rows[r] & g.cols[c];
-                            *d = _mm512_mask_i32gather_ps::<4>(
-                                _mm512_setzero_ps(),
-                                inside,
-                                at,
-                                base.cast(),
-                            );
-                        }
-                    }
-                    for (k, val) in bt(column).into_iter().enumerate() {
-                        bd[k][c] = val;
-                    }
-                }
+                    cut_from_rows(x, t, first, pairs, colmask)
+                } else {
+                    gathered(x, &g, corner, base)
+                };
                 for (k, row) in bd.into_iter().enumerate() {
                     for (l, val) in bt(row).into_iter().enumerate() {
                         let p = k * 6 + l;
@@ -529,6 +483,76 @@ pub(crate) mod avx512 {
                 }
             }
         }
+    }
+
+    /// `Bᵀ d` of each lane's patch, column by column (`bd[k][c]`), from the
+    /// plane at `base`: the patch gathered value by value, zeros outside the
+    /// plane.
+    #[inline(always)]
+    unsafe fn gathered(
+        x: Planes<'_>,
+        g: &Group,
+        corner: __m512i,
+        base: *const f32,
+    ) -> [[__m512; 6]; 6] {
+        let mut bd = [[_mm512_setzero_ps(); 6]; 6];
+        #[allow(clippy::needless_range_loop)] // c picks a column of every row
+        for c in 0..6 {
+            // Loops rather than closures, here and below: a closure does not
+            // take on the caller's target features, and its calls cost a
+            // fifth of the forward's time.
+            let mut column = [_mm512_setzero_ps(); 6];
+            for (r, d) in column.iter_mut().enumerate() {
+                let at = _mm512_add_epi32(corner, _mm512_set1_epi32((r * x.row + c) as i32));
+                let inside = g.tiles & g.rows[r] & g.cols[c];
+                *d = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), inside, at, base.cast());
+            }
+            for (k, val) in bt(column).into_iter().enumerate() {
+                bd[k][c] = val;
+            }
+        }
+        bd
+    }
+
+    /// [`gathered`]'s `Bᵀ d` where the 16 lanes are one image's 4x4 tiles
+    /// and each patch row lies within the 16 values from its first column
+    /// (`first`, the image's plane): the 18 rows the patches span are loaded
+    /// once (`colmask` keeps the plane's columns), and lane (ty, tx) takes
+    /// value `4tx + c` of row `4ty + r` with permutes over pairs of rows.
+    #[inline(always)]
+    unsafe fn cut_from_rows(
+        x: Planes<'_>,
+        t: Tiling,
+        first: *const f32,
+        pairs: __m512i,
+        colmask: u16,
+    ) -> [[__m512; 6]; 6] {
+        let mut image_rows = [_mm512_setzero_ps(); 18];
+        for (k, v) in image_rows.iter_mut().enumerate() {
+            let y = k as isize - t.pad_top as isize;
+            if (0..x.h as isize).contains(&y) {
+                let at = first.wrapping_offset(y * x.row as isize - t.pad_left as isize);
+                *v = _mm512_maskz_loadu_ps(colmask, at);
+            }
+        }
+        let mut bd = [[_mm512_setzero_ps(); 6]; 6];
+        #[allow(clippy::needless_range_loop)] // c picks a column of every row
+        for c in 0..6 {
+            let idx = _mm512_add_epi32(pairs, _mm512_set1_epi32(c as i32));
+            // Lanes with 4tx + c < 16; the others' values lie past the row.
+            let keep = if c < 4 { 0xffff } else { 0x7777 };
+            let mut column = [_mm512_setzero_ps(); 6];
+            for (r, d) in column.iter_mut().enumerate() {
+                let rows = &image_rows[r..];
+                let top = _mm512_permutex2var_ps(rows[0], idx, rows[4]);
+                let bottom = _mm512_permutex2var_ps(rows[8], idx, rows[12]);
+                *d = _mm512_maskz_mov_ps(keep, _mm512_mask_blend_ps(0xff00, top, bottom));
+            }
+            for (k, val) in bt(column).into_iter().enumerate() {
+                bd[k][c] = val;
+            }
+        }
+        bd
     }
 
     /// The set's outputs `out[n, o, y, x]` from its tiles' points in
@@ -653,11 +677,11 @@ pub(crate) mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Deterministic test values in [−1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..len)
             .map(|_| {
@@ -670,7 +694,7 @@ mod tests {
     }
 
     /// `Bᵀ`, and `Aᵀ`, as the module doc writes them.
-    const BT: [[f64; 6]; 6] = [
+    pub(crate) const BT: [[f64; 6]; 6] = [
         [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
         [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
         [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
@@ -678,7 +702,7 @@ mod tests {
         [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
         [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
     ];
-    const AT: [[f64; 6]; 4] = [
+    pub(crate) const AT: [[f64; 6]; 4] = [
         [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
         [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
         [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],

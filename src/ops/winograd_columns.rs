@@ -198,35 +198,8 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic test values in [−1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
-    /// `Bᵀ` and `Aᵀ` as in the module doc of [`winograd`](super::super::winograd).
-    const BT: [[f64; 6]; 6] = [
-        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
-        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
-        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
-        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
-        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
-        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
-    ];
-    const AT: [[f64; 6]; 4] = [
-        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
-        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
-        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
-    ];
+    // The transforms' matrices, as the 2-D module's doc writes them.
+    use crate::ops::winograd::tests::{values, AT, BT};
 
     /// `U` by hand for the filter `w[r][s] = 3r + s + 1`: its column `s = 0`
     /// is (1, 4, 7), so `U[0] = ¼`, `U[5] = 7`, `U[1] = −(1 + 4 + 7)/6 = −2`
