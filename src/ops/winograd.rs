@@ -32,8 +32,9 @@
 //! fewer multiplications): in one process, alternating the two call by call,
 //! the forward of MNIST's layer became 18-25% faster and CIFAR's 9-12%,
 //! their forward + backward 3-6%, and a training step 1-8%. With 1 or 3
-//! input channels the products would be too thin to pay for the transforms,
-//! so the first layers stay direct ([`applies`]).
+//! input channels the 36 products would be too thin to pay for the 2-D
+//! transforms ([`applies`]); the first layers run the 1-D ones down the
+//! columns instead ([`winograd_columns`](super::winograd_columns)).
 //!
 //! The price in accuracy: the transforms' coefficients reach 5 (`Bᵀ`), 8
 //! (`Aᵀ`) and ⅙ (`G`, not exact in binary), so an output is the sum of terms

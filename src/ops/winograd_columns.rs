@@ -33,6 +33,11 @@
 //! broadcast weight by two. Rows and columns past the output's edge read
 //! zeros and are not stored.
 //!
+//! The price in accuracy is the 2-D transforms' (coefficients up to 5 and
+//! 8): on the tutorial's first layers, with inputs in [0, 1), outputs up to
+//! 2.1 (1 channel) and 3.5 (3 channels) were off the f64 sum by up to 8.7e-7
+//! and 1.8e-6, against 2.9e-7 and 1.0e-6 for the direct kernel.
+//!
 //! The bias joins `M[1]` before `Aᵀ`: column 1 of `Aᵀ` is all ones, so every
 //! output gets it exactly once, for one addition instead of four.
 //!
