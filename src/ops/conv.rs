@@ -200,6 +200,15 @@ impl ConvGeometry {
         self.ho * self.wo
     }
 
+    /// Whether the output is the "valid" one: no padding on any side (at
+    /// stride 1, `Ho = H − kh + 1`).
+    fn unpadded(&self) -> bool {
+        self.pad_top == 0
+            && self.pad_left == 0
+            && self.ho + self.kh == self.h + 1
+            && self.wo + self.kw == self.w + 1
+    }
+
     /// Values in one input image.
     fn image_len(&self) -> usize {
         self.cin * self.h * self.w
@@ -328,9 +337,7 @@ impl Unroll {
     /// Whether `g` takes the shifted path: stride 1, no padding, and the
     /// AVX-512 kernel (the portable one copies shifted operands out).
     fn shifts(g: &ConvGeometry) -> bool {
-        let unpadded =
-            g.pad_top == 0 && g.pad_left == 0 && g.ho + g.kh == g.h + 1 && g.wo + g.kw == g.w + 1;
-        g.stride == 1 && unpadded && crate::tensor::kernel::available()
+        g.stride == 1 && g.unpadded() && crate::tensor::kernel::available()
     }
 
     fn for_geometry(g: &ConvGeometry) -> Self {
@@ -703,8 +710,8 @@ fn forward(
     let tiling = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
     let winograd = winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout)
         && tiling.addressable(g.image_len(), g.cout * g.p());
-    let unpadded = g.pad_top == 0 && g.pad_left == 0 && g.ho + 2 == g.h && g.wo + 2 == g.w;
-    let columns = !winograd && winograd_columns::applies(g.kh, g.kw, g.stride, !unpadded, g.cin);
+    let columns =
+        !winograd && winograd_columns::applies(g.kh, g.kw, g.stride, !g.unpadded(), g.cin);
     let per = if winograd {
         tiling.images_per_product()
     } else {
