@@ -17,7 +17,7 @@
 //!
 //! Images are independent, so im2col, the products and col2im run in parallel
 //! over the batch with `rayon`, each product single-threaded. The products go
-//! through [`matmul`](crate::tensor::kernel::matmul), an AVX-512 kernel (or
+//! through [`matmul`], an AVX-512 kernel (or
 //! `matrixmultiply` on other CPUs), which wants the matrix it streams to have
 //! contiguous rows: hence `dWᵀ = cols · dyᵀ` with `dy` transposed per image.
 //!

@@ -2,7 +2,7 @@
 //! height, width).
 //!
 //! Two small helpers live here because every op needs them: a [`Pool`] of
-//! buffers so that a training step reuses last step's memory, and [`gemm`], a
+//! buffers so that a training step reuses last step's memory, and [`gemm`](fn@gemm), a
 //! checked wrapper around `matrixmultiply`'s sgemm.
 
 mod gemm;
@@ -41,7 +41,7 @@ pub(crate) fn slice(t: &Tensor) -> &[f32] {
         .expect("tensors made by the crate are contiguous")
 }
 
-/// Mutable [`slice`].
+/// Mutable [`slice`](fn@slice).
 pub(crate) fn slice_mut(t: &mut Tensor) -> &mut [f32] {
     t.as_slice_mut()
         .expect("tensors made by the crate are contiguous")
