@@ -51,7 +51,8 @@ use crate::ops::{winograd, winograd_columns};
 use crate::ops::{MaxPool2dSpec, ReluRule};
 use crate::tape::{Backward, GradArgs, Tape, Var};
 use crate::tensor::kernel::{
-    self, matmul, matmul_add_at, matmul_keep, transpose, Epilogue, Gapped, Keep, Shifted, Strided,
+    self, matmul, matmul_add_at, matmul_keep, spread_rows, transpose, Epilogue, Gapped, Keep,
+    Shifted, Strided,
 };
 use crate::tensor::{as_slice, shape_error, Pool, Tensor};
 
@@ -569,11 +570,7 @@ fn backward_image(
                         match rule {
                             // Rows of Wo values, W apart: one call per plane.
                             Some(rule) => rule.apply_rows(y, dy, d, g.wo, g.w),
-                            None => {
-                                for (d, dy) in d.chunks_mut(g.w).zip(dy.chunks(g.wo)) {
-                                    d[..g.wo].copy_from_slice(dy);
-                                }
-                            }
+                            None => spread_rows(dy, g.wo, d, g.w),
                         }
                     }
                 }
@@ -895,6 +892,17 @@ impl Backward for Conv2d {
             None => (None, g.cout * p),
         };
 
+        // Each group's part of dWᵀ[K, Cout], side by side, from the pool:
+        // kept from call to call rather than allocated each time.
+        let part_len = if want_dw { k * g.cout } else { 0 };
+        let mut parts = match part_len {
+            0 => Vec::new(),
+            len => a.pool.vec_to_overwrite(g.n.div_ceil(GROUP).max(1) * len),
+        };
+        if g.n == 0 {
+            // No group to write the first part: dW is zero.
+            parts.fill(0.0);
+        }
         // Each group clears its own slice of dx, in parallel and in cache.
         let mut dx = a.wants[0].then(|| a.pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
         let groups = g.n.div_ceil(GROUP);
@@ -909,19 +917,25 @@ impl Backward for Conv2d {
         };
         // One pass over fixed groups of images: each image adds to its group's
         // dWᵀ and writes its own slice of dx.
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = dy
+        let part_groups: Vec<Option<&mut [f32]>> = match part_len {
+            0 => (0..groups).map(|_| None).collect(),
+            len => parts.chunks_mut(len).map(Some).collect(),
+        };
+        let partials: Vec<Vec<f32>> = dy
             .par_chunks(GROUP * dy_len)
             .enumerate()
             .zip(ys.par_chunks(GROUP * g.cout * p))
             .zip(xs.par_chunks(GROUP * il))
             .zip(dx_groups.into_par_iter())
-            .map(|((((group, dy), y), x), mut dx)| {
+            .zip(part_groups.into_par_iter())
+            .map(|(((((group, dy), y), x), mut dx), dwt)| {
                 let mut scratch = SCRATCH.take();
                 let s = &mut scratch;
                 if let Some(dx) = dx.as_deref_mut().filter(|_| !winograd_dx) {
                     dx.fill(0.0);
                 }
-                let mut dwt = vec![0.0f32; if want_dw { k * g.cout } else { 0 }];
+                let dwt = dwt.unwrap_or_default();
+                dwt.fill(0.0);
                 let mut db = vec![0.0f32; g.cout];
                 let count = x.len() / il;
                 for first in (0..count).step_by(per) {
@@ -970,7 +984,7 @@ impl Backward for Conv2d {
                     }
                 }
                 SCRATCH.set(scratch);
-                (dwt, db)
+                db
             })
             .collect();
 
@@ -982,26 +996,26 @@ impl Backward for Conv2d {
         }
 
         let dw = want_dw.then(|| {
-            let mut dw = a.pool.zeros(&[g.cout, g.cin, g.kh, g.kw]);
-            let dws = dw.as_slice_mut().expect("pooled");
-            for (part, _) in &partials {
-                // dW[c, r] += dWᵀ[r, c], groups in order.
-                for (r, row) in part.chunks(g.cout).enumerate() {
-                    for (c, v) in row.iter().enumerate() {
-                        dws[c * k + r] += v;
-                    }
-                }
+            // The groups' parts summed in order (the same bits whatever the
+            // thread count), into the first; then dW[c, r] = dWᵀ[r, c].
+            let (sum, rest) = parts.split_at_mut(part_len);
+            for part in rest.chunks(part_len) {
+                sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
             }
+            let mut dw = a.pool.to_overwrite(&[g.cout, g.cin, g.kh, g.kw]);
+            let dws = dw.as_slice_mut().expect("pooled");
+            transpose(sum, k, g.cout, g.cout, dws, k);
             dw
         });
 
         let db = a.wants[2].then(|| {
             let mut db = a.pool.zeros(&[g.cout]);
-            for (_, part) in &partials {
+            for part in &partials {
                 db.iter_mut().zip(part).for_each(|(d, v)| *d += v);
             }
             db
         });
+        a.pool.give_vec(parts);
         vec![dx, dw, db]
     }
 }

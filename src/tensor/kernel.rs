@@ -806,6 +806,37 @@ pub fn transpose(
     transpose_portable(src, rows, src_rs, cols, dst, dst_rs);
 }
 
+/// `dst[r·stride..][..len] = src[r·len..][..len]` for every row `r` of `src`:
+/// dense rows spread out (a convolution's gradient onto its wide grid). With
+/// AVX-512 a short row is one masked load and store, where `copy_from_slice`
+/// would call `memmove` for each.
+///
+/// # Panics
+/// If `src` is not a whole number of rows, a row is longer than `stride`, or
+/// `dst` is too short.
+pub fn spread_rows(src: &[f32], len: usize, dst: &mut [f32], stride: usize) {
+    if len == 0 || src.is_empty() {
+        return;
+    }
+    let rows = src.len() / len;
+    assert!(
+        src.len().is_multiple_of(len) && len <= stride,
+        "rows of {len} in {} values, {stride} apart",
+        src.len()
+    );
+    assert!((rows - 1) * stride + len <= dst.len(), "dst is too short");
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX-512 is available; the asserts bound every row read and
+        // written.
+        unsafe { avx512::spread_rows(src, len, dst, stride) };
+        return;
+    }
+    for (d, s) in dst.chunks_mut(stride).zip(src.chunks(len)) {
+        d[..len].copy_from_slice(s);
+    }
+}
+
 /// [`transpose`] without intrinsics.
 fn transpose_portable(
     src: &[f32],
@@ -1166,6 +1197,21 @@ mod avx512 {
         }
     }
 
+    /// See [`super::spread_rows`].
+    ///
+    /// # Safety
+    /// AVX-512F must be available and the caller's bounds checks hold.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn spread_rows(src: &[f32], len: usize, dst: &mut [f32], stride: usize) {
+        for r in 0..src.len() / len {
+            let (from, to) = (src.as_ptr().add(r * len), dst.as_mut_ptr().add(r * stride));
+            for i in (0..len).step_by(16) {
+                let m = lanes(len - i);
+                _mm512_mask_storeu_ps(to.add(i), m, _mm512_maskz_loadu_ps(m, from.add(i)));
+            }
+        }
+    }
+
     /// See [`super::transpose`].
     ///
     /// # Safety
@@ -1241,6 +1287,32 @@ mod tests {
                         assert_eq!(dst[j * dst_rs + i], want, "({i}, {j})");
                     }
                 }
+            }
+        }
+    }
+
+    /// Rows of 1 to 33 values (one vector, a masked tail, several) land
+    /// `stride` apart, and the gaps between them keep what they held.
+    #[test]
+    fn spread_rows_leaves_the_gaps() {
+        for &(len, stride, rows) in &[
+            (1, 1, 3),
+            (11, 13, 5),
+            (16, 16, 2),
+            (17, 20, 3),
+            (33, 40, 2),
+        ] {
+            let src: Vec<f32> = (0..len * rows).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0f32; (rows - 1) * stride + len + 2];
+            spread_rows(&src, len, &mut dst, stride);
+            for (at, &v) in dst.iter().enumerate() {
+                let (r, c) = (at / stride, at % stride);
+                let want = if r < rows && c < len {
+                    src[r * len + c]
+                } else {
+                    -1.0
+                };
+                assert_eq!(v, want, "len {len}, stride {stride}: dst[{at}]");
             }
         }
     }
