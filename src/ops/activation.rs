@@ -10,6 +10,7 @@ use ndarray::{Axis, Zip};
 
 use crate::error::Result;
 use crate::tape::{Backward, GradArgs, Tape, Var};
+use crate::tensor::kernel::spread_rows_checked;
 use crate::tensor::{as_slice, expect_rank, map_into, slice, slice_mut, zip_map_into, Tensor};
 
 /// How ReLU sends a gradient backward. The three saliency methods of the
@@ -80,24 +81,10 @@ impl ReluRule {
     /// row is longer than `out_stride`, or `out` is too short for the rows.
     pub fn apply_rows(self, y: &[f32], g: &[f32], out: &mut [f32], len: usize, out_stride: usize) {
         assert_eq!(y.len(), g.len(), "ReluRule::apply_rows: y and g differ");
-        if len == 0 {
-            assert!(
-                y.is_empty(),
-                "ReluRule::apply_rows: rows of 0 in {} values",
-                y.len()
-            );
+        let what = "ReluRule::apply_rows";
+        if spread_rows_checked(what, y.len(), len, out_stride, out.len()) == 0 {
             return;
         }
-        let rows = y.len() / len;
-        assert!(
-            y.len().is_multiple_of(len) && len <= out_stride,
-            "ReluRule::apply_rows: rows of {len} in {} values, {out_stride} apart",
-            y.len()
-        );
-        assert!(
-            rows == 0 || (rows - 1) * out_stride + len <= out.len(),
-            "ReluRule::apply_rows: out is too short"
-        );
         #[cfg(target_arch = "x86_64")]
         if crate::tensor::kernel::available() {
             // SAFETY: AVX-512 is available; the asserts bound every index.

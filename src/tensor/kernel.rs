@@ -815,16 +815,9 @@ pub fn transpose(
 /// If `src` is not a whole number of rows, a row is longer than `stride`, or
 /// `dst` is too short.
 pub fn spread_rows(src: &[f32], len: usize, dst: &mut [f32], stride: usize) {
-    if len == 0 || src.is_empty() {
+    if spread_rows_checked("spread_rows", src.len(), len, stride, dst.len()) == 0 {
         return;
     }
-    let rows = src.len() / len;
-    assert!(
-        src.len().is_multiple_of(len) && len <= stride,
-        "rows of {len} in {} values, {stride} apart",
-        src.len()
-    );
-    assert!((rows - 1) * stride + len <= dst.len(), "dst is too short");
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX-512 is available; the asserts bound every row read and
@@ -835,6 +828,35 @@ pub fn spread_rows(src: &[f32], len: usize, dst: &mut [f32], stride: usize) {
     for (d, s) in dst.chunks_mut(stride).zip(src.chunks(len)) {
         d[..len].copy_from_slice(s);
     }
+}
+
+/// How many rows of `len` values `values` values make, checking what every
+/// spreading of rows `stride` apart into `out_len` values needs: whole rows
+/// (none if `len` is 0), each no longer than `stride`, the last inside.
+///
+/// # Panics
+/// If any of those fails, naming `what`.
+pub(crate) fn spread_rows_checked(
+    what: &str,
+    values: usize,
+    len: usize,
+    stride: usize,
+    out_len: usize,
+) -> usize {
+    if len == 0 {
+        assert!(values == 0, "{what}: rows of 0 in {values} values");
+        return 0;
+    }
+    let rows = values / len;
+    assert!(
+        values.is_multiple_of(len) && len <= stride,
+        "{what}: rows of {len} in {values} values, {stride} apart"
+    );
+    assert!(
+        rows == 0 || (rows - 1) * stride + len <= out_len,
+        "{what}: out is too short"
+    );
+    rows
 }
 
 /// [`transpose`] without intrinsics.
