@@ -22,10 +22,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use salient::model::Sequential;
 use salient::ops::{conv2d_forward, Conv2dSpec};
-use salient::saliency::{attribute_in, Method, Options};
+use salient::saliency::{Explainer, Method, Options};
 use salient::tensor::Pool;
 use salient::train::TrainStep;
-use salient::{ReluRule, Tape, Tensor};
+use salient::{Kernels, ReluRule, Tape, Tensor};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -76,7 +76,8 @@ fn conv2d(c: &mut Criterion) {
         let seed = random(&[BATCH, cout, side - 2, side - 2], 4);
         group.bench_function(BenchmarkId::new("fwd_bwd", id), |bench| {
             bench.iter(|| {
-                let mut tape = Tape::with_pool(pool.take().unwrap());
+                let taken = pool.take().unwrap();
+                let mut tape = Tape::with_pool(taken).with_kernels(Kernels::Winograd);
                 let (xv, wv, bv) = (tape.param(&x), tape.param(&w), tape.param(&b));
                 let y = tape.conv2d(xv, wv, bv, spec).unwrap();
                 let keep = [xv, wv, bv];
@@ -129,18 +130,11 @@ fn saliency(c: &mut Criterion) {
     // Input gradients of 250 images: one forward and one backward pass. The
     // workspace persists across iterations, as it does across the batches of
     // a longer run (`salient saliency` over a data set).
-    let mut workspace = Pool::new();
+    let mut explainer = Explainer::new(&model);
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("vanilla/mnist", |bench| {
         bench.iter(|| {
-            let a = attribute_in(
-                &model,
-                &x,
-                Some(&targets),
-                Method::Vanilla,
-                &options,
-                &mut workspace,
-            );
+            let a = explainer.attribute(&x, Some(&targets), Method::Vanilla, &options);
             black_box(a.unwrap())
         })
     });
@@ -150,14 +144,7 @@ fn saliency(c: &mut Criterion) {
     group.throughput(Throughput::Elements(options.samples as u64));
     group.bench_function("smoothgrad/mnist", |bench| {
         bench.iter(|| {
-            let a = attribute_in(
-                &model,
-                &one,
-                Some(&[3]),
-                Method::SmoothGrad,
-                &options,
-                &mut workspace,
-            );
+            let a = explainer.attribute(&one, Some(&[3]), Method::SmoothGrad, &options);
             black_box(a.unwrap())
         })
     });

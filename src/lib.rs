@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+mod fast;
 pub mod fsutil;
 pub mod images;
 pub mod layers;
@@ -26,5 +27,5 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use ops::ReluRule;
-pub use tape::{Gradients, Tape, Var};
+pub use tape::{Gradients, Kernels, Tape, Var};
 pub use tensor::Tensor;

@@ -449,7 +449,8 @@ fn grad_cam_finds_the_bright_corner_on_a_hand_built_model() {
     // L = ReLU(1·A⁰ + 0·A¹) = A⁰.
     let model = hand_cam_model();
     let x = corner_square();
-    let layer_map = cam::grad_cam(&model, &x, &[1], None, 250).unwrap();
+    let layer_map =
+        cam::grad_cam(&mut saliency::Explainer::new(&model), &x, &[1], None, 250).unwrap();
     assert_eq!(layer_map.layer, "conv2d");
     assert_eq!(values(&layer_map.weights), [1.0, 0.0]);
     let map = layer_map
@@ -525,7 +526,14 @@ fn grad_cam_on_the_trained_model_replicates_over_channels_and_takes_named_layers
         layer: Some("max_pooling2d".into()),
         ..Options::default()
     };
-    let first = cam::grad_cam(model, &x, &out.targets, Some("max_pooling2d"), 250).unwrap();
+    let first = cam::grad_cam(
+        &mut saliency::Explainer::new(model),
+        &x,
+        &out.targets,
+        Some("max_pooling2d"),
+        250,
+    )
+    .unwrap();
     assert_eq!(first.maps.shape(), &[2, 13, 13]);
     let named = attribute(model, &x, Some(&out.targets), Method::GradCam, &pooled).unwrap();
     assert_eq!(named.raw.index_axis(Axis(1), 0), first.upsampled);
@@ -789,7 +797,14 @@ fn errors_are_typed_and_say_what_to_do() {
     }
 
     // The methods' own functions check their arguments too.
-    let err = cam::grad_cam(model, &x, &[99, 0], None, 250).unwrap_err();
+    let err = cam::grad_cam(
+        &mut saliency::Explainer::new(model),
+        &x,
+        &[99, 0],
+        None,
+        250,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("class 99 of input 0"), "{err}");
     let err =
         saliency::gradient::class_gradient(model, &x, Some(&[1]), salient::ReluRule::Guided, None)
@@ -867,10 +882,10 @@ fn timings_for_seven_digits_with_the_tutorial_model() {
 }
 
 #[test]
-fn a_workspace_makes_repeat_calls_allocate_nothing_and_change_nothing() {
+fn an_explainer_allocates_nothing_on_repeat_calls_and_changes_nothing() {
     let (model, _) = trained();
     let x = digits(8);
-    let mut workspace = salient::tensor::Pool::new();
+    let mut explainer = saliency::Explainer::new(model);
     let (mut maps, mut fresh) = (Vec::new(), Vec::new());
     for method in [
         Method::Vanilla,
@@ -878,9 +893,9 @@ fn a_workspace_makes_repeat_calls_allocate_nothing_and_change_nothing() {
         Method::Guided,
         Method::Guided,
     ] {
-        let a = saliency::attribute_in(model, &x, None, method, &quick(), &mut workspace).unwrap();
+        let a = explainer.attribute(&x, None, method, &quick()).unwrap();
         maps.push(a.raw);
-        fresh.push(workspace.fresh_allocations());
+        fresh.push(explainer.fresh_allocations());
     }
     assert!(fresh[0] > 0);
     assert_eq!(fresh[3], fresh[0], "{fresh:?}");

@@ -249,10 +249,9 @@ fn misuse_of_the_tape_is_an_error_not_a_panic() {
 
 mod common;
 
-/// `backward_to` against `backward` on conv → ReLU → 2x2 pool stacks (where
-/// the tape folds each pooling's backward into the convolution before it,
-/// and says so), and on variants where it must not: the convolution's output
-/// also read elsewhere, kept for the caller, or pooled 3x3.
+/// `backward_to` against `backward` on conv → ReLU → 2x2 pool stacks, and on
+/// variants: the convolution's output also read elsewhere, kept for the
+/// caller, or pooled 3x3.
 mod backward_to {
     use super::common::random;
     use proptest::prelude::*;
@@ -261,13 +260,13 @@ mod backward_to {
 
     #[derive(Clone, Copy, Debug)]
     enum Shape {
-        /// Two conv → ReLU → 2x2 pool layers, every pooling folded.
+        /// Two conv → ReLU → 2x2 pool layers.
         Stack,
-        /// The first convolution's output has a second consumer: not folded.
+        /// The first convolution's output has a second consumer.
         Shared,
-        /// The first convolution's gradient is asked for: not folded.
+        /// The first convolution's gradient is asked for.
         Kept,
-        /// A 3x3 pooling: not folded.
+        /// A 3x3 pooling.
         Wide,
     }
 
@@ -310,12 +309,6 @@ mod backward_to {
         let dy = random(tape.value(out).unwrap().shape(), seed ^ 3);
         let mut all = tape.backward(out, &dy, rule).unwrap();
         let mut some = tape.backward_to(out, &dy, rule, &vars).unwrap();
-        // Both poolings of the stack fold (on the AVX-512 kernel's shifted
-        // path, which the fold needs); elsewhere none may.
-        assert_eq!(all.folded_poolings(), 0);
-        let fold = matches!(shape, Shape::Stack) && salient::tensor::kernel::available();
-        let folds = if fold { 2 } else { 0 };
-        assert_eq!(some.folded_poolings(), folds, "{shape:?}");
         [
             vars.iter().map(|&v| all.take(v).unwrap()).collect(),
             vars.iter().map(|&v| some.take(v).unwrap()).collect(),
@@ -355,31 +348,30 @@ mod backward_to {
 }
 
 /// `Tape::conv2d_max_pool2d` takes the pooling as the convolution's outputs
-/// are stored and keeps the windows' winners; it must record exactly what
-/// recording `conv2d` (or `conv2d_relu`) and then `max_pool2d` would: the
-/// same values and gradients, bit for bit, whichever way the backward goes.
+/// are stored, keeps the windows' winners, and sends the pooled gradient
+/// straight to them; it must compute exactly what recording `conv2d` (or
+/// `conv2d_relu`) and then `max_pool2d` on the same kernels computes: the same
+/// values and gradients, bit for bit, by `backward` and by `backward_to`.
 mod conv_then_pool {
     use super::common::random;
     use proptest::prelude::*;
     use salient::ops::{Conv2dSpec, MaxPool2dSpec, Padding};
-    use salient::{ReluRule, Tape, Tensor};
+    use salient::{Kernels, ReluRule, Tape, Tensor};
 
     struct Case {
         spec: Conv2dSpec,
         relu: bool,
         pool: MaxPool2dSpec,
         rule: ReluRule,
+        kernels: Kernels,
     }
 
-    /// The convolution's and the pooling's values, then the gradients of
-    /// `x`, `w` and `b` by `backward`, by `backward_to` (the pooling folded
-    /// into the convolution's backward where it can be), and of `x` and the
-    /// convolution's output by `backward_to` (not folded: the pooling's own
-    /// backward runs).
+    /// The pooled values, then the gradients of `x`, `w` and `b` by
+    /// `backward` and by `backward_to`.
     fn run(fused: bool, case: &Case, x: &Tensor, w: &Tensor, b: &Tensor, seed: u64) -> Vec<Tensor> {
-        let mut tape = Tape::new();
+        let mut tape = Tape::new().with_kernels(case.kernels);
         let (xv, wv, bv) = (tape.input(x.clone()), tape.param(w), tape.param(b));
-        let (c, p) = match fused {
+        let p = match fused {
             true => tape
                 .conv2d_max_pool2d(xv, wv, bv, case.spec, case.relu, case.pool)
                 .unwrap(),
@@ -388,34 +380,31 @@ mod conv_then_pool {
                     true => tape.conv2d_relu(xv, wv, bv, case.spec).unwrap(),
                     false => tape.conv2d(xv, wv, bv, case.spec).unwrap(),
                 };
-                (c, tape.max_pool2d(c, case.pool).unwrap())
+                tape.max_pool2d(c, case.pool).unwrap()
             }
         };
-        let mut out = vec![
-            tape.value(c).unwrap().clone(),
-            tape.value(p).unwrap().clone(),
-        ];
-        let dy = random(out[1].shape(), seed ^ 7);
+        let mut out = vec![tape.value(p).unwrap().clone()];
+        let dy = random(out[0].shape(), seed ^ 7);
         let mut all = tape.backward(p, &dy, case.rule).unwrap();
         out.extend([xv, wv, bv].map(|v| all.take(v).unwrap()));
-        let mut folded = tape.backward_to(p, &dy, case.rule, &[xv, wv, bv]).unwrap();
-        out.extend([xv, wv, bv].map(|v| folded.take(v).unwrap()));
-        let mut kept = tape.backward_to(p, &dy, case.rule, &[xv, c]).unwrap();
-        out.extend([xv, c].map(|v| kept.take(v).unwrap()));
+        let mut some = tape.backward_to(p, &dy, case.rule, &[xv, wv, bv]).unwrap();
+        out.extend([xv, wv, bv].map(|v| some.take(v).unwrap()));
         out
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
-        /// Few channels (the direct products) or 16-17 (Winograd's, where the
-        /// CPU has AVX-512), up to 5 images (two of Winograd's sets), odd and
-        /// even sides, both paddings, a ReLU or not, each ReLU rule, ties,
-        /// and a 3x3 pooling (recorded as the two ops).
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Few channels (the direct products) or 16-17 (Winograd's, with
+        /// `Kernels::Winograd` where the CPU has AVX-512), up to 5 images (two
+        /// of Winograd's sets), odd and even sides, both paddings, a ReLU or
+        /// not, each ReLU rule, ties, and a 3x3 pooling (recorded as the two
+        /// ops).
         #[test]
         fn records_what_the_two_ops_record(
             n in 1usize..=5, many in any::<bool>(), extra_c in 0usize..=2,
             h in 5usize..=15, w in 5usize..=15, same in any::<bool>(), relu in any::<bool>(),
-            rule in 0usize..3, size in 2usize..=3, ties in any::<bool>(), seed in any::<u64>(),
+            rule in 0usize..3, size in 2usize..=3, ties in any::<bool>(), winograd in any::<bool>(),
+            seed in any::<u64>(),
         ) {
             let (cin, cout) = if many { (16 + extra_c % 2, 16 + extra_c / 2) } else { (1 + extra_c, 3) };
             // With `ties`, values in {-1, 0, 1}: whole-number outputs, many
@@ -431,6 +420,7 @@ mod conv_then_pool {
                 relu,
                 pool: MaxPool2dSpec::square(size),
                 rule: [ReluRule::Gradient, ReluRule::Rectified, ReluRule::Guided][rule],
+                kernels: if winograd { Kernels::Winograd } else { Kernels::Fast },
             };
             let fused = run(true, &case, &x, &wt, &b, seed);
             let apart = run(false, &case, &x, &wt, &b, seed);

@@ -315,18 +315,19 @@ impl Layer {
         })
     }
 
-    /// This layer and `next` recorded together, when this is a Conv2D (with
-    /// a ReLU or no activation) and `next` a MaxPooling2D: as
-    /// [`forward`](Layer::forward) on each, with the same values and
-    /// gradients, but in one pass ([`Tape::conv2d_max_pool2d`]). `None` for
-    /// any other pair.
+    /// This layer and `next` recorded as one op, when this is a Conv2D (with
+    /// a ReLU or no activation) and `next` a 2x2 MaxPooling2D with stride 2:
+    /// [`Tape::conv2d_max_pool2d`], with the values and gradients of
+    /// [`forward`](Layer::forward) on each, but the convolution's output never
+    /// on the tape. Returns the kernel's and bias's vars and the pooled
+    /// output, or `None` for any other pair.
     pub fn forward_with_pool<'a>(
         &'a self,
         next: &Layer,
         tape: &mut Tape<'a>,
         x: Var,
         mode: Mode,
-    ) -> Result<Option<(LayerVars, LayerVars)>> {
+    ) -> Result<Option<((Var, Var), Var)>> {
         let (
             &LayerSpec::Conv2D {
                 strides, padding, ..
@@ -339,29 +340,22 @@ impl Layer {
         else {
             return Ok(None);
         };
+        let pool = pool_spec(pool_size, pool_strides);
         let relu = match self.spec.activation() {
             Some(Activation::Relu) => true,
             None | Some(Activation::Linear) => false,
             Some(Activation::Softmax) => return Ok(None),
         };
+        if pool != MaxPool2dSpec::square(2) {
+            return Ok(None);
+        }
         let (w, b) = self.param_vars(tape, mode)?;
         let spec = Conv2dSpec {
             stride: strides,
             padding,
         };
-        let pool = pool_spec(pool_size, pool_strides);
-        let (y, pooled) = tape.conv2d_max_pool2d(x, w, b, spec, relu, pool)?;
-        let conv = LayerVars {
-            pre_activation: (!relu).then_some(y),
-            output: y,
-            params: Some((w, b)),
-        };
-        let pool = LayerVars {
-            pre_activation: Some(pooled),
-            output: pooled,
-            params: None,
-        };
-        Ok(Some((conv, pool)))
+        let pooled = tape.conv2d_max_pool2d(x, w, b, spec, relu, pool)?;
+        Ok(Some(((w, b), pooled)))
     }
 }
 

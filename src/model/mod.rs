@@ -32,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{Error, Result};
 use crate::layers::{mix, Activation, Layer, LayerSpec, Mode};
 use crate::ops::{softmax_cross_entropy_forward, Padding};
-use crate::tape::{Tape, Var};
+use crate::tape::{Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
 
 pub use checkpoint::{load, save, Architecture, LayerRecord};
@@ -65,8 +65,10 @@ pub struct Forward {
     /// to keep: Conv2D + ReLU run as one fused op).
     pub pre_activations: Vec<Option<Var>>,
     /// Each layer's output after its activation (what Keras calls the layer's
-    /// output; Grad-CAM's "last convolution layer" is one of these).
-    pub outputs: Vec<Var>,
+    /// output; Grad-CAM's "last convolution layer" is one of these). `None`
+    /// for a convolution whose output went straight into the pooling after
+    /// it, in one op (see [`Sequential::forward_keeping`]).
+    pub outputs: Vec<Option<Var>>,
     /// Each layer's kernel and bias, where it has them.
     pub params: Vec<Option<(Var, Var)>>,
 }
@@ -74,13 +76,19 @@ pub struct Forward {
 impl Forward {
     /// The last layer's output: probabilities or, with [`Head::Linear`], scores.
     pub fn last(&self) -> Var {
-        *self.outputs.last().unwrap_or(&self.input)
+        self.outputs
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .copied()
+            .unwrap_or(self.input)
     }
 
     /// Adds the next layer's vars.
     fn push(&mut self, vars: crate::layers::LayerVars) {
         self.pre_activations.push(vars.pre_activation);
-        self.outputs.push(vars.output);
+        self.outputs.push(Some(vars.output));
         self.params.push(vars.params);
     }
 }
@@ -218,12 +226,29 @@ impl Sequential {
     /// In [`Mode::Train`] the parameters are differentiated and dropout is on;
     /// in [`Mode::Infer`] they are constants read in place and dropout is off.
     /// [`Head::Linear`] turns a softmax head into a linear one for this pass.
+    /// A convolution followed by a 2x2 pooling is recorded as one op (unless
+    /// the tape runs [`Kernels::Reference`]), so its own output is not on the
+    /// tape: use [`forward_keeping`](Self::forward_keeping) to read it.
     pub fn forward<'a>(
         &'a self,
         tape: &mut Tape<'a>,
         x: Var,
         mode: Mode,
         head: Head,
+    ) -> Result<Forward> {
+        self.forward_keeping(tape, x, mode, head, None)
+    }
+
+    /// [`forward`](Self::forward) with layer `keep`'s output on the tape (not
+    /// fused into the op after it), for a method that reads it or its
+    /// gradient.
+    pub fn forward_keeping<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        mode: Mode,
+        head: Head,
+        keep: Option<usize>,
     ) -> Result<Forward> {
         self.check_input(tape.value(x)?)?;
         let mut pass = Forward {
@@ -232,22 +257,25 @@ impl Sequential {
             outputs: Vec::with_capacity(self.layers.len()),
             params: Vec::with_capacity(self.layers.len()),
         };
+        let fuse = tape.kernels() != Kernels::Reference;
         let mut h = x;
         let last = self.layers.len().saturating_sub(1);
         let mut i = 0;
         while i < self.layers.len() {
             let layer = &self.layers[i];
-            // A convolution and the pooling after it, recorded in one pass.
-            let next = self.layers.get(i + 1);
-            if let Some(pair) = next.map(|next| layer.forward_with_pool(next, tape, h, mode)) {
-                if let Some((conv, pool)) = pair? {
-                    for vars in [conv, pool] {
-                        pass.push(vars);
+            // A convolution and the pooling after it, as one op.
+            match self.layers.get(i + 1) {
+                Some(next) if fuse && keep != Some(i) => {
+                    if let Some((params, pooled)) = layer.forward_with_pool(next, tape, h, mode)? {
+                        pass.pre_activations.extend([None, Some(pooled)]);
+                        pass.outputs.extend([None, Some(pooled)]);
+                        pass.params.extend([Some(params), None]);
+                        h = pooled;
+                        i += 2;
+                        continue;
                     }
-                    h = pass.last();
-                    i += 2;
-                    continue;
                 }
+                _ => {}
             }
             let activation = match (head, layer.spec.activation()) {
                 (Head::Linear, Some(Activation::Softmax)) if i == last => Some(Activation::Linear),
@@ -270,7 +298,7 @@ impl Sequential {
         let mut pool = Pool::new();
         for start in (0..n).step_by(batch_size.max(1)) {
             let end = (start + batch_size.max(1)).min(n);
-            let mut tape = Tape::inference_with_pool(pool);
+            let mut tape = Tape::inference_with_pool(pool).with_kernels(Kernels::Winograd);
             let batch = images
                 .slice_axis(Axis(0), Slice::from(start..end))
                 .to_owned();

@@ -11,8 +11,8 @@
 use ndarray::Axis;
 
 use crate::error::Result;
+use crate::fast::kernel::{matmul_par, transpose, Epilogue, Strided};
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::kernel::{matmul_par, transpose, Epilogue, Strided};
 use crate::tensor::{as_slice, expect_rank, shape_error, Pool, Tensor};
 
 /// A row-major matrix operand with `cols` columns.

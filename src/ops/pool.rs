@@ -1,25 +1,28 @@
-//! 2-D max pooling.
+//! 2-D max pooling: the reference, and the op on the tape.
 //!
-//! `y[n, c, oy, ox] = max over the window of x[n, c, oy·sh + i, ox·sw + j]`,
-//! with `0 ≤ i < ph`, `0 ≤ j < pw` and 'valid' padding (Keras's default):
-//! `Ho = ⌊(H − ph) / sh⌋ + 1`.
+//! ```text
+//! y[n, c, oy, ox] = max_{i < ph, j < pw} x[n, c, oy·sh + i, ox·sw + j]
+//! ```
 //!
-//! The derivative of a max is 1 at the winning input and 0 elsewhere, so the
-//! backward sends each output's gradient to the one input that won, found
-//! again from the input and output. **Ties** go to the first maximum in row-major
-//! order within the window (PyTorch does the same). When windows overlap
-//! (stride < pool size), an input that wins several windows receives the sum.
+//! with 'valid' padding (Keras's default): `Ho = ⌊(H − ph) / sh⌋ + 1`.
 //!
-//! A 2x2 pooling right after a convolution can be taken by the convolution,
-//! image by image while its output is in cache ([`Tape::conv2d_max_pool2d`]).
-//! That pass also keeps each window's winner (a byte, 0-3), so the backward
-//! never reads the convolution's output again.
-
-use rayon::prelude::*;
+//! The derivative of a max is 1 at the input that won and 0 elsewhere, so the
+//! backward sends each output's gradient to its window's **winner**. Where a
+//! window ties, the winner is its **first maximum in row-major order**, as in
+//! TensorFlow and PyTorch: `[[1, 1], [1, 1]]` sends the gradient to the top
+//! left alone, `[[0, 2], [2, 2]]` to the top right. A NaN beats every number
+//! (so NaN propagates, as in PyTorch). When windows overlap (stride < pool
+//! size), an input that wins several windows receives the sum.
+//!
+//! Real images tie often: in a flat background every position of a channel
+//! holds `relu(bias)`, and identical patches of a saturated stroke give
+//! identical sums. Which tied input wins decides which pixels a saliency map
+//! lights up, so the fast paths (`crate::fast::pool`) follow this rule exactly.
 
 use crate::error::{Error, Result};
-use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{as_slice, expect_rank, Pool, Tensor};
+use crate::fast;
+use crate::tape::{Backward, GradArgs, Kernels, Tape, Var};
+use crate::tensor::{expect_rank, Tensor};
 
 /// Window size and stride of a max pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,516 +65,71 @@ impl MaxPool2dSpec {
     }
 }
 
-/// Max-pools `x: [N, C, H, W]` into `y: [N, C, Ho, Wo]`.
-///
-/// No argmax is kept: the backward finds each window's winner again as the
-/// first input equal to the output, which is cheaper than writing and reading
-/// one index per output (and keeps the forward a plain vectorisable max).
-/// A convolution that takes the pooling itself
-/// ([`Tape::conv2d_max_pool2d`]) does keep one, a byte per window, since it
-/// finds it while the inputs are in registers.
-pub fn max_pool2d_forward(x: &Tensor, spec: MaxPool2dSpec, pool: &mut Pool) -> Result<Tensor> {
-    let (n, c, h, w) = dims(x)?;
-    let (ho, wo) = spec.output_size(h, w)?;
-    let xs = as_slice(x, "max_pool2d")?;
-    let mut y = pool.to_overwrite(&[n, c, ho, wo]);
-    let fast = crate::tensor::kernel::available();
-    y.as_slice_mut()
-        .expect("pooled")
-        .par_chunks_mut(PLANES * ho * wo)
-        .zip(xs.par_chunks(PLANES * h * w))
-        .for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(ho * wo).zip(x.chunks(h * w)) {
-                if spec == MaxPool2dSpec::square(2) {
-                    max_2x2(x, w, wo, y, fast);
-                } else {
-                    for (o, y) in y.iter_mut().enumerate() {
-                        *y = x[winner(x, w, spec, o / wo, o % wo)];
-                    }
-                }
-            }
-        });
-    Ok(y)
+/// Whether `v` beats the best so far: greater, or a NaN over a number. Equal
+/// values never beat it, so the first maximum in row-major order stays.
+pub fn beats(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
 }
 
-/// Planes per parallel task: enough work to be worth sending to a thread.
-const PLANES: usize = 8;
-
-fn dims(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+/// The reference forward: the pooled values and, for each output, the flat
+/// index into `x` of its window's winner.
+pub fn max_pool2d_reference(x: &Tensor, spec: MaxPool2dSpec) -> Result<(Tensor, Vec<usize>)> {
     expect_rank(x, 4, "max_pool2d", "input [N, C, H, W]")?;
     let &[n, c, h, w] = x.shape() else {
         unreachable!("rank checked")
     };
-    Ok((n, c, h, w))
-}
-
-/// `max(a, b)`, but a NaN in either wins, so that NaN propagates.
-#[inline(always)]
-fn nan_max(a: f32, b: f32) -> f32 {
-    if a.is_nan() || a > b {
-        a
-    } else {
-        b
-    }
-}
-
-/// Whether input `v` is the output `y` of its window: equal, or both NaN.
-#[inline(always)]
-fn is_max(v: f32, y: f32) -> bool {
-    v == y || (v.is_nan() && y.is_nan())
-}
-
-/// The position in the plane of output `(oy, ox)`'s winner: the first input of
-/// the window, in row-major order, that no later one beats (a NaN beats all).
-fn winner(x: &[f32], w: usize, spec: MaxPool2dSpec, oy: usize, ox: usize) -> usize {
-    let ((ph, pw), (sh, sw)) = (spec.pool, spec.stride);
-    let mut best = oy * sh * w + ox * sw;
-    for i in 0..ph {
-        for j in 0..pw {
-            let at = (oy * sh + i) * w + ox * sw + j;
-            let (v, b) = (x[at], x[best]);
-            if v > b || (v.is_nan() && !b.is_nan()) {
-                best = at;
-            }
-        }
-    }
-    best
-}
-
-/// The common 2x2, stride-2 case for one plane, one output row at a time;
-/// `fast`: with AVX-512 (the caller checked that the CPU has it).
-fn max_2x2(x: &[f32], w: usize, wo: usize, y: &mut [f32], fast: bool) {
-    for (oy, y) in y.chunks_mut(wo).enumerate() {
-        let (r0, r1) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: AVX-512 is available; the rows hold 2·wo values each.
-            unsafe { avx512::max_row(r0, r1, y) };
-            continue;
-        }
-        let _ = fast;
-        for (y, (a, b)) in y.iter_mut().zip(r0.chunks_exact(2).zip(r1.chunks_exact(2))) {
-            *y = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
-        }
-    }
-}
-
-/// [`max_2x2`] keeping each window's winner too: 0 top left, 1 top right,
-/// 2 bottom left, 3 bottom right, the first input in row-major order equal to
-/// the maximum (a NaN equal to a NaN), which is the input the backward would
-/// find (see [`max_2x2_backward_winners`]).
-pub(crate) fn max_2x2_winners(
-    x: &[f32],
-    w: usize,
-    wo: usize,
-    y: &mut [f32],
-    winners: &mut [u8],
-    fast: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if fast && wo > 0 {
-        let ho = y.len() / wo;
-        assert!(
-            ho == 0 || x.len() >= (2 * ho - 1) * w + 2 * wo,
-            "input too short"
-        );
-        assert!(winners.len() >= ho * wo, "winners too short");
-        assert!(2 * wo <= w, "rows of {w} hold no {wo} windows");
-        // SAFETY: AVX-512 is available; the asserts bound every row read
-        // and written.
-        unsafe { avx512::max_plane_winners(x, w, wo, &mut y[..ho * wo], winners) };
-        return;
-    }
-    let _ = fast;
-    for (oy, (y, win)) in y.chunks_mut(wo).zip(winners.chunks_mut(wo)).enumerate() {
-        let (r0, r1) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
-        let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-        for ((y, win), (a, b)) in y.iter_mut().zip(win.iter_mut()).zip(windows) {
-            *y = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
-            *win = [a[0], a[1], b[0]]
-                .iter()
-                .position(|&v| is_max(v, *y))
-                .unwrap_or(3) as u8;
-        }
-    }
-}
-
-/// The backward of a 2x2, stride-2 pooling for one `h × w` plane: each
-/// window's four inputs get `dy` at the winner and 0 elsewhere, written in one
-/// pass; rows and columns no window covers (odd sizes) are zero. Row `r` of
-/// `dx` starts at `r·dx_rs` (`w` for a plane of its own; a convolution's wide
-/// grid is wider, and what lies between rows is left alone).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn max_2x2_backward(
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    h: usize,
-    w: usize,
-    dx: &mut [f32],
-    dx_rs: usize,
-    fast: bool,
-) {
-    let wo = w / 2;
-    clear_uncovered(dx, h, w, dx_rs);
-    for (oy, (y, dy)) in y.chunks(wo).zip(dy.chunks(wo)).enumerate() {
-        let top = 2 * oy * w;
-        let (x0, x1) = (&x[top..top + 2 * wo], &x[top + w..top + w + 2 * wo]);
-        let (d0, d1) = dx[2 * oy * dx_rs..].split_at_mut(dx_rs);
-        let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: AVX-512 is available; x0, x1, d0, d1 hold 2·wo values
-            // and y, dy hold wo.
-            unsafe { avx512::max_backward_row(x0, x1, y, dy, d0, d1) };
-            continue;
-        }
-        let _ = fast;
-        for ox in 0..wo {
-            let (v, g) = (y[ox], dy[ox]);
-            let (a, b, c) = (
-                is_max(x0[2 * ox], v),
-                is_max(x0[2 * ox + 1], v),
-                is_max(x1[2 * ox], v),
-            );
-            // Row-major order: the first input equal to the max wins.
-            let (wa, wb, wc) = (a, !a && b, !a && !b && c);
-            let wd = !a && !b && !c;
-            d0[2 * ox] = if wa { g } else { 0.0 };
-            d0[2 * ox + 1] = if wb { g } else { 0.0 };
-            d1[2 * ox] = if wc { g } else { 0.0 };
-            d1[2 * ox + 1] = if wd { g } else { 0.0 };
-        }
-    }
-}
-
-/// Zeroes what no 2x2 window of an `h × w` plane covers, in its gradient
-/// whose rows are `dx_rs` apart: the last column (odd `w`) and the last row
-/// (odd `h`).
-fn clear_uncovered(dx: &mut [f32], h: usize, w: usize, dx_rs: usize) {
-    if w % 2 == 1 {
-        for r in 0..h / 2 * 2 {
-            dx[r * dx_rs + w - 1] = 0.0;
-        }
-    }
-    if h % 2 == 1 {
-        dx[(h - 1) * dx_rs..][..w].fill(0.0);
-    }
-}
-
-/// [`max_2x2_backward`] with each window's winner given (0 top left, 1 top
-/// right, 2 bottom left, 3 bottom right) instead of found from `x` and `y`.
-pub(crate) fn max_2x2_backward_winners(
-    winners: &[u8],
-    dy: &[f32],
-    h: usize,
-    w: usize,
-    dx: &mut [f32],
-    dx_rs: usize,
-    fast: bool,
-) {
-    let wo = w / 2;
-    #[cfg(target_arch = "x86_64")]
-    if fast && wo > 0 {
-        let ho = dy.len() / wo;
-        assert!(winners.len() >= ho * wo, "winners too short");
-        assert!(w <= dx_rs, "rows of {w} values {dx_rs} apart");
-        assert!(
-            ho == 0 || dx.len() >= (2 * ho - 1) * dx_rs + w,
-            "dx too short"
-        );
-        // SAFETY: AVX-512 is available; the asserts bound every row written.
-        unsafe { avx512::winners_backward_plane(winners, &dy[..ho * wo], wo, dx, dx_rs) };
-        clear_uncovered(dx, h, w, dx_rs);
-        return;
-    }
-    let _ = fast;
-    clear_uncovered(dx, h, w, dx_rs);
-    for (oy, (win, dy)) in winners.chunks(wo).zip(dy.chunks(wo)).enumerate() {
-        let (d0, d1) = dx[2 * oy * dx_rs..].split_at_mut(dx_rs);
-        let (d0, d1) = (&mut d0[..2 * wo], &mut d1[..2 * wo]);
-        for (ox, (&k, &g)) in win.iter().zip(dy).enumerate() {
-            let at = |i: u8| if k == i { g } else { 0.0 };
-            (d0[2 * ox], d0[2 * ox + 1]) = (at(0), at(1));
-            (d1[2 * ox], d1[2 * ox + 1]) = (at(2), at(3));
-        }
-    }
-}
-
-/// The 2x2 rows with AVX-512: 16 outputs (32 inputs per row) per step forward,
-/// 8 windows per step backward, with lane masks for the tails.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use crate::tensor::kernel::lanes;
-
-    /// `max(a, b)` lane-wise, NaN where either is NaN (`vmaxps` alone returns
-    /// `b` when either is).
-    #[inline(always)]
-    unsafe fn nan_max(a: __m512, b: __m512) -> __m512 {
-        let a_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a);
-        _mm512_mask_mov_ps(_mm512_max_ps(a, b), a_nan, a)
-    }
-
-    /// `y[o] = max(x0[2o], x0[2o + 1], x1[2o], x1[2o + 1])`.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `x0` and `x1` hold at least `2·y.len()` values.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn max_row(x0: &[f32], x1: &[f32], y: &mut [f32]) {
-        let wo = y.len();
-        debug_assert!(x0.len() >= 2 * wo && x1.len() >= 2 * wo);
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        for o in (0..wo).step_by(16) {
-            let n = (wo - o).min(16);
-            // 2n inputs per row: the first vector's lanes, then the second's.
-            let (m_lo, m_hi) = (lanes(2 * n), lanes(2 * n.saturating_sub(8)));
-            let (p0, p1) = (x0.as_ptr().add(2 * o), x1.as_ptr().add(2 * o));
-            let lo = nan_max(
-                _mm512_maskz_loadu_ps(m_lo, p0),
-                _mm512_maskz_loadu_ps(m_lo, p1),
-            );
-            let hi = nan_max(
-                _mm512_maskz_loadu_ps(m_hi, p0.add(16)),
-                _mm512_maskz_loadu_ps(m_hi, p1.add(16)),
-            );
-            // Column pairs: even lanes against odd lanes of the 32 maxima.
-            let left = _mm512_permutex2var_ps(lo, even, hi);
-            let right = _mm512_permutex2var_ps(lo, odd, hi);
-            _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), lanes(n), nan_max(left, right));
-        }
-    }
-
-    /// [`max_row`] for every output row of a plane, `wo` wide, whose input
-    /// rows are `w` apart, with each window's winner (0-3, the first input in
-    /// row-major order equal to the maximum) stored in `win`.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `x` holds the `2·ho` input rows (the last
-    /// at least `2·wo` long), `win` at least `y.len()` values, `2·wo ≤ w`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn max_plane_winners(x: &[f32], w: usize, wo: usize, y: &mut [f32], win: &mut [u8]) {
-        let ho = y.len() / wo;
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let at = [0, 1, 2, 3].map(|i| _mm512_set1_epi32(i));
-        for oy in 0..ho {
-            let (r0, r1) = (x.as_ptr().add(2 * oy * w), x.as_ptr().add((2 * oy + 1) * w));
-            let (yr, wr) = (y.as_mut_ptr().add(oy * wo), win.as_mut_ptr().add(oy * wo));
-            for o in (0..wo).step_by(16) {
-                let n = (wo - o).min(16);
-                let (m_lo, m_hi) = (lanes(2 * n), lanes(2 * n.saturating_sub(8)));
-                // Window o + l's four inputs in lane l: top left, top right,
-                // bottom left, bottom right.
-                let (p0, p1) = (r0.add(2 * o), r1.add(2 * o));
-                let [tl, tr, bl, br] =
-                    [(p0, even), (p0, odd), (p1, even), (p1, odd)].map(|(p, pick)| {
-                        let lo = _mm512_maskz_loadu_ps(m_lo, p);
-                        let hi = _mm512_maskz_loadu_ps(m_hi, p.add(16));
-                        _mm512_permutex2var_ps(lo, pick, hi)
-                    });
-                // max_row's order: down each column, then across.
-                let max = nan_max(nan_max(tl, bl), nan_max(tr, br));
-                // Where an input equals the maximum; a NaN maximum (rare) is
-                // matched by the NaNs among the inputs.
-                let max_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
-                let hits = |v: __m512| {
-                    let equal = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, max);
-                    match max_nan {
-                        0 => equal,
-                        _ => equal | (_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) & max_nan),
+    let (ho, wo) = spec.output_size(h, w)?;
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("standard layout");
+    let mut y = Tensor::zeros(vec![n, c, ho, wo]);
+    let mut winners = Vec::with_capacity(n * c * ho * wo);
+    for (plane, out) in y
+        .as_slice_mut()
+        .expect("fresh")
+        .chunks_mut(ho * wo)
+        .enumerate()
+    {
+        let base = plane * h * w;
+        for (o, out) in out.iter_mut().enumerate() {
+            let (top, left) = (o / wo * spec.stride.0, o % wo * spec.stride.1);
+            let mut best = base + top * w + left;
+            for i in 0..spec.pool.0 {
+                for j in 0..spec.pool.1 {
+                    let at = base + (top + i) * w + left + j;
+                    if beats(xs[at], xs[best]) {
+                        best = at;
                     }
-                };
-                // Later inputs first, so that the first hit is written last.
-                let mut k = at[3];
-                for (v, i) in [(bl, 2), (tr, 1), (tl, 0)] {
-                    k = _mm512_mask_mov_epi32(k, hits(v), at[i]);
                 }
-                _mm512_mask_storeu_ps(yr.add(o), lanes(n), max);
-                _mm512_mask_cvtepi32_storeu_epi8(wr.add(o).cast(), lanes(n), k);
             }
+            *out = xs[best];
+            winners.push(best);
         }
     }
-
-    /// The backward of a plane's windows from their winners, `wo` windows to
-    /// a row: lane `2i + c` of an output row's top input row takes `dy[i]`
-    /// where window `i`'s winner is `c`, of its bottom row where it is `2 + c`.
-    /// Into `dx` rows `dx_rs` apart (the first `2·wo` values of each).
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `win` holds at least `dy.len()` values and
-    /// `dx` the `2·ho` rows.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn winners_backward_plane(
-        win: &[u8],
-        dy: &[f32],
-        wo: usize,
-        dx: &mut [f32],
-        dx_rs: usize,
-    ) {
-        let ho = dy.len() / wo;
-        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-        let top = _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
-        let bottom = _mm512_add_epi32(top, _mm512_set1_epi32(2));
-        for oy in 0..ho {
-            let d0 = dx.as_mut_ptr().add(2 * oy * dx_rs);
-            let d1 = d0.add(dx_rs);
-            for o in (0..wo).step_by(8) {
-                let (at, n) = (oy * wo + o, (wo - o).min(8));
-                let (m8, m16) = (lanes(n), lanes(2 * n));
-                let g = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, dy.as_ptr().add(at)));
-                // 8 winners in one load where the plane has them (the lanes
-                // past n are never stored). At its end they are gathered in a
-                // register: through a buffer on the stack, the 8-byte load
-                // would wait for the byte stores before it (a store
-                // forwarding stall that took half of this loop's time).
-                let bytes = match at + 8 <= win.len() {
-                    true => win.as_ptr().add(at).cast::<u64>().read_unaligned(),
-                    false => win[at..at + n]
-                        .iter()
-                        .rev()
-                        .fold(0u64, |acc, &b| (acc << 8) | b as u64),
-                };
-                let k = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(bytes as i64));
-                let k = _mm512_permutexvar_epi32(dup, k);
-                let at0 = _mm512_cmpeq_epi32_mask(k, top);
-                let at1 = _mm512_cmpeq_epi32_mask(k, bottom);
-                _mm512_mask_storeu_ps(d0.add(2 * o), m16, _mm512_maskz_mov_ps(at0, g));
-                _mm512_mask_storeu_ps(d1.add(2 * o), m16, _mm512_maskz_mov_ps(at1, g));
-            }
-        }
-    }
-
-    /// One output row's backward: `d0`, `d1` (the two input rows' gradients)
-    /// get `dy[o]` at the first input of window `o` equal to `y[o]`, 0 elsewhere.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `x0`, `x1`, `d0`, `d1` hold at least
-    /// `2·y.len()` values and `dy` at least `y.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn max_backward_row(
-        x0: &[f32],
-        x1: &[f32],
-        y: &[f32],
-        dy: &[f32],
-        d0: &mut [f32],
-        d1: &mut [f32],
-    ) {
-        let wo = y.len();
-        debug_assert!(x0.len() >= 2 * wo && x1.len() >= 2 * wo && dy.len() >= wo);
-        debug_assert!(d0.len() >= 2 * wo && d1.len() >= 2 * wo);
-        // Lane 2i and 2i + 1 both read window i.
-        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-        // Even lanes are left columns, odd lanes right columns.
-        const LEFT: u16 = 0x5555;
-        // The first set lane of each pair, left before right.
-        let first = |e: u16| {
-            let l = e & LEFT;
-            l | (e & !LEFT & !(l << 1))
-        };
-        for o in (0..wo).step_by(8) {
-            let n = (wo - o).min(8);
-            let (m8, m16) = (lanes(n), lanes(2 * n));
-            let yv = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, y.as_ptr().add(o)));
-            let g = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(m8, dy.as_ptr().add(o)));
-            let y_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(yv, yv);
-            // Where an input is its window's max: equal, or both NaN.
-            let hits = |x: __m512| {
-                _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, yv)
-                    | (_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x) & y_nan)
-            };
-            let a = _mm512_maskz_loadu_ps(m16, x0.as_ptr().add(2 * o));
-            let b = _mm512_maskz_loadu_ps(m16, x1.as_ptr().add(2 * o));
-            // Row-major order: the top row's first hit wins; the bottom row
-            // only where the top row has none.
-            let top = first(hits(a));
-            let taken = (top | (top >> 1)) & LEFT;
-            let bottom = first(hits(b) & !(taken | (taken << 1)));
-            _mm512_mask_storeu_ps(d0.as_mut_ptr().add(2 * o), m16, _mm512_maskz_mov_ps(top, g));
-            _mm512_mask_storeu_ps(
-                d1.as_mut_ptr().add(2 * o),
-                m16,
-                _mm512_maskz_mov_ps(bottom, g),
-            );
-        }
-    }
+    Ok((y, winners))
 }
 
-pub(crate) struct MaxPool2d {
-    pub spec: MaxPool2dSpec,
-    /// Each window's winner, when the forward kept them (a 2x2 pooling taken
-    /// by the convolution before it, see [`max_2x2_backward_winners`]).
-    pub winners: Option<Vec<u8>>,
+/// The reference backward: each output's gradient added at its winner.
+pub fn max_pool2d_reference_backward(x_shape: &[usize], winners: &[usize], dy: &Tensor) -> Tensor {
+    let mut dx = Tensor::zeros(x_shape);
+    let dxs = dx.as_slice_mut().expect("fresh");
+    for (&at, &g) in winners.iter().zip(dy.iter()) {
+        dxs[at] += g;
+    }
+    dx
+}
+
+/// A max pooling on the tape; the reference keeps its winners.
+struct MaxPool2d {
+    spec: MaxPool2dSpec,
+    winners: Option<Vec<usize>>,
 }
 
 impl Backward for MaxPool2d {
-    fn max_pool(&self) -> Option<MaxPool2dSpec> {
-        Some(self.spec)
-    }
-
-    fn pool_winners(&self) -> Option<&[u8]> {
-        self.winners.as_deref()
-    }
-
-    fn recycle(self: Box<Self>, pool: &mut Pool) {
-        if let Some(w) = self.winners {
-            pool.give_bytes(w);
-        }
-    }
-
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
-        let x_shape = a.inputs[0].shape();
-        let (h, w) = (x_shape[2], x_shape[3]);
-        let (ho, wo) = (a.dy.shape()[2], a.dy.shape()[3]);
-        let (plane_in, plane_out) = (h * w, ho * wo);
-        let xs = a.inputs[0].as_slice().expect("checked in forward");
-        let ys = a.output.as_slice().expect("values are contiguous");
-        let dys = a.dy.as_slice().expect("gradients are contiguous");
-        let spec = self.spec;
-        let fast = crate::tensor::kernel::available();
-        // Each group of planes is cleared and filled by one task, in cache.
-        let mut dx = a.pool.to_overwrite(x_shape);
-        if let Some(winners) = &self.winners {
-            dx.as_slice_mut()
-                .expect("pooled")
-                .par_chunks_mut(PLANES * plane_in)
-                .zip(winners.par_chunks(PLANES * plane_out))
-                .zip(dys.par_chunks(PLANES * plane_out))
-                .for_each(|((dx, win), dy)| {
-                    let planes = dx
-                        .chunks_mut(plane_in)
-                        .zip(win.chunks(plane_out).zip(dy.chunks(plane_out)));
-                    for (dx, (win, dy)) in planes {
-                        max_2x2_backward_winners(win, dy, h, w, dx, w, fast);
-                    }
-                });
-            return vec![Some(dx)];
-        }
-        dx.as_slice_mut()
-            .expect("pooled")
-            .par_chunks_mut(PLANES * plane_in)
-            .zip(xs.par_chunks(PLANES * plane_in))
-            .zip(ys.par_chunks(PLANES * plane_out))
-            .zip(dys.par_chunks(PLANES * plane_out))
-            .for_each(|(((dx, x), y), dy)| {
-                let planes = dx
-                    .chunks_mut(plane_in)
-                    .zip(x.chunks(plane_in))
-                    .zip(y.chunks(plane_out).zip(dy.chunks(plane_out)));
-                for ((dx, x), (y, dy)) in planes {
-                    if spec == MaxPool2dSpec::square(2) {
-                        max_2x2_backward(x, y, dy, h, w, dx, w, fast);
-                        continue;
-                    }
-                    // Overlapping windows: an input that wins several sums them.
-                    dx.fill(0.0);
-                    for (o, &g) in dy.iter().enumerate() {
-                        dx[winner(x, w, spec, o / wo, o % wo)] += g;
-                    }
-                }
-            });
+        let dx = match &self.winners {
+            Some(winners) => max_pool2d_reference_backward(a.inputs[0].shape(), winners, a.dy),
+            None => fast::pool::backward(self.spec, a.inputs[0], a.output, a.dy, a.pool),
+        };
         vec![Some(dx)]
     }
 }
@@ -579,73 +137,11 @@ impl Backward for MaxPool2d {
 impl Tape<'_> {
     /// Max pooling of `x: [N, C, H, W]` with 'valid' padding.
     pub fn max_pool2d(&mut self, x: Var, spec: MaxPool2dSpec) -> Result<Var> {
-        let y = self.compute(&[x], |v, pool| max_pool2d_forward(v[0], spec, pool))?;
-        let rule = MaxPool2d {
-            spec,
-            winners: None,
-        };
-        Ok(self.push(y, &[x], Box::new(rule)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The 2x2 fast path (vector code where the CPU has it) agrees with the
-    /// general window scan on planes full of ties, signed zeros and NaNs, at
-    /// every width up to 40 (so every tail of the vector loops): the maxima,
-    /// the winners kept, and the backward (from `y` and from the winners),
-    /// both into a plane and into wider rows.
-    #[test]
-    fn fast_2x2_agrees_with_the_general_scan() {
-        let spec = MaxPool2dSpec::square(2);
-        let palette = [0.0, -0.0, 1.0, 2.0, f32::NAN, 1.0, 2.0, 0.5];
-        for (h, w) in (2..=40).map(|w| (2 + w % 5, w)) {
-            let x: Vec<f32> = (0..h * w).map(|i| palette[(i * 7 + i / 3) % 8]).collect();
-            let (ho, wo) = spec.output_size(h, w).unwrap();
-            let dy: Vec<f32> = (0..ho * wo).map(|i| i as f32 + 1.0).collect();
-            let mut want = vec![0.0; h * w];
-            for o in 0..ho * wo {
-                want[winner(&x, w, spec, o / wo, o % wo)] += dy[o];
-            }
-            for fast in [false, crate::tensor::kernel::available()] {
-                let mut y = vec![0.0; ho * wo];
-                max_2x2(&x, w, wo, &mut y, fast);
-                for (o, &y) in y.iter().enumerate() {
-                    let at = winner(&x, w, spec, o / wo, o % wo);
-                    assert!(is_max(x[at], y), "{h}x{w} output {o}, fast {fast}");
-                }
-                // The same maxima with each window's winner kept.
-                let mut y_kept = vec![0.0; ho * wo];
-                let mut winners = vec![9; ho * wo];
-                max_2x2_winners(&x, w, wo, &mut y_kept, &mut winners, fast);
-                for (o, (&v, &k)) in y_kept.iter().zip(&winners).enumerate() {
-                    assert!(is_max(v, y[o]), "{h}x{w} output {o}, fast {fast}");
-                    let at = winner(&x, w, spec, o / wo, o % wo);
-                    let (dy, dx) = (k as usize / 2, k as usize % 2);
-                    assert_eq!((o / wo * 2 + dy) * w + o % wo * 2 + dx, at, "{h}x{w} {o}");
-                }
-                // Into a plane of its own, and into rows 3 wider whose gaps
-                // (7.0 here) must be left alone; by comparison with `y` and
-                // from the winners.
-                for rs in [w, w + 3] {
-                    for kept in [false, true] {
-                        let mut dx = vec![7.0; (h - 1) * rs + w];
-                        match kept {
-                            false => max_2x2_backward(&x, &y, &dy, h, w, &mut dx, rs, fast),
-                            true => {
-                                max_2x2_backward_winners(&winners, &dy, h, w, &mut dx, rs, fast)
-                            }
-                        }
-                        for (r, row) in dx.chunks(rs).enumerate() {
-                            let at = format!("{h}x{w}/{rs}, fast {fast}, kept {kept}");
-                            assert_eq!(row[..w], want[r * w..][..w], "{at}");
-                            assert!(row[w..].iter().all(|&v| v == 7.0), "{at}: gap");
-                        }
-                    }
-                }
-            }
-        }
+        let reference = self.kernels() == Kernels::Reference;
+        let (y, winners) = self.compute(&[x], |v, pool| match reference {
+            true => max_pool2d_reference(v[0], spec).map(|(y, w)| (y, Some(w))),
+            false => Ok((fast::pool::forward(v[0], spec, pool)?, None)),
+        })?;
+        Ok(self.push(y, &[x], Box::new(MaxPool2d { spec, winners })))
     }
 }

@@ -43,7 +43,7 @@ use crate::ops::ReluRule;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
 
-use super::gradient::{class_gradient, input_gradients};
+use super::Explainer;
 use super::{check_inputs, chunks, rows, Method};
 
 /// A class activation map for each input of a batch.
@@ -153,25 +153,32 @@ pub fn cam_layer(model: &Sequential, name: Option<&str>) -> Result<usize> {
 
 /// Grad-CAM: `w_k = α_k = (1/hw) Σ_ij ∂y_c/∂A^k_ij`.
 pub fn grad_cam(
-    model: &Sequential,
-    inputs: &Tensor,
-    targets: &[usize],
-    layer: Option<&str>,
-    batch_size: usize,
-) -> Result<Cam> {
-    gradient_cam(model, inputs, targets, layer, batch_size, grad_cam_weights)
-}
-
-/// Grad-CAM++: `w_k = Σ_ij a_kij ReLU(g_kij)`, eq. 19 of the paper.
-pub fn grad_cam_plus_plus(
-    model: &Sequential,
+    explainer: &mut Explainer<'_>,
     inputs: &Tensor,
     targets: &[usize],
     layer: Option<&str>,
     batch_size: usize,
 ) -> Result<Cam> {
     gradient_cam(
-        model,
+        explainer,
+        inputs,
+        targets,
+        layer,
+        batch_size,
+        grad_cam_weights,
+    )
+}
+
+/// Grad-CAM++: `w_k = Σ_ij a_kij ReLU(g_kij)`, eq. 19 of the paper.
+pub fn grad_cam_plus_plus(
+    explainer: &mut Explainer<'_>,
+    inputs: &Tensor,
+    targets: &[usize],
+    layer: Option<&str>,
+    batch_size: usize,
+) -> Result<Cam> {
+    gradient_cam(
+        explainer,
         inputs,
         targets,
         layer,
@@ -210,25 +217,21 @@ fn grad_cam_pp_weights(a: ArrayView3<f32>, g: ArrayView3<f32>) -> Vec<f32> {
 /// The gradient CAMs: one forward and backward pass per chunk of inputs, the
 /// weights from each input's `A` and `∂y_c/∂A`.
 fn gradient_cam(
-    model: &Sequential,
+    explainer: &mut Explainer<'_>,
     inputs: &Tensor,
     targets: &[usize],
     layer: Option<&str>,
     batch_size: usize,
     weigh: fn(ArrayView3<f32>, ArrayView3<f32>) -> Vec<f32>,
 ) -> Result<Cam> {
+    let model = explainer.model();
     check_inputs(model, inputs, Some(targets))?;
     let l = cam_layer(model, layer)?;
     let mut cam = Cam::empty(model, inputs, l);
     for range in chunks(inputs.shape()[0], batch_size) {
         let given = &targets[range.clone()];
-        let pass = class_gradient(
-            model,
-            &rows(inputs, range.clone()),
-            Some(given),
-            ReluRule::Gradient,
-            Some(l),
-        )?;
+        let chunk = rows(inputs, range.clone());
+        let pass = explainer.class_gradient(&chunk, Some(given), ReluRule::Gradient, Some(l))?;
         let (a, g) = pass
             .layer
             .ok_or_else(|| Error::invalid("cam", "layer missing"))?;
@@ -315,14 +318,14 @@ fn softmax_skipping(scores: &[f32]) -> Vec<f32> {
 /// Guided Grad-CAM: guided backprop `[N, C, H, W]` times the upsampled
 /// Grad-CAM map, broadcast over channels. Returns the product and the CAM.
 pub fn guided_grad_cam(
-    model: &Sequential,
+    explainer: &mut Explainer<'_>,
     inputs: &Tensor,
     targets: &[usize],
     layer: Option<&str>,
     batch_size: usize,
 ) -> Result<(Tensor, Cam)> {
-    let cam = grad_cam(model, inputs, targets, layer, batch_size)?;
-    let guided = input_gradients(model, inputs, Some(targets), ReluRule::Guided, batch_size)?;
+    let cam = grad_cam(explainer, inputs, targets, layer, batch_size)?;
+    let guided = explainer.input_gradients(inputs, Some(targets), ReluRule::Guided, batch_size)?;
     let mut out = guided.gradient;
     for (mut g, map) in out.outer_iter_mut().zip(cam.upsampled.outer_iter()) {
         for mut channel in g.outer_iter_mut() {
@@ -382,8 +385,9 @@ fn upsample(map: ArrayView2<f32>, height: usize, width: usize) -> Result<Array2<
 fn layer_output(model: &Sequential, inputs: &Tensor, l: usize) -> Result<Tensor> {
     let mut tape = Tape::inference();
     let x = tape.constant(inputs.clone());
-    let pass = model.forward(&mut tape, x, Mode::Infer, Head::Linear)?;
-    Ok(tape.value(pass.outputs[l])?.clone())
+    let pass = model.forward_keeping(&mut tape, x, Mode::Infer, Head::Linear, Some(l))?;
+    let a = pass.outputs[l].ok_or_else(|| Error::invalid("cam", "layer output not recorded"))?;
+    Ok(tape.value(a)?.clone())
 }
 
 fn as4(t: &Tensor) -> Result<ndarray::ArrayView4<'_, f32>> {

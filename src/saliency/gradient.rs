@@ -27,9 +27,9 @@ use crate::layers::Mode;
 use crate::model::{Head, Sequential};
 use crate::ops::ReluRule;
 use crate::tape::Tape;
-use crate::tensor::{Pool, Tensor};
+use crate::tensor::Tensor;
 
-use super::{check_inputs, chunks, pick, predicted, rows};
+use super::{check_inputs, chunks, pick, predicted, rows, Explainer};
 
 /// What one forward and one backward pass over a batch give.
 #[derive(Clone, Debug)]
@@ -46,11 +46,7 @@ pub struct ClassGradient {
 }
 
 /// One forward and one backward pass over `inputs: [N, C, H, W]` (no chunking:
-/// the whole batch is on one tape).
-///
-/// `targets` gives the class per input; `None` differentiates each input's
-/// predicted class, read off this same pass. `layer`, an index into
-/// [`Sequential::layers`], also returns that layer's output and its gradient.
+/// the whole batch is on one tape): [`Explainer::class_gradient`] once.
 pub fn class_gradient(
     model: &Sequential,
     inputs: &Tensor,
@@ -58,32 +54,71 @@ pub fn class_gradient(
     rule: ReluRule,
     layer: Option<usize>,
 ) -> Result<ClassGradient> {
-    class_gradient_in(model, inputs, targets, rule, layer, &mut Pool::new())
+    Explainer::new(model).class_gradient(inputs, targets, rule, layer)
 }
 
-/// [`class_gradient`] taking its buffers from `pool` and returning them there,
-/// so that a second pass of the same size allocates nothing (page faults and
-/// zeroing of fresh memory cost as much as a third of a one-off pass).
-pub fn class_gradient_in(
-    model: &Sequential,
-    inputs: &Tensor,
-    targets: Option<&[usize]>,
-    rule: ReluRule,
-    layer: Option<usize>,
-    pool: &mut Pool,
-) -> Result<ClassGradient> {
-    check_inputs(model, inputs, targets)?;
-    let input = pool.copy_of(inputs);
-    let mut tape = Tape::with_pool(std::mem::take(pool));
-    let result = class_gradient_on(&mut tape, model, input, targets, rule, layer);
-    *pool = tape.into_pool();
-    let (x_grad, logits, targets, layer) = result?;
-    Ok(ClassGradient {
-        input: x_grad,
-        logits,
-        targets,
-        layer,
-    })
+impl Explainer<'_> {
+    /// One forward and one backward pass over `inputs: [N, C, H, W]` (no
+    /// chunking: the whole batch is on one tape).
+    ///
+    /// `targets` gives the class per input; `None` differentiates each
+    /// input's predicted class, read off this same pass. `layer`, an index
+    /// into [`Sequential::layers`], also returns that layer's output and its
+    /// gradient. Buffers come from the explainer's workspace and go back
+    /// there, so a second pass of the same size allocates nothing.
+    pub fn class_gradient(
+        &mut self,
+        inputs: &Tensor,
+        targets: Option<&[usize]>,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<ClassGradient> {
+        let model = self.model;
+        check_inputs(model, inputs, targets)?;
+        let input = self.workspace.copy_of(inputs);
+        let pool = std::mem::take(&mut self.workspace);
+        let mut tape = Tape::with_pool(pool).with_kernels(self.kernels);
+        let result = class_gradient_on(&mut tape, model, input, targets, rule, layer);
+        self.workspace = tape.into_pool();
+        let (x_grad, logits, targets, layer) = result?;
+        Ok(ClassGradient {
+            input: x_grad,
+            logits,
+            targets,
+            layer,
+        })
+    }
+
+    /// [`class_gradient`](Self::class_gradient) over `inputs`, `batch_size`
+    /// inputs per pass, so memory stays bounded for any `N`; every batch after
+    /// the first reuses the first one's buffers.
+    pub fn input_gradients(
+        &mut self,
+        inputs: &Tensor,
+        targets: Option<&[usize]>,
+        rule: ReluRule,
+        batch_size: usize,
+    ) -> Result<InputGradients> {
+        let n = inputs.shape().first().copied().unwrap_or(0);
+        let mut gradient = Tensor::zeros(inputs.raw_dim());
+        let mut all_targets = Vec::with_capacity(n);
+        let mut scores = Vec::with_capacity(n);
+        for range in chunks(n, batch_size) {
+            let given = targets.map(|t| &t[range.clone()]);
+            let pass = self.class_gradient(&rows(inputs, range.clone()), given, rule, None)?;
+            gradient
+                .slice_axis_mut(Axis(0), Slice::from(range))
+                .assign(&pass.input);
+            self.workspace.give(pass.input);
+            scores.extend(pick(&pass.logits, &pass.targets));
+            all_targets.extend(pass.targets);
+        }
+        Ok(InputGradients {
+            gradient,
+            targets: all_targets,
+            scores,
+        })
+    }
 }
 
 /// Gradient, class scores, targets and the layer's value and gradient.
@@ -103,7 +138,8 @@ fn class_gradient_on<'m>(
     let x = tape.input(input);
     // The weights enter as constants read in place; the head is linear for this
     // pass only.
-    let pass = model.forward(tape, x, Mode::Infer, Head::Linear)?;
+    // The layer asked for stays on the tape (not fused into the pooling).
+    let pass = model.forward_keeping(tape, x, Mode::Infer, Head::Linear, layer)?;
     let out = pass.last();
     let out_shape = tape.value(out)?.shape().to_vec();
     let logits = tape
@@ -127,7 +163,7 @@ fn class_gradient_on<'m>(
     // Only the input's gradient and the layer's are read.
     let layer_var = layer
         .map(|l| {
-            let v = pass.outputs.get(l).copied();
+            let v = pass.outputs.get(l).copied().flatten();
             v.ok_or_else(|| Error::invalid("saliency", format!("no layer {l}")))
         })
         .transpose()?;
@@ -166,8 +202,7 @@ pub struct InputGradients {
     pub scores: Vec<f32>,
 }
 
-/// [`class_gradient`] over `inputs`, `batch_size` inputs per pass, so memory
-/// stays bounded for any `N`.
+/// [`Explainer::input_gradients`] once.
 pub fn input_gradients(
     model: &Sequential,
     inputs: &Tensor,
@@ -175,36 +210,5 @@ pub fn input_gradients(
     rule: ReluRule,
     batch_size: usize,
 ) -> Result<InputGradients> {
-    input_gradients_in(model, inputs, targets, rule, batch_size, &mut Pool::new())
-}
-
-/// [`input_gradients`] with buffers from `pool`: every batch after the first
-/// reuses the first one's.
-pub fn input_gradients_in(
-    model: &Sequential,
-    inputs: &Tensor,
-    targets: Option<&[usize]>,
-    rule: ReluRule,
-    batch_size: usize,
-    pool: &mut Pool,
-) -> Result<InputGradients> {
-    let n = inputs.shape().first().copied().unwrap_or(0);
-    let mut gradient = Tensor::zeros(inputs.raw_dim());
-    let mut all_targets = Vec::with_capacity(n);
-    let mut scores = Vec::with_capacity(n);
-    for range in chunks(n, batch_size) {
-        let given = targets.map(|t| &t[range.clone()]);
-        let pass = class_gradient_in(model, &rows(inputs, range.clone()), given, rule, None, pool)?;
-        gradient
-            .slice_axis_mut(Axis(0), Slice::from(range))
-            .assign(&pass.input);
-        pool.give(pass.input);
-        scores.extend(pick(&pass.logits, &pass.targets));
-        all_targets.extend(pass.targets);
-    }
-    Ok(InputGradients {
-        gradient,
-        targets: all_targets,
-        scores,
-    })
+    Explainer::new(model).input_gradients(inputs, targets, rule, batch_size)
 }

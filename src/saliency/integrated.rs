@@ -29,11 +29,11 @@
 use ndarray::Axis;
 
 use crate::error::{Error, Result};
-use crate::model::{Head, Sequential};
+use crate::model::Head;
 use crate::ops::ReluRule;
-use crate::tensor::{shape_error, Pool, Tensor};
+use crate::tensor::{shape_error, Tensor};
 
-use super::gradient::class_gradient_in;
+use super::Explainer;
 use super::{check_inputs, chunks, pick};
 
 /// The reference input `x′` integrated gradients starts from.
@@ -133,14 +133,14 @@ impl Completeness {
 /// Integrated gradients `[N, C, H, W]` for `targets`, with `steps` midpoint
 /// points per input, and the completeness of each input's attributions.
 pub fn integrated_gradients(
-    model: &Sequential,
+    explainer: &mut Explainer<'_>,
     inputs: &Tensor,
     targets: &[usize],
     baseline: &Baseline,
     steps: usize,
     batch_size: usize,
-    pool: &mut Pool,
 ) -> Result<(Tensor, Vec<Completeness>)> {
+    let model = explainer.model();
     if steps == 0 {
         return Err(Error::invalid(
             "integrated-gradients",
@@ -175,20 +175,13 @@ pub fn integrated_gradients(
                 point.assign(&(&x0 + &(&delta * alpha)));
             }
             let targets = vec![targets[i]; range.len()];
-            let g = class_gradient_in(
-                model,
-                &points,
-                Some(&targets),
-                ReluRule::Gradient,
-                None,
-                pool,
-            )?;
+            let g = explainer.class_gradient(&points, Some(&targets), ReluRule::Gradient, None)?;
             for point in g.input.axis_iter(Axis(0)) {
                 for (s, &v) in sum.iter_mut().zip(point.iter()) {
                     *s += f64::from(v);
                 }
             }
-            pool.give(g.input);
+            explainer.give(g.input);
         }
         // IG = (x − x′) ⊙ mean gradient, in logical order as summed.
         let mut total = 0.0f64;

@@ -54,6 +54,7 @@ use crate::error::{Error, Result};
 use crate::images::{normalize_maps, saliency_maps, Normalize};
 use crate::model::{argmax, Head, Sequential};
 use crate::ops::ReluRule;
+use crate::tape::Kernels;
 use crate::tensor::{Pool, Tensor};
 
 pub use cam::Cam;
@@ -256,7 +257,8 @@ pub struct Attribution {
 }
 
 /// Explains `targets` (one class per input; `None`: the predicted classes) of
-/// `model` on `inputs: [N, C, H, W]` with `method`.
+/// `model` on `inputs: [N, C, H, W]` with `method`: [`Explainer::attribute`]
+/// once.
 ///
 /// Fails with a typed error on an input of the wrong shape or holding NaN, a
 /// target out of range, an unknown or non-spatial layer, or an option out of
@@ -268,142 +270,192 @@ pub fn attribute(
     method: Method,
     options: &Options,
 ) -> Result<Attribution> {
-    attribute_in(model, inputs, targets, method, options, &mut Pool::new())
+    Explainer::new(model).attribute(inputs, targets, method, options)
 }
 
-/// [`attribute`] with a workspace: the gradient methods, SmoothGrad and
-/// integrated gradients take their buffers from `workspace` and give them back,
-/// so calling again with inputs of the same size allocates nothing.
+/// Explains a model's decisions, again and again: it owns the buffers its
+/// passes use, so calling it again with inputs of the same size allocates
+/// nothing.
+///
+/// Its passes run [`Kernels::Fast`] by default: at a max-pooling window whose
+/// inputs tie, the gradient goes to the first maximum in row-major order, as
+/// in TensorFlow and PyTorch. [`with_kernels`](Explainer::with_kernels)
+/// picks [`Kernels::Reference`] to compute the same maps through the
+/// reference ops.
 ///
 /// ```
 /// use salient::model::Sequential;
-/// use salient::saliency::{attribute_in, Method, Options};
-/// use salient::tensor::Pool;
+/// use salient::saliency::{Explainer, Method, Options};
 /// use salient::Tensor;
 ///
 /// let model = Sequential::tutorial([1, 28, 28], 10, 0)?;
-/// let mut workspace = Pool::new();
+/// let mut explainer = Explainer::new(&model);
 /// for batch in 0..2 {
 ///     let images = Tensor::from_elem(vec![4, 1, 28, 28], 0.1 * batch as f32);
-///     let a = attribute_in(&model, &images, None, Method::Vanilla, &Options::default(), &mut workspace)?;
+///     let a = explainer.attribute(&images, None, Method::Vanilla, &Options::default())?;
 ///     assert_eq!(a.raw.shape(), &[4, 1, 28, 28]);
 /// }
 /// # Ok::<(), salient::Error>(())
 /// ```
-pub fn attribute_in(
-    model: &Sequential,
-    inputs: &Tensor,
-    targets: Option<&[usize]>,
-    method: Method,
-    options: &Options,
-    workspace: &mut Pool,
-) -> Result<Attribution> {
-    check_inputs(model, inputs, targets)?;
-    check_batch_size(options.batch_size)?;
-    let n = inputs.shape()[0];
-    let bs = options.batch_size;
-    let mut notes = Vec::new();
-    if n == 0 {
-        return Ok(Attribution {
-            raw: inputs.clone(),
-            targets: Vec::new(),
-            scores: Vec::new(),
-            notes,
-            completeness: None,
-        });
+pub struct Explainer<'m> {
+    model: &'m Sequential,
+    kernels: Kernels,
+    workspace: Pool,
+}
+
+impl<'m> Explainer<'m> {
+    /// An explainer of `model`, with [`Kernels::Fast`] and an empty workspace.
+    pub fn new(model: &'m Sequential) -> Self {
+        Explainer {
+            model,
+            kernels: Kernels::Fast,
+            workspace: Pool::new(),
+        }
     }
 
-    // The gradient methods find the predicted class in their own forward pass;
-    // the others ask for the scores first.
-    let resolve = || targets_and_scores(model, inputs, targets, bs);
-    let layer = options.layer.as_deref();
-    let mut completeness = None;
-    let (raw, targets, scores) = match method {
-        Method::Vanilla | Method::Rectified | Method::Guided | Method::GradientXInput => {
-            let rule = match method {
-                Method::Rectified => ReluRule::Rectified,
-                Method::Guided => ReluRule::Guided,
-                _ => ReluRule::Gradient,
-            };
-            let g = gradient::input_gradients_in(model, inputs, targets, rule, bs, workspace)?;
-            let raw = if method == Method::GradientXInput {
-                g.gradient * inputs
-            } else {
-                g.gradient
-            };
-            (raw, g.targets, g.scores)
+    /// This explainer with its passes run by `kernels`.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// The model explained.
+    pub fn model(&self) -> &'m Sequential {
+        self.model
+    }
+
+    /// The kernels its passes run.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Buffers it had to allocate so far (none on a repeat call of the same
+    /// size).
+    pub fn fresh_allocations(&self) -> usize {
+        self.workspace.fresh_allocations()
+    }
+
+    /// Hands a buffer back to the workspace.
+    pub(crate) fn give(&mut self, t: Tensor) {
+        self.workspace.give(t);
+    }
+
+    /// Explains `targets` (one class per input; `None`: the predicted classes)
+    /// on `inputs: [N, C, H, W]` with `method`. See [`attribute`].
+    pub fn attribute(
+        &mut self,
+        inputs: &Tensor,
+        targets: Option<&[usize]>,
+        method: Method,
+        options: &Options,
+    ) -> Result<Attribution> {
+        let model = self.model;
+        check_inputs(model, inputs, targets)?;
+        check_batch_size(options.batch_size)?;
+        let n = inputs.shape()[0];
+        let bs = options.batch_size;
+        let mut notes = Vec::new();
+        if n == 0 {
+            return Ok(Attribution {
+                raw: inputs.clone(),
+                targets: Vec::new(),
+                scores: Vec::new(),
+                notes,
+                completeness: None,
+            });
         }
-        Method::SmoothGrad | Method::SmoothGradSq | Method::VarGrad => {
-            let (targets, scores) = resolve()?;
-            let aggregate = match method {
-                Method::SmoothGrad => Aggregate::Mean,
-                Method::SmoothGradSq => Aggregate::MeanOfSquares,
-                _ => Aggregate::Variance,
-            };
-            let raw = smooth::smoothgrad(model, inputs, &targets, options, aggregate, workspace)?;
-            notes.push(format!(
+
+        // The gradient methods find the predicted class in their own forward pass;
+        // the others ask for the scores first.
+        let resolve = || targets_and_scores(model, inputs, targets, bs);
+        let layer = options.layer.as_deref();
+        let mut completeness = None;
+        let (raw, targets, scores) = match method {
+            Method::Vanilla | Method::Rectified | Method::Guided | Method::GradientXInput => {
+                let rule = match method {
+                    Method::Rectified => ReluRule::Rectified,
+                    Method::Guided => ReluRule::Guided,
+                    _ => ReluRule::Gradient,
+                };
+                let g = self.input_gradients(inputs, targets, rule, bs)?;
+                let raw = if method == Method::GradientXInput {
+                    g.gradient * inputs
+                } else {
+                    g.gradient
+                };
+                (raw, g.targets, g.scores)
+            }
+            Method::SmoothGrad | Method::SmoothGradSq | Method::VarGrad => {
+                let (targets, scores) = resolve()?;
+                let aggregate = match method {
+                    Method::SmoothGrad => Aggregate::Mean,
+                    Method::SmoothGradSq => Aggregate::MeanOfSquares,
+                    _ => Aggregate::Variance,
+                };
+                let raw = smooth::smoothgrad(self, inputs, &targets, options, aggregate)?;
+                notes.push(format!(
                 "{method}: {} noisy copies per input, noise std-dev {} x (max - min) of each input, seed {}",
                 options.samples, options.noise_level, options.seed
             ));
-            (raw, targets, scores)
-        }
-        Method::IntegratedGradients => {
-            let (targets, scores) = resolve()?;
-            let (raw, report) = integrated::integrated_gradients(
-                model,
-                inputs,
-                &targets,
-                &options.baseline,
-                options.steps,
-                bs,
-                workspace,
-            )?;
-            notes.extend(integrated::completeness_notes(&report, options.steps));
-            completeness = Some(report);
-            (raw, targets, scores)
-        }
-        Method::GradCam | Method::GradCamPlusPlus | Method::ScoreCam => {
-            let (targets, scores) = resolve()?;
-            let cam = match method {
-                Method::GradCam => cam::grad_cam(model, inputs, &targets, layer, bs)?,
-                Method::GradCamPlusPlus => {
-                    cam::grad_cam_plus_plus(model, inputs, &targets, layer, bs)?
-                }
-                _ => cam::score_cam(model, inputs, &targets, layer, bs)?,
-            };
-            notes.extend(cam.notes(method));
-            let raw = replicate_channels(&cam.upsampled, inputs.shape()[1])?;
-            (raw, targets, scores)
-        }
-        Method::GuidedGradCam => {
-            let (targets, scores) = resolve()?;
-            let (raw, cam) = cam::guided_grad_cam(model, inputs, &targets, layer, bs)?;
-            notes.extend(cam.notes(method));
-            (raw, targets, scores)
-        }
-        Method::Occlusion => {
-            let (targets, scores) = resolve()?;
-            let occ = occlusion::occlusion(
-                model,
-                inputs,
-                &targets,
-                options.patch,
-                options.stride,
-                options.fill,
-                bs,
-            )?;
-            notes.push(occ.describe());
-            let raw = replicate_channels(&occ.maps, inputs.shape()[1])?;
-            (raw, targets, scores)
-        }
-    };
-    Ok(Attribution {
-        raw,
-        targets,
-        scores,
-        notes,
-        completeness,
-    })
+                (raw, targets, scores)
+            }
+            Method::IntegratedGradients => {
+                let (targets, scores) = resolve()?;
+                let (raw, report) = integrated::integrated_gradients(
+                    self,
+                    inputs,
+                    &targets,
+                    &options.baseline,
+                    options.steps,
+                    bs,
+                )?;
+                notes.extend(integrated::completeness_notes(&report, options.steps));
+                completeness = Some(report);
+                (raw, targets, scores)
+            }
+            Method::GradCam | Method::GradCamPlusPlus | Method::ScoreCam => {
+                let (targets, scores) = resolve()?;
+                let cam = match method {
+                    Method::GradCam => cam::grad_cam(self, inputs, &targets, layer, bs)?,
+                    Method::GradCamPlusPlus => {
+                        cam::grad_cam_plus_plus(self, inputs, &targets, layer, bs)?
+                    }
+                    _ => cam::score_cam(model, inputs, &targets, layer, bs)?,
+                };
+                notes.extend(cam.notes(method));
+                let raw = replicate_channels(&cam.upsampled, inputs.shape()[1])?;
+                (raw, targets, scores)
+            }
+            Method::GuidedGradCam => {
+                let (targets, scores) = resolve()?;
+                let (raw, cam) = cam::guided_grad_cam(self, inputs, &targets, layer, bs)?;
+                notes.extend(cam.notes(method));
+                (raw, targets, scores)
+            }
+            Method::Occlusion => {
+                let (targets, scores) = resolve()?;
+                let occ = occlusion::occlusion(
+                    model,
+                    inputs,
+                    &targets,
+                    options.patch,
+                    options.stride,
+                    options.fill,
+                    bs,
+                )?;
+                notes.push(occ.describe());
+                let raw = replicate_channels(&occ.maps, inputs.shape()[1])?;
+                (raw, targets, scores)
+            }
+        };
+        Ok(Attribution {
+            raw,
+            targets,
+            scores,
+            notes,
+            completeness,
+        })
+    }
 }
 
 /// The maps `[N, H, W]` in `[0, 1]` to draw for a method's raw attributions

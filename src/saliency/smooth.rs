@@ -22,11 +22,10 @@ use rand_distr::StandardNormal;
 
 use crate::error::{Error, Result};
 use crate::layers::mix;
-use crate::model::Sequential;
 use crate::ops::ReluRule;
-use crate::tensor::{Pool, Tensor};
+use crate::tensor::Tensor;
 
-use super::gradient::class_gradient_in;
+use super::Explainer;
 use super::{check_inputs, chunks, Options};
 
 /// How the gradients of the noisy copies are combined.
@@ -47,14 +46,14 @@ pub enum Aggregate {
 /// with `(seed, i)`: the same seed repeats a run bit for bit, and an input's
 /// noise does not depend on the other inputs.
 pub fn smoothgrad(
-    model: &Sequential,
+    explainer: &mut Explainer<'_>,
     inputs: &Tensor,
     targets: &[usize],
     options: &Options,
     aggregate: Aggregate,
-    pool: &mut Pool,
 ) -> Result<Tensor> {
     let op = "smoothgrad";
+    let model = explainer.model();
     check_inputs(model, inputs, Some(targets))?;
     if options.samples == 0 {
         return Err(Error::invalid(
@@ -93,14 +92,7 @@ pub fn smoothgrad(
             }
             copies.mapv_inplace(|v| v + sigma * rng.sample::<f32, _>(StandardNormal));
             let targets = vec![targets[i]; range.len()];
-            let g = class_gradient_in(
-                model,
-                &copies,
-                Some(&targets),
-                ReluRule::Gradient,
-                None,
-                pool,
-            )?;
+            let g = explainer.class_gradient(&copies, Some(&targets), ReluRule::Gradient, None)?;
             for copy in g.input.outer_iter() {
                 for ((s, s2), &v) in sum.iter_mut().zip(&mut sum_sq).zip(copy.iter()) {
                     let v = f64::from(v);
@@ -108,7 +100,7 @@ pub fn smoothgrad(
                     *s2 += v * v;
                 }
             }
-            pool.give(g.input);
+            explainer.give(g.input);
         }
         let count = n as f64;
         // Logical (row-major) order on both sides, as the sums were taken.

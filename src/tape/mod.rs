@@ -24,8 +24,31 @@
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
-use crate::ops::{MaxPool2dSpec, ReluRule};
+use crate::ops::ReluRule;
 use crate::tensor::{Pool, Tensor};
+
+/// Which implementation the ops recorded on a tape run.
+///
+/// All three compute the same function; they differ in speed and in the
+/// last bits of rounding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Kernels {
+    /// The reference ops of [`crate::ops`]: plain loops and one matrix
+    /// product per image, which define what each op computes.
+    Reference,
+    /// The fast paths of `crate::fast`, each output computed by the same
+    /// chain of products wherever it sits, so that identical receptive fields
+    /// give identical values and max-pooling ties are broken as the
+    /// reference breaks them. What saliency uses.
+    #[default]
+    Fast,
+    /// [`Fast`](Kernels::Fast) plus Winograd's transforms where they pay:
+    /// the fastest, but an output's rounding depends on its place in a tile,
+    /// so an exact tie may become a near-tie decided by a few ulps. What
+    /// training, evaluation and prediction use, where no gradient is read
+    /// pixel by pixel.
+    Winograd,
+}
 
 /// A handle to a value on a [`Tape`]: its position. Cheap to copy.
 ///
@@ -52,24 +75,8 @@ pub(crate) struct GradArgs<'b> {
     pub wants: Vec<bool>,
     /// The ReLU backward rule in force for this pass.
     pub relu: ReluRule,
-    /// Set when the tape folded the backward of the max pooling that alone
-    /// consumed this op's output into this op (see [`Tape::backward_to`]):
-    /// `dy` is then the pooling's gradient, of the pooled shape.
-    pub pooled: Option<Pooled<'b>>,
     /// Where to take buffers from.
     pub pool: &'b mut Pool,
-}
-
-/// A max pooling whose backward an op performs itself: the gradient goes
-/// straight from the pooled outputs to the window winners in the op's own
-/// output, never written out at full size in between.
-pub(crate) struct Pooled<'b> {
-    pub spec: MaxPool2dSpec,
-    /// The pooling's output (its input is the op's output).
-    pub output: &'b Tensor,
-    /// Each window's winner, if the pooling kept them
-    /// (the backward then reads them instead of comparing outputs).
-    pub winners: Option<&'b [u8]>,
 }
 
 /// The backward half of an op: given `∂L/∂y`, return `∂L/∂x` for each input
@@ -80,23 +87,6 @@ pub(crate) trait Backward: Send + Sync {
 
     /// Returns saved buffers to the pool when the tape is cleared.
     fn recycle(self: Box<Self>, _pool: &mut Pool) {}
-
-    /// A max pooling's spec, so that the tape may fold its backward into the
-    /// op before it.
-    fn max_pool(&self) -> Option<MaxPool2dSpec> {
-        None
-    }
-
-    /// A max pooling's winners, when its forward kept them.
-    fn pool_winners(&self) -> Option<&[u8]> {
-        None
-    }
-
-    /// Whether this op can take its gradient through a max pooling of `spec`
-    /// (see [`GradArgs::pooled`]).
-    fn takes_pooled(&self, _spec: MaxPool2dSpec) -> bool {
-        false
-    }
 }
 
 /// One recorded value: where it came from and how to differentiate through it.
@@ -123,6 +113,7 @@ pub struct Tape<'a> {
     nodes: Vec<Node>,
     pool: Pool,
     recording: bool,
+    kernels: Kernels,
 }
 
 impl Default for Tape<'_> {
@@ -144,7 +135,19 @@ impl<'a> Tape<'a> {
             nodes: Vec::new(),
             pool,
             recording: true,
+            kernels: Kernels::default(),
         }
+    }
+
+    /// This tape with its ops run by `kernels` (by default [`Kernels::Fast`]).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// Which implementation the ops on this tape run.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// A tape for evaluation and prediction: ops compute their values but record
@@ -316,13 +319,6 @@ impl<'a> Tape<'a> {
     /// [`backward`](Tape::backward) keeping only the gradients of `keep` (an
     /// input, the parameters): every other gradient goes back to the pool as
     /// soon as it has been passed on. The result is the same, bit for bit.
-    ///
-    /// Since no one will read the gradient of a value outside `keep`, a max
-    /// pooling whose input is such a value, consumed by nothing else, can hand
-    /// its gradient straight to the op that produced the input (a convolution
-    /// with its ReLU): that op routes each pooled gradient to its window's
-    /// winner as it builds its own, and the full-size gradient between the two
-    /// is never written (at MNIST's first layer, 22 MB written and read back).
     /// Unless `keep` holds `output`, the seed is read in place, not copied.
     pub fn backward_to(
         &mut self,
@@ -385,12 +381,6 @@ impl<'a> Tape<'a> {
             Cow::Owned(t) => t,
             Cow::Borrowed(t) => pool.copy_of(t),
         };
-        let mut uses = vec![0usize; values.len()];
-        for node in nodes.iter() {
-            node.inputs.iter().for_each(|v| uses[v.0] += 1);
-        }
-        let mut through: Vec<Option<(usize, MaxPool2dSpec)>> = vec![None; values.len()];
-        let mut folded = 0;
         // Walk backwards: every consumer of value i sits after i on the tape, so
         // by the time we reach i its gradient is complete.
         for i in (0..=output.0).rev() {
@@ -404,22 +394,6 @@ impl<'a> Tape<'a> {
                 None => continue,
             };
             let node = &nodes[i];
-            // A pooling alone on an unread value: its producer does its backward.
-            if let (Some(spec), [v]) = (rule.max_pool(), &node.inputs[..]) {
-                let producer = nodes[v.0].rule.as_ref();
-                let alone = !kept[i] && !kept[v.0] && uses[v.0] == 1;
-                if alone && producer.is_some_and(|r| r.takes_pooled(spec)) {
-                    grads[v.0] = Some(owned(dy, pool));
-                    through[v.0] = Some((i, spec));
-                    folded += 1;
-                    continue;
-                }
-            }
-            let pooled = through[i].map(|(p, spec)| Pooled {
-                spec,
-                output: values[p].as_ref(),
-                winners: nodes[p].rule.as_ref().and_then(|r| r.pool_winners()),
-            });
             let input_grads = rule.backward(GradArgs {
                 inputs: node.inputs.iter().map(|v| values[v.0].as_ref()).collect(),
                 output: values[i].as_ref(),
@@ -430,7 +404,6 @@ impl<'a> Tape<'a> {
                     .map(|v| nodes[v.0].requires_grad)
                     .collect(),
                 relu,
-                pooled,
                 pool,
             });
             for (v, dx) in node.inputs.iter().zip(input_grads) {
@@ -455,7 +428,7 @@ impl<'a> Tape<'a> {
                 pool.give(g);
             }
         }
-        Ok(Gradients { grads, folded })
+        Ok(Gradients { grads })
     }
 
     /// [`backward`](Tape::backward) from a scalar loss, seeded with 1.
@@ -496,7 +469,6 @@ impl<'a> Tape<'a> {
 #[derive(Debug)]
 pub struct Gradients {
     grads: Vec<Option<Tensor>>,
-    folded: usize,
 }
 
 impl Gradients {
@@ -508,11 +480,5 @@ impl Gradients {
     /// Takes `∂L/∂v` out, leaving `None`.
     pub fn take(&mut self, v: Var) -> Option<Tensor> {
         self.grads.get_mut(v.0).and_then(Option::take)
-    }
-
-    /// How many max poolings handed their gradient to the convolution before
-    /// them (see [`Tape::backward_to`]); always 0 after [`Tape::backward`].
-    pub fn folded_poolings(&self) -> usize {
-        self.folded
     }
 }

@@ -1,16 +1,10 @@
 //! Tensors: `f32` arrays on `ndarray`, images in NCHW layout (batch, channels,
 //! height, width).
 //!
-//! Two small helpers live here because every op needs them: a [`Pool`] of
-//! buffers so that a training step reuses last step's memory, and [`gemm`](fn@gemm), a
-//! checked wrapper around `matrixmultiply`'s sgemm.
+//! A [`Pool`] of buffers lets a training step reuse the last step's memory;
+//! it lives with the rest of the speed machinery in `crate::fast`.
 
-mod gemm;
-pub mod kernel;
-mod pool;
-
-pub use gemm::{gemm, Mat, MatMut};
-pub use pool::Pool;
+pub use crate::fast::Pool;
 
 use crate::error::{Error, Result};
 

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::layers::{mix, Mode};
 use crate::model::{argmax, Head, Sequential};
 use crate::ops::one_hot;
-use crate::tape::{Tape, Var};
+use crate::tape::{Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
 
 use super::Adam;
@@ -187,7 +187,8 @@ impl TrainStep {
     ) -> Result<(f32, usize)> {
         let targets = one_hot(labels, model.num_classes())?;
         // Forward and backward on a tape that borrows the weights.
-        let mut tape = Tape::with_pool(std::mem::take(&mut self.pool));
+        let pool = std::mem::take(&mut self.pool);
+        let mut tape = Tape::with_pool(pool).with_kernels(Kernels::Winograd);
         let input = tape.constant(x);
         let pass = model.forward(&mut tape, input, Mode::Train { dropout_seed }, Head::Linear)?;
         let logits = pass.last();

@@ -11,7 +11,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use salient::{ReluRule, Tape, Tensor, Var};
+use salient::{Kernels, ReluRule, Tape, Tensor, Var};
 
 pub type T64 = ArrayD<f64>;
 
@@ -188,25 +188,9 @@ pub const REL_TOL: f64 = 2e-4;
 /// are both far below the tolerance at 1e-6.
 pub const STEP: f64 = 1e-6;
 
-/// Compares `analytic` with the central difference of `loss` around `x`,
-/// perturbing each element in turn. Returns a description of the worst
-/// mismatch on failure.
-pub fn check_gradient(
-    name: &str,
-    x: &T64,
-    analytic: &Tensor,
-    loss: impl Fn(&T64) -> f64 + Sync,
-    step: f64,
-    rel_tol: f64,
-) -> Result<(), String> {
-    if analytic.shape() != x.shape() {
-        return Err(format!(
-            "{name}: gradient shape {:?} != input shape {:?}",
-            analytic.shape(),
-            x.shape()
-        ));
-    }
-    // Elements are independent probes, so they run in parallel.
+/// The central difference of `loss` around `x`, perturbing each element in
+/// turn (in parallel: the probes are independent).
+pub fn numeric_gradient(x: &T64, loss: impl Fn(&T64) -> f64 + Sync, step: f64) -> T64 {
     let flat: Vec<f64> = (0..x.len())
         .into_par_iter()
         .map_init(
@@ -222,18 +206,48 @@ pub fn check_gradient(
             },
         )
         .collect();
-    let numeric = T64::from_shape_vec(x.raw_dim(), flat).unwrap();
+    T64::from_shape_vec(x.raw_dim(), flat).unwrap()
+}
+
+/// Compares `analytic` with a numeric gradient, within `rel_tol` of the
+/// largest numeric value (at least 1). Returns a description of the worst
+/// mismatch on failure.
+pub fn compare_gradient(
+    name: &str,
+    analytic: &Tensor,
+    numeric: &T64,
+    rel_tol: f64,
+) -> Result<(), String> {
+    if analytic.shape() != numeric.shape() {
+        return Err(format!(
+            "{name}: gradient shape {:?} != input shape {:?}",
+            analytic.shape(),
+            numeric.shape()
+        ));
+    }
     let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
     let tol = rel_tol * scale.max(1.0);
     for (i, (&a, &n)) in analytic.iter().zip(numeric.iter()).enumerate() {
         if (f64::from(a) - n).abs() > tol || !a.is_finite() {
             return Err(format!(
                 "{name}[{i}] (shape {:?}): analytic {a} vs numeric {n} (tolerance {tol:e})",
-                x.shape()
+                numeric.shape()
             ));
         }
     }
     Ok(())
+}
+
+/// Compares `analytic` with the central difference of `loss` around `x`.
+pub fn check_gradient(
+    name: &str,
+    x: &T64,
+    analytic: &Tensor,
+    loss: impl Fn(&T64) -> f64 + Sync,
+    step: f64,
+    rel_tol: f64,
+) -> Result<(), String> {
+    compare_gradient(name, analytic, &numeric_gradient(x, loss, step), rel_tol)
 }
 
 /// Compares an f32 forward value with its f64 reference.
@@ -254,11 +268,11 @@ pub fn check_forward(name: &str, got: &Tensor, want: &T64) -> Result<(), String>
     Ok(())
 }
 
-/// Checks one op end to end: records it on a tape with `inputs` as
-/// differentiated leaves, compares the forward with `reference`, seeds the
-/// backward with a random `r`, and checks the gradient of `Σ r ⊙ f(inputs)`
-/// with respect to each input in `check` against central differences of the
-/// reference.
+/// Checks one op end to end, on each kind of [`Kernels`]: records it on a tape
+/// with `inputs` as differentiated leaves, compares the forward with
+/// `reference`, seeds the backward with a random `r`, and checks the gradient
+/// of `Σ r ⊙ f(inputs)` with respect to each input in `check` against central
+/// differences of the reference.
 pub fn check_op(
     name: &str,
     inputs: &[Tensor],
@@ -267,34 +281,36 @@ pub fn check_op(
     reference: impl Fn(&[T64]) -> T64 + Sync,
     seed: u64,
 ) -> Result<(), String> {
-    let mut tape = Tape::new();
-    let vars: Vec<Var> = inputs.iter().map(|t| tape.input(t.clone())).collect();
-    let y = build(&mut tape, &vars).map_err(|e| format!("{name}: {e}"))?;
     let inputs64: Vec<T64> = inputs.iter().map(to64).collect();
     let want = reference(&inputs64);
-    check_forward(name, tape.value(y).unwrap(), &want)?;
     let r = random(want.shape(), seed ^ 0x5eed);
-    let grads = tape
-        .backward(y, &r, ReluRule::Gradient)
-        .map_err(|e| e.to_string())?;
     let r64 = to64(&r);
-    for &i in check {
-        let analytic = grads
-            .get(vars[i])
-            .ok_or_else(|| format!("{name}: no gradient for input {i}"))?;
-        let loss = |xi: &T64| {
-            let mut args = inputs64.clone();
-            args[i] = xi.clone();
-            (&reference(&args) * &r64).sum()
-        };
-        check_gradient(
-            &format!("{name} d/dinput{i}"),
-            &inputs64[i],
-            analytic,
-            loss,
-            STEP,
-            REL_TOL,
-        )?;
+    let numeric: Vec<T64> = check
+        .iter()
+        .map(|&i| {
+            let loss = |xi: &T64| {
+                let mut args = inputs64.clone();
+                args[i] = xi.clone();
+                (&reference(&args) * &r64).sum()
+            };
+            numeric_gradient(&inputs64[i], loss, STEP)
+        })
+        .collect();
+    for kernels in [Kernels::Reference, Kernels::Fast, Kernels::Winograd] {
+        let name = format!("{name} ({kernels:?})");
+        let mut tape = Tape::new().with_kernels(kernels);
+        let vars: Vec<Var> = inputs.iter().map(|t| tape.input(t.clone())).collect();
+        let y = build(&mut tape, &vars).map_err(|e| format!("{name}: {e}"))?;
+        check_forward(&name, tape.value(y).unwrap(), &want)?;
+        let grads = tape
+            .backward(y, &r, ReluRule::Gradient)
+            .map_err(|e| e.to_string())?;
+        for (&i, numeric) in check.iter().zip(&numeric) {
+            let analytic = grads
+                .get(vars[i])
+                .ok_or_else(|| format!("{name}: no gradient for input {i}"))?;
+            compare_gradient(&format!("{name} d/dinput{i}"), analytic, numeric, REL_TOL)?;
+        }
     }
     Ok(())
 }

@@ -21,16 +21,19 @@ const ROWS: usize = 24;
 /// Steps of `k` per block, so that the rows of `B` a tile streams stay in cache.
 pub const KC: usize = 288;
 
-/// Whether this CPU runs the AVX-512 kernel.
+/// Whether the AVX-512 code runs: the CPU has it, and `SALIENT_PORTABLE` is
+/// not set to `1` (which forces the portable path, to test it on a machine
+/// that has AVX-512). Read once per process.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let forced_portable = std::env::var("SALIENT_PORTABLE").is_ok_and(|v| v == "1");
+        #[cfg(target_arch = "x86_64")]
+        let has = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        has && !forced_portable
+    })
 }
 
 /// What to do with a finished tile.
@@ -1173,10 +1176,11 @@ mod avx512 {
     }
 
     /// `col[i] = Σₛ A[i, s]·B[s]` for `i < rows ≤ 16·V`, `s < k`, with
-    /// `A[i, s]` at `a + i + s·a_cs` and `B[s]` at `b.row(s)`. Even and odd
-    /// steps go to separate accumulators: with `V` of them alone, each FMA
-    /// would wait on the last one's result (4 cycles) instead of issuing two
-    /// a cycle.
+    /// `A[i, s]` at `a + i + s·a_cs` and `B[s]` at `b.row(s)`. Each value is
+    /// one chain of fused multiply-adds over `s` in order, as in a tile
+    /// (`steps`), so a column computed here has the bits it would have in a
+    /// tile: every output of a product is computed the same way wherever it
+    /// sits, and identical inputs give identical outputs.
     ///
     /// # Safety
     /// AVX-512F must be available; `a + i + s·a_cs` for `i < rows` and
@@ -1192,30 +1196,17 @@ mod avx512 {
     ) {
         debug_assert!(V * 16 <= COLUMN && rows <= 16 * V);
         let m: [__mmask16; V] = std::array::from_fn(|v| lanes(rows.saturating_sub(16 * v)));
-        let mut even = [_mm512_setzero_ps(); V];
-        let mut odd = [_mm512_setzero_ps(); V];
-        let mut s = 0;
-        while s + 1 < k {
-            let (b0, b1) = (_mm512_set1_ps(*b.row(s)), _mm512_set1_ps(*b.row(s + 1)));
-            let (a0, a1) = (a.add(s * a_cs), a.add((s + 1) * a_cs));
+        let mut acc = [_mm512_setzero_ps(); V];
+        for s in 0..k {
+            let bs = _mm512_set1_ps(*b.row(s));
+            let at = a.add(s * a_cs);
             for v in 0..V {
-                let x0 = _mm512_maskz_loadu_ps(m[v], a0.add(16 * v));
-                let x1 = _mm512_maskz_loadu_ps(m[v], a1.add(16 * v));
-                even[v] = _mm512_fmadd_ps(x0, b0, even[v]);
-                odd[v] = _mm512_fmadd_ps(x1, b1, odd[v]);
-            }
-            s += 2;
-        }
-        if s < k {
-            let b0 = _mm512_set1_ps(*b.row(s));
-            for v in 0..V {
-                let x0 = _mm512_maskz_loadu_ps(m[v], a.add(s * a_cs + 16 * v));
-                even[v] = _mm512_fmadd_ps(x0, b0, even[v]);
+                let x = _mm512_maskz_loadu_ps(m[v], at.add(16 * v));
+                acc[v] = _mm512_fmadd_ps(x, bs, acc[v]);
             }
         }
         for v in 0..V {
-            let sum = _mm512_add_ps(even[v], odd[v]);
-            _mm512_mask_storeu_ps(col.as_mut_ptr().add(16 * v), m[v], sum);
+            _mm512_mask_storeu_ps(col.as_mut_ptr().add(16 * v), m[v], acc[v]);
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use ndarray::IxDyn;
 
-use super::Tensor;
+use crate::tensor::Tensor;
 
 /// Free buffers, keyed by length.
 ///

@@ -44,7 +44,7 @@
 //! [`winograd`]: super::winograd
 
 use super::winograd::G;
-use crate::tensor::kernel;
+use crate::fast::kernel;
 
 /// Input channels this path takes: the first layers', up to 4 (the most
 /// whose `V` is kept on the stack; with more, the 2-D transforms or the
@@ -118,8 +118,8 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::CHANNELS;
-    use crate::ops::winograd::avx512::{at, bt};
-    use crate::tensor::kernel::lanes;
+    use crate::fast::kernel::lanes;
+    use crate::fast::winograd::avx512::{at, bt};
 
     /// [`super::conv3x3`], block by block of 4 output rows and 32 columns.
     ///
@@ -204,7 +204,7 @@ mod avx512 {
 mod tests {
     use super::*;
     // The transforms' matrices, as the 2-D module's doc writes them.
-    use crate::ops::winograd::tests::{values, AT, BT};
+    use crate::fast::winograd::tests::{values, AT, BT};
 
     /// `U` by hand for the filter `w[r][s] = 3r + s + 1`: its column `s = 0`
     /// is (1, 4, 7), so `U[0] = ¼`, `U[5] = 7`, `U[1] = −(1 + 4 + 7)/6 = −2`

@@ -88,7 +88,7 @@
 //! the gathers and four-value stores, that made the forward of CIFAR's
 //! 32 → 64 layer 15-17% faster (the input side 4-7%, the output side 9%).
 
-use crate::tensor::kernel::{self, matmul, Epilogue, Strided};
+use crate::fast::kernel::{self, matmul, Epilogue, Strided};
 
 /// Both channel counts at least this: below it the 36 products are too thin
 /// to pay for the transforms.
@@ -369,7 +369,7 @@ pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Planes, Tiling, POINTS};
-    use crate::tensor::kernel::lanes;
+    use crate::fast::kernel::lanes;
 
     /// Where the 16 tiles from `t0` on (of a set of `images` images) lie:
     /// each lane's offset in the set, and which of the 6 (or 4) rows and

@@ -36,6 +36,7 @@ pub struct MatMut<'a> {
     pub col_stride: usize,
 }
 
+#[cfg(test)]
 impl<'a> Mat<'a> {
     /// A row-major `rows × cols` matrix.
     pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
@@ -60,6 +61,7 @@ impl<'a> Mat<'a> {
     }
 }
 
+#[cfg(test)]
 impl<'a> MatMut<'a> {
     /// A row-major `rows × cols` matrix.
     pub fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {

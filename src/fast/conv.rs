@@ -1,0 +1,788 @@
+//! Fast convolution: products over shifted rows (or im2col columns) on the
+//! AVX-512 kernel, Winograd's transforms for 3x3 layers, and a ReLU and a 2x2
+//! max pooling folded in. What it computes is defined by
+//! [`crate::ops::conv`]'s reference, which the tests hold it to.
+//!
+//! **Without im2col.** For stride 1 and no padding (the tutorial's layers) the
+//! columns are never copied: on an output grid as wide as the input, row
+//! `(c, i, j)` of `cols` is the input plane `c` itself, read from offset
+//! `i·W + j` (see `Unroll`). The same shifted rows serve the weight gradient,
+//! and col2im happens inside the kernel: each row of `Wᵀ·dy` is added onto
+//! the input at its shift as it leaves the registers.
+//!
+//! **Winograd** (only with [`Kernels::Winograd`]). A 3x3 stride-1 forward
+//! with 16 or more channels both ways goes through Winograd's minimal
+//! filtering, 36 multiplications per 4x4 block of outputs rather than 144: see
+//! [`winograd`]. A first layer's forward (1 to 4 input channels, no padding)
+//! goes through the 1-D transforms down the columns: see [`winograd_columns`].
+//! The input gradient of a many-channel layer goes through the 2-D transforms
+//! where the tiles fit its output well enough to pay. Winograd's rounding
+//! depends on where an output sits in its tile, so two identical receptive
+//! fields may give values a few ulps apart; [`Kernels::Fast`] never uses it,
+//! and every output is then the same chain of products wherever it sits.
+//!
+//! A fused ReLU is applied as output tiles are stored, and its backward rule
+//! ([`ReluRule`]) applied to `dy` image by image inside the backward.
+
+use rayon::prelude::*;
+
+use super::kernel::{
+    self, matmul, matmul_add_at, matmul_keep, spread_rows, transpose, Epilogue, Gapped, Keep,
+    Shifted, Strided,
+};
+use super::pool::{max_2x2_backward_winners, max_2x2_winners};
+use super::relu::apply_rows;
+use super::{winograd, winograd_columns, Pool};
+use crate::error::Result;
+use crate::ops::{col2im, im2col, ConvGeometry, ReluRule};
+use crate::tape::Kernels;
+use crate::tensor::{as_slice, Tensor};
+
+/// How the input is unrolled into the matrix the weights multiply.
+///
+/// - `Im2col`: copy every receptive field into `cols[K, P]` (any stride or
+///   padding).
+/// - `Shifted`: for stride 1 without padding, no copy at all. Compute the output
+///   on a grid as wide as the input (`W` columns per row instead of `Wo`); then
+///   row `(c, i, j)` of the unrolled input is simply image plane `c` read from
+///   offset `i·W + j`: a shifted view. The `kw − 1` extra columns per row are
+///   computed and dropped (18% more arithmetic for the tutorial's 13-wide second
+///   layer), which costs less than writing and reading im2col's copy.
+#[derive(Clone, Debug)]
+enum Unroll {
+    Im2col,
+    Shifted {
+        /// Offset of row `(c, i, j)` in the image: `c·H·W + i·W + j`.
+        offs: Vec<usize>,
+        /// Columns of the wide grid up to the last real output: `(Ho − 1)·W + Wo`.
+        wide: usize,
+        /// Where each real output `(oy, ox)` sits on the wide grid: `oy·W + ox`.
+        real: Vec<usize>,
+        /// The rows of the unrolled input in the order the input gradient
+        /// adds them back, `(i, j, c)`: row `r` here is row `order[r]` of
+        /// `offs`. Consecutive rows then lie in different planes; in the
+        /// `(c, i, j)` order a tile's rows overlap, one value apart, and
+        /// each row's read of what the one before had just added waits for
+        /// it (the backward of the 32 → 64 layers 2-5% faster in paired runs).
+        order: Vec<usize>,
+        /// `offs` in that order.
+        offs_dx: Vec<usize>,
+    },
+}
+
+impl Unroll {
+    /// Whether `g` takes the shifted path: stride 1, no padding, and the
+    /// AVX-512 kernel (the portable one copies shifted operands out).
+    fn shifts(g: &ConvGeometry) -> bool {
+        g.stride == 1 && g.unpadded() && kernel::available()
+    }
+
+    fn for_geometry(g: &ConvGeometry) -> Self {
+        if Self::shifts(g) {
+            let mut offs = Vec::with_capacity(g.k());
+            for c in 0..g.cin {
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        offs.push(c * g.h * g.w + i * g.w + j);
+                    }
+                }
+            }
+            let order: Vec<usize> = (0..g.kh * g.kw)
+                .flat_map(|ij| (0..g.cin).map(move |c| c * g.kh * g.kw + ij))
+                .collect();
+            Unroll::Shifted {
+                offs_dx: order.iter().map(|&r| offs[r]).collect(),
+                order,
+                offs,
+                wide: (g.ho - 1) * g.w + g.wo,
+                real: (0..g.ho)
+                    .flat_map(|oy| (0..g.wo).map(move |ox| oy * g.w + ox))
+                    .collect(),
+            }
+        } else {
+            Unroll::Im2col
+        }
+    }
+}
+
+/// Scratch buffers of one worker thread, sized on first use and kept in its
+/// cache from call to call (per thread rather than per task, as a task's
+/// scratch would be allocated, and zeroed, each time `rayon` splits the work).
+#[derive(Default)]
+struct Scratch {
+    /// im2col columns, or their gradient (im2col path).
+    cols: Vec<f32>,
+    /// `dz` on the wide grid, zero in the extra columns, for a set of
+    /// images (see `Slot`).
+    dy_wide: Vec<f32>,
+    /// The layout `dy_wide` was last zeroed for, `[Cout, Ho, Wo, W, images]`:
+    /// while it stays the same, the extra columns are still zero.
+    dz_layout: Option<[usize; 5]>,
+    /// `dyᵀ[P, Cout]`.
+    dyt: Vec<f32>,
+    /// The gradient before a fused ReLU, `dz = rule(y, dy)` (im2col path),
+    /// or `rule(pooled y, pooled dy)` (a pooled gradient).
+    dz: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The first `len` values of `v`, grown if need be (every user writes all it
+/// reads).
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        *v = vec![0.0; len];
+    }
+    &mut v[..len]
+}
+
+/// `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b` for one image.
+#[allow(clippy::too_many_arguments)]
+fn forward_image(
+    g: &ConvGeometry,
+    u: &Unroll,
+    x: &[f32],
+    w: Strided<'_>,
+    bs: &[f32],
+    relu: bool,
+    y: &mut [f32],
+    s: &mut Scratch,
+) {
+    let (k, p) = (g.k(), g.p());
+    let ep = Epilogue {
+        accumulate: false,
+        row_bias: Some(bs),
+        relu,
+    };
+    match u {
+        Unroll::Im2col => {
+            let cols = sized(&mut s.cols, k * p);
+            im2col(g, x, cols);
+            // y[Cout, P] = W[Cout, K] · cols[K, P] + b
+            matmul(g.cout, p, k, w, rows(cols, p), y, p, ep);
+        }
+        Unroll::Shifted { offs, wide, .. } => {
+            // y[Cout, P] = W[Cout, K] · X[K, wide] + b with row r of X =
+            // x[offs[r]..], storing the first Wo of every W columns.
+            let xs = Shifted { data: x, offs };
+            let keep = Keep {
+                row: g.w,
+                first: g.wo,
+            };
+            matmul_keep(g.cout, *wide, k, w, xs, y, p, ep, keep);
+        }
+    }
+}
+
+/// What the backward of one image computes into.
+struct ImageGrads<'a> {
+    /// `dx` of the image, added to (if wanted here: Winograd's input
+    /// gradient is taken afterwards, a set of images at a time).
+    dx: Option<&'a mut [f32]>,
+    /// The group's `dWᵀ[K, Cout]`, added to (if wanted).
+    dwt: Option<&'a mut [f32]>,
+    /// The group's `db[Cout]`, added to (if wanted).
+    db: Option<&'a mut [f32]>,
+}
+
+/// The gradient reaching one image's output.
+#[derive(Clone, Copy)]
+enum ImageDy<'a> {
+    /// `dy[Cout, Ho, Wo]`.
+    Full(&'a [f32]),
+    /// Through a 2x2 max pooling of the output (see [`Dy::Pooled`]): the
+    /// pooling's output, its gradient and its windows' winners,
+    /// `[Cout, Ho/2, Wo/2]` each.
+    Pooled {
+        y: &'a [f32],
+        dy: &'a [f32],
+        winners: &'a [u8],
+    },
+}
+
+/// Where one image's `dz` goes on the shifted path: slot `index` of `of`,
+/// side by side in the scratch, so that Winograd's input gradient can read a
+/// set of images' `dz` at once (a set of one otherwise).
+#[derive(Clone, Copy)]
+struct Slot {
+    index: usize,
+    of: usize,
+}
+
+/// For one image: first `dz = rule(y, dy)` through the fused ReLU (or
+/// `dz = dy`), then `db += Σ dz`, `dWᵀ += unrolled(x) · dzᵀ` and
+/// `dx += fold(Wᵀ · dz)`, each if wanted, where fold is col2im or its shifted
+/// twin.
+#[allow(clippy::too_many_arguments)]
+fn backward_image(
+    g: &ConvGeometry,
+    u: &Unroll,
+    x: &[f32],
+    ws: &[f32],
+    y: &[f32],
+    dy: ImageDy<'_>,
+    rule: Option<ReluRule>,
+    out: ImageGrads<'_>,
+    slot: Slot,
+    s: &mut Scratch,
+) {
+    // `ws` is W[Cout, K] with its columns in the order of the input
+    // gradient's rows (`order`, on the shifted path).
+    let (k, p) = (g.k(), g.p());
+    // Wᵀ[K, Cout], read through swapped strides.
+    let wt = Strided {
+        data: ws,
+        rs: 1,
+        cs: k,
+    };
+    match u {
+        Unroll::Im2col => {
+            let ImageDy::Full(dy) = dy else {
+                unreachable!("only the shifted path takes a pooled gradient (takes_pooled)")
+            };
+            let dz = match rule {
+                Some(rule) => {
+                    let dz = sized(&mut s.dz, g.cout * p);
+                    rule.apply_slice(y, dy, dz);
+                    &*dz
+                }
+                None => dy,
+            };
+            if let Some(db) = out.db {
+                // db[c] += Σ_P dz[c, P]
+                for (d, plane) in db.iter_mut().zip(dz.chunks(p)) {
+                    *d += lane_sum(plane);
+                }
+            }
+            if let Some(dwt) = out.dwt {
+                // dWᵀ[K, Cout] += cols[K, P] · dzᵀ[P, Cout]
+                let cols = sized(&mut s.cols, k * p);
+                im2col(g, x, cols);
+                let dzt = sized(&mut s.dyt, p * g.cout);
+                transpose(dz, g.cout, p, p, dzt, g.cout);
+                matmul(
+                    k,
+                    g.cout,
+                    p,
+                    rows(cols, p),
+                    rows(dzt, g.cout),
+                    dwt,
+                    g.cout,
+                    Epilogue::ACCUMULATE,
+                );
+            }
+            if let Some(dx) = out.dx {
+                // dcols[K, P] = Wᵀ[K, Cout] · dz[Cout, P], then col2im.
+                let dcols = sized(&mut s.cols, k * p);
+                matmul(k, p, g.cout, wt, rows(dz, p), dcols, p, Epilogue::STORE);
+                col2im(g, dcols, dx);
+            }
+        }
+        Unroll::Shifted {
+            offs,
+            wide,
+            real,
+            offs_dx,
+            ..
+        } => {
+            let wide = *wide;
+            // dz on the wide grid, in one pass from y and dy: each output row
+            // goes through the ReLU rule (if fused) as it is widened. The extra
+            // columns stay zero, so they add nothing below.
+            let len = g.cout * wide;
+            let layout = [g.cout, g.ho, g.wo, g.w, slot.of];
+            if s.dz_layout != Some(layout) {
+                // Zeros in the extra columns, which nothing else writes.
+                s.dy_wide.clear();
+                s.dy_wide.resize(slot.of * len, 0.0);
+                s.dz_layout = Some(layout);
+            }
+            let dz = &mut s.dy_wide[slot.index * len..][..len];
+            match dy {
+                ImageDy::Full(dy) => {
+                    for ((d, dy), y) in dz.chunks_mut(wide).zip(dy.chunks(p)).zip(y.chunks(p)) {
+                        match rule {
+                            // Rows of Wo values, W apart: one call per plane.
+                            Some(rule) => apply_rows(rule, y, dy, d, g.wo, g.w),
+                            None => spread_rows(dy, g.wo, d, g.w),
+                        }
+                    }
+                }
+                ImageDy::Pooled {
+                    y: yp,
+                    dy: dyp,
+                    winners,
+                } => {
+                    // The pooling's backward, straight onto the wide grid: each
+                    // window's winner gets its gradient. The ReLU rule goes first,
+                    // on the pooled values: at the winner `y` is the pooled max,
+                    // and every rule sends a zero gradient to zero, so this is
+                    // `rule(y, unpooled dy)` exactly, at a quarter of the work.
+                    let q = (g.ho / 2) * (g.wo / 2);
+                    let ruled = sized(&mut s.dz, q);
+                    let planes = dz.chunks_mut(wide).zip(winners.chunks(q));
+                    for ((d, w), (yp, dyp)) in planes.zip(yp.chunks(q).zip(dyp.chunks(q))) {
+                        let dyp = match rule {
+                            Some(rule) => {
+                                rule.apply_slice(yp, dyp, ruled);
+                                &*ruled
+                            }
+                            None => dyp,
+                        };
+                        // The winners kept by the forward: `y` is not read.
+                        max_2x2_backward_winners(w, dyp, g.ho, g.wo, d, g.w, true);
+                    }
+                }
+            }
+            if let Some(db) = out.db {
+                // db[c] += Σ dz[c, ·]
+                for (d, plane) in db.iter_mut().zip(dz.chunks(wide)) {
+                    *d += lane_sum(plane);
+                }
+            }
+            if let Some(dwt) = out.dwt {
+                // dWᵀ[K, Cout] += X[K, P] · dzᵀ[P, Cout], where column p of X
+                // is column real[p] of the shifted rows: the sum runs over real
+                // outputs only, skipping the wide grid's extra columns.
+                let dzt = sized(&mut s.dyt, p * g.cout);
+                for oy in 0..g.ho {
+                    let dst = &mut dzt[oy * g.wo * g.cout..];
+                    transpose(&dz[oy * g.w..], g.cout, wide, g.wo, dst, g.cout);
+                }
+                let xs = Gapped {
+                    data: x,
+                    offs,
+                    cols: real,
+                };
+                matmul(
+                    k,
+                    g.cout,
+                    p,
+                    xs,
+                    rows(dzt, g.cout),
+                    dwt,
+                    g.cout,
+                    Epilogue::ACCUMULATE,
+                );
+            }
+            if let Some(dx) = out.dx {
+                // dX[K, wide] = Wᵀ[K, Cout] · dz[Cout, wide], and row r goes back
+                // onto the input where row r of X was read, x[offs[r]..]:
+                // added there as the kernel stores it (col2im, fused).
+                matmul_add_at(k, wide, g.cout, wt, rows(dz, wide), dx, offs_dx);
+            }
+        }
+    }
+}
+
+/// The forward convolution, `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b`
+/// for each image, in parallel over the batch, then `max(·, 0)` if `relu`
+/// (applied as each output tile is stored). Winograd's transforms only with
+/// [`Kernels::Winograd`].
+///
+/// The unrolled input of one image lives in a scratch buffer in the core's
+/// cache (or, for stride 1, is never built: see `Unroll`); the backward
+/// unrolls again rather than keeping the whole batch's columns, because
+/// rebuilding in cache beats reading back from memory.
+pub(crate) fn forward(
+    g: &ConvGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    relu: bool,
+    kernels: Kernels,
+    pool: &mut Pool,
+) -> Result<Tensor> {
+    Ok(forward_on(g, x, w, b, relu, false, kernels, pool)?.0)
+}
+
+/// [`forward`] and the output's 2x2 max pooling, taken image by image (a few
+/// images at a time with Winograd) while each image's output is in the core's
+/// cache: the convolution's output, the pooled output, and each window's
+/// winner (see [`max_2x2_winners`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_pooled(
+    g: &ConvGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    relu: bool,
+    kernels: Kernels,
+    pool: &mut Pool,
+) -> Result<(Tensor, Tensor, Vec<u8>)> {
+    let (y, pooled) = forward_on(g, x, w, b, relu, true, kernels, pool)?;
+    let (yp, winners) = pooled.expect("asked for the pooling");
+    Ok((y, yp, winners))
+}
+
+/// A 2x2 max pooling taken by the forward: its output and each window's
+/// winner (see [`max_2x2_winners`]).
+type PooledForward = (Tensor, Vec<u8>);
+
+/// The forward, through Winograd's transforms where they apply, else the
+/// direct products. With `pooled`, also the output's 2x2 max pooling, taken
+/// image by image (a few images at a time with Winograd) while each image's
+/// output is still in the core's cache.
+#[allow(clippy::too_many_arguments)]
+fn forward_on(
+    g: &ConvGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    relu: bool,
+    pooled: bool,
+    kernels: Kernels,
+    pool: &mut Pool,
+) -> Result<(Tensor, Option<PooledForward>)> {
+    let (xs, ws, bs) = (
+        as_slice(x, "conv2d")?,
+        as_slice(w, "conv2d")?,
+        as_slice(b, "conv2d")?,
+    );
+    // Images per parallel task: one, or a set of Winograd's tiles.
+    let tiling = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
+    let transforms = kernels == Kernels::Winograd;
+    let winograd = transforms
+        && winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout)
+        && tiling.addressable(g.image_len(), g.cout * g.p());
+    let columns = transforms
+        && !winograd
+        && winograd_columns::applies(g.kh, g.kw, g.stride, !g.unpadded(), g.cin);
+    let per = if winograd {
+        tiling.images_per_product()
+    } else {
+        1
+    };
+    let (il, ol, pl) = (
+        g.image_len(),
+        g.cout * g.p(),
+        g.cout * (g.ho / 2) * (g.wo / 2),
+    );
+    let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
+    let mut pooled = pooled.then(|| {
+        let yp = pool.to_overwrite(&[g.n, g.cout, g.ho / 2, g.wo / 2]);
+        (yp, pool.bytes_to_overwrite(g.n * pl))
+    });
+    // Each task's share of the pooled outputs, if wanted.
+    let pooled_sets: Vec<Option<(&mut [f32], &mut [u8])>> = match pooled.as_mut() {
+        Some((yp, winners)) if pl > 0 => {
+            let values = yp.as_slice_mut().expect("pooled").chunks_mut(per * pl);
+            values.zip(winners.chunks_mut(per * pl)).map(Some).collect()
+        }
+        _ => (0..g.n.div_ceil(per)).map(|_| None).collect(),
+    };
+    let tasks = y
+        .as_slice_mut()
+        .expect("pooled")
+        .par_chunks_mut(per * ol)
+        .zip(xs.par_chunks(per * il))
+        .zip(pooled_sets.into_par_iter());
+    // The 2x2 pooling of a task's output planes, as they leave the products.
+    let fast = kernel::available();
+    let pool_planes = |y: &[f32], out: Option<(&mut [f32], &mut [u8])>| {
+        let Some((values, winners)) = out else { return };
+        let q = (g.ho / 2) * (g.wo / 2);
+        let planes = y
+            .chunks(g.p())
+            .zip(values.chunks_mut(q).zip(winners.chunks_mut(q)));
+        for (y, (values, winners)) in planes {
+            max_2x2_winners(y, g.wo, g.wo / 2, values, winners, fast);
+        }
+    };
+    if winograd {
+        // The filters transformed once per call, then a few images at a
+        // time through the 36 products (see [`winograd`]).
+        let mut u = pool.vec_to_overwrite(winograd::POINTS * g.cin * g.cout);
+        winograd::filters(ws, g.cout, g.cin, &mut u);
+        tasks.for_each(|((y, x), out)| {
+            let planes = winograd::Planes::dense(x, g.h, g.w);
+            let images = y.len() / ol;
+            winograd::conv3x3(planes, images, g.cin, &u, g.cout, tiling, Some(bs), relu, y);
+            pool_planes(y, out);
+        });
+        pool.give_vec(u);
+    } else if columns {
+        // The first layers' forward down the columns (see
+        // [`winograd_columns`]), image by image.
+        let mut u = pool.vec_to_overwrite(g.cout * g.cin * 18);
+        winograd_columns::filters(ws, g.cout, g.cin, &mut u);
+        tasks.for_each(|((y, x), out)| {
+            winograd_columns::conv3x3(x, g.cin, g.h, g.w, &u, g.cout, bs, relu, y);
+            pool_planes(y, out);
+        });
+        pool.give_vec(u);
+    } else {
+        let u = Unroll::for_geometry(g);
+        // W[Cout, K] read through Wᵀ[K, Cout], laid out once per call: the
+        // tiles broadcast from either as fast, and a narrow last panel of
+        // columns wants W's columns contiguous (see `kernel::matmul`).
+        let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
+        transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
+        let w = Strided {
+            data: &wt,
+            rs: 1,
+            cs: g.cout,
+        };
+        tasks.for_each(|((y, x), out)| {
+            let mut s = SCRATCH.take();
+            forward_image(g, &u, x, w, bs, relu, y, &mut s);
+            SCRATCH.set(s);
+            pool_planes(y, out);
+        });
+        pool.give_vec(wt);
+    }
+    Ok((y, pooled))
+}
+
+/// A row-major matrix operand.
+fn rows(data: &[f32], cols: usize) -> Strided<'_> {
+    Strided {
+        data,
+        rs: cols,
+        cs: 1,
+    }
+}
+
+/// `Σ xs` in 16 interleaved partial sums (a fixed order, so the same bits on
+/// every run), which the compiler keeps in one vector register.
+fn lane_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Images per partial sum of the weight gradient: fixed, so the summation order
+/// (and hence every bit of the result) does not depend on the thread count.
+const GROUP: usize = 16;
+
+/// The values the backward reads: the op's input, weight and output.
+pub(crate) struct Inputs<'a> {
+    pub x: &'a Tensor,
+    pub w: &'a Tensor,
+    /// The output, read only by a fused ReLU's rule on a [`Dy::Full`].
+    pub y: Option<&'a Tensor>,
+}
+
+/// The gradient reaching the convolution's output.
+pub(crate) enum Dy<'a> {
+    /// `∂L/∂y`, of the output's shape.
+    Full(&'a Tensor),
+    /// Through a 2x2 max pooling of the output, folded into this backward
+    /// (see `fast::fused`): the pooling's output and gradient, and its
+    /// windows' winners.
+    Pooled {
+        y: &'a Tensor,
+        dy: &'a Tensor,
+        winners: &'a [u8],
+    },
+}
+
+/// Whether [`backward`] can take a [`Dy::Pooled`] for geometry `g`: the
+/// shifted path only.
+pub(crate) fn takes_pooled(g: &ConvGeometry) -> bool {
+    Unroll::shifts(g)
+}
+
+/// The backward: `[dx, dW, db]`, each only if `wants` it. `fused` is the ReLU
+/// rule of a fused ReLU, applied to `dy` first. The input gradient goes
+/// through Winograd's transforms only with [`Kernels::Winograd`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    g: &ConvGeometry,
+    v: Inputs<'_>,
+    dy: Dy<'_>,
+    fused: Option<ReluRule>,
+    wants: &[bool],
+    kernels: Kernels,
+    pool: &mut Pool,
+) -> [Option<Tensor>; 3] {
+    let (k, p, il) = (g.k(), g.p(), g.image_len());
+    let u = Unroll::for_geometry(g);
+    let xs = v.x.as_slice().expect("checked in forward");
+    let ws = v.w.as_slice().expect("checked in forward");
+    // The input gradient through Winograd's transforms where they apply
+    // (see [`winograd`]): the correlation of `dz`, padded by 2, with the
+    // filters turned by 180°, a set of images at a time.
+    let tiling_dx = winograd::Tiling::new(g.kh - 1, g.kw - 1, g.h, g.w);
+    let winograd_dx = match &u {
+        Unroll::Shifted { wide, .. } => {
+            wants[0]
+                && kernels == Kernels::Winograd
+                && winograd::applies(g.kh, g.kw, g.stride, g.cout, g.cin)
+                && winograd::input_gradient_pays(tiling_dx, *wide)
+                && tiling_dx.addressable(g.cout * wide, il)
+        }
+        Unroll::Im2col => false,
+    };
+    let per = if winograd_dx {
+        tiling_dx.images_per_product()
+    } else {
+        1
+    };
+    let u_dx = winograd_dx.then(|| {
+        let mut u = pool.vec_to_overwrite(winograd::POINTS * g.cin * g.cout);
+        winograd::input_gradient_filters(ws, g.cout, g.cin, &mut u);
+        u
+    });
+    // The direct input gradient's product reads W's columns in `order`.
+    let w_dx = match &u {
+        Unroll::Shifted { order, .. } if wants[0] && !winograd_dx => {
+            let mut w = pool.vec_to_overwrite(ws.len());
+            for (dst, src) in w.chunks_mut(k).zip(ws.chunks(k)) {
+                for (d, &r) in dst.iter_mut().zip(order) {
+                    *d = src[r];
+                }
+            }
+            Some(w)
+        }
+        _ => None,
+    };
+    let w_ordered = w_dx.as_deref().unwrap_or(ws);
+    let ys = v.y.map(|y| y.as_slice().expect("values are contiguous"));
+    assert!(
+        ys.is_some() || fused.is_none() || matches!(dy, Dy::Pooled { .. }),
+        "a fused ReLU's rule reads the output"
+    );
+    let (want_dw, want_db) = (wants[1], wants[2]);
+    // Per image: the pooling's output and gradient, or the gradient.
+    let (dy, pooled, dy_len) = match dy {
+        Dy::Full(dy) => (dy, None, g.cout * p),
+        Dy::Pooled { y, dy, winners } => {
+            assert!(takes_pooled(g), "a pooled gradient on the im2col path");
+            let yp = y.as_slice().expect("values are contiguous");
+            (dy, Some((yp, winners)), g.cout * (g.ho / 2) * (g.wo / 2))
+        }
+    };
+    let dy = dy.as_slice().expect("gradients are contiguous");
+
+    // Each group's part of dWᵀ[K, Cout], side by side, from the pool:
+    // kept from call to call rather than allocated each time.
+    let part_len = if want_dw { k * g.cout } else { 0 };
+    let mut parts = match part_len {
+        0 => Vec::new(),
+        len => pool.vec_to_overwrite(g.n.div_ceil(GROUP).max(1) * len),
+    };
+    if g.n == 0 {
+        // No group to write the first part: dW is zero.
+        parts.fill(0.0);
+    }
+    // Each group clears its own slice of dx, in parallel and in cache.
+    let mut dx = wants[0].then(|| pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
+    let groups = g.n.div_ceil(GROUP);
+    let dx_groups: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(t) => t
+            .as_slice_mut()
+            .expect("pooled")
+            .chunks_mut(GROUP * il)
+            .map(Some)
+            .collect(),
+        None => (0..groups).map(|_| None).collect(),
+    };
+    // One pass over fixed groups of images: each image adds to its group's
+    // dWᵀ and writes its own slice of dx.
+    let part_groups: Vec<Option<&mut [f32]>> = match part_len {
+        0 => (0..groups).map(|_| None).collect(),
+        len => parts.chunks_mut(len).map(Some).collect(),
+    };
+    let partials: Vec<Vec<f32>> = dy
+        .par_chunks(GROUP * dy_len)
+        .enumerate()
+        .zip(xs.par_chunks(GROUP * il))
+        .zip(dx_groups.into_par_iter())
+        .zip(part_groups.into_par_iter())
+        .map(|((((group, dy), x), mut dx), dwt)| {
+            let mut scratch = SCRATCH.take();
+            let s = &mut scratch;
+            if let Some(dx) = dx.as_deref_mut().filter(|_| !winograd_dx) {
+                dx.fill(0.0);
+            }
+            let dwt = dwt.unwrap_or_default();
+            dwt.fill(0.0);
+            let mut db = vec![0.0f32; g.cout];
+            let count = x.len() / il;
+            for first in (0..count).step_by(per) {
+                let set = per.min(count - first);
+                for index in 0..set {
+                    let i = first + index;
+                    let at = (group * GROUP + i) * dy_len;
+                    let dy = &dy[i * dy_len..][..dy_len];
+                    let dy = match pooled {
+                        Some((yp, winners)) => ImageDy::Pooled {
+                            y: &yp[at..][..dy_len],
+                            dy,
+                            winners: &winners[at..][..dy_len],
+                        },
+                        None => ImageDy::Full(dy),
+                    };
+                    let out = ImageGrads {
+                        dx: dx
+                            .as_deref_mut()
+                            .filter(|_| !winograd_dx)
+                            .map(|d| &mut d[i * il..(i + 1) * il]),
+                        dwt: want_dw.then_some(&mut dwt[..]),
+                        db: want_db.then_some(&mut db[..]),
+                    };
+                    let at_y = (group * GROUP + i) * g.cout * p;
+                    let y = ys.map_or(&[][..], |ys| &ys[at_y..][..g.cout * p]);
+                    let x = &x[i * il..][..il];
+                    let slot = Slot { index, of: per };
+                    backward_image(g, &u, x, w_ordered, y, dy, fused, out, slot, s);
+                }
+                // The set's dx from the dz it left side by side.
+                if let (Some(u_dx), Some(dx), Unroll::Shifted { wide, .. }) =
+                    (&u_dx, dx.as_deref_mut(), &u)
+                {
+                    let planes = winograd::Planes {
+                        data: &s.dy_wide,
+                        h: g.ho,
+                        w: g.wo,
+                        row: g.w,
+                        plane: *wide,
+                    };
+                    let dx = &mut dx[first * il..(first + set) * il];
+                    winograd::conv3x3(planes, set, g.cout, u_dx, g.cin, tiling_dx, None, false, dx);
+                }
+            }
+            SCRATCH.set(scratch);
+            db
+        })
+        .collect();
+
+    if let Some(w) = w_dx {
+        pool.give_vec(w);
+    }
+    if let Some(u) = u_dx {
+        pool.give_vec(u);
+    }
+
+    let dw = want_dw.then(|| {
+        // The groups' parts summed in order (the same bits whatever the
+        // thread count), into the first; then dW[c, r] = dWᵀ[r, c].
+        let (sum, rest) = parts.split_at_mut(part_len);
+        for part in rest.chunks(part_len) {
+            sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+        }
+        let mut dw = pool.to_overwrite(&[g.cout, g.cin, g.kh, g.kw]);
+        let dws = dw.as_slice_mut().expect("pooled");
+        transpose(sum, k, g.cout, g.cout, dws, k);
+        dw
+    });
+
+    let db = wants[2].then(|| {
+        let mut db = pool.zeros(&[g.cout]);
+        for part in &partials {
+            db.iter_mut().zip(part).for_each(|(d, v)| *d += v);
+        }
+        db
+    });
+    pool.give_vec(parts);
+    [dx, dw, db]
+}

@@ -1,0 +1,120 @@
+//! Convolution, its ReLU and a 2x2 max pooling as one op on the tape.
+//!
+//! The op computes `max_pool2d(relu(conv2d(x, W, b)))`, exactly as the three
+//! ops recorded one after the other do (the reference twin the tests hold it
+//! to), in one pass:
+//!
+//! - forward: the pooling is taken image by image as the convolution's
+//!   outputs leave the products, while they are in cache, and each window's
+//!   winner is kept (a byte);
+//! - backward: the pooled gradient goes through the ReLU's rule (at a winner
+//!   the convolution's output is the pooled value, and every rule sends a zero
+//!   gradient to zero, so this is the rule on the full gradient, at a quarter
+//!   of the work), then straight to the winners on the grid the convolution's
+//!   backward reads: the full-size gradient between the ops is never written.
+//!
+//! The convolution's own output is not on the tape, so a model uses this op
+//! only where nobody asks for that output's gradient (training; saliency
+//! methods that read no layer).
+
+use super::conv::{self, Dy, Inputs};
+use super::pool::backward_from_winners;
+use crate::error::Result;
+use crate::ops::{Conv2dSpec, ConvGeometry, MaxPool2dSpec};
+use crate::tape::{Backward, GradArgs, Kernels, Tape, Var};
+use crate::tensor::Tensor;
+
+struct ConvReluPool {
+    g: ConvGeometry,
+    relu: bool,
+    kernels: Kernels,
+    /// Each window's winner: 0 top left, 1 top right, 2 bottom left, 3 bottom
+    /// right.
+    winners: Vec<u8>,
+}
+
+impl Backward for ConvReluPool {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let g = &self.g;
+        let inputs = Inputs {
+            x: a.inputs[0],
+            w: a.inputs[1],
+            y: None,
+        };
+        let rule = self.relu.then_some(a.relu);
+        if conv::takes_pooled(g) {
+            let dy = Dy::Pooled {
+                y: a.output,
+                dy: a.dy,
+                winners: &self.winners,
+            };
+            return conv::backward(g, inputs, dy, rule, &a.wants, self.kernels, a.pool).to_vec();
+        }
+        // Other paths: the rule on the pooled values, then the pooling's
+        // backward to a full-size gradient, then the convolution's.
+        let mut ruled = a.pool.copy_of(a.dy);
+        if let Some(rule) = rule {
+            let ys = a.output.as_slice().expect("values are contiguous");
+            let gs = a.dy.as_slice().expect("gradients are contiguous");
+            rule.apply_slice(ys, gs, ruled.as_slice_mut().expect("pooled"));
+        }
+        let shape = [g.n, g.cout, g.ho, g.wo];
+        let dz = backward_from_winners(&shape, &self.winners, &ruled, a.pool);
+        a.pool.give(ruled);
+        let grads = conv::backward(
+            g,
+            inputs,
+            Dy::Full(&dz),
+            None,
+            &a.wants,
+            self.kernels,
+            a.pool,
+        );
+        a.pool.give(dz);
+        grads.to_vec()
+    }
+
+    fn recycle(self: Box<Self>, pool: &mut crate::tensor::Pool) {
+        pool.give_bytes(self.winners);
+    }
+}
+
+impl Tape<'_> {
+    /// `max_pool2d(relu(conv2d(x, w, b)), 2x2)` (without the ReLU if `!relu`)
+    /// as one op: see `fast::fused`. On a tape with
+    /// [`Kernels::Reference`] the three reference ops are recorded instead.
+    /// Fails unless `pool` is a 2x2 pooling with stride 2.
+    pub fn conv2d_max_pool2d(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Var,
+        spec: Conv2dSpec,
+        relu: bool,
+        pool: MaxPool2dSpec,
+    ) -> Result<Var> {
+        let kernels = self.kernels();
+        if kernels == Kernels::Reference || pool != MaxPool2dSpec::square(2) {
+            let y = match relu {
+                true => self.conv2d_relu(x, w, b, spec)?,
+                false => self.conv2d(x, w, b, spec)?,
+            };
+            return self.max_pool2d(y, pool);
+        }
+        let (pooled, g, winners) = self.compute(&[x, w, b], |v, p| {
+            let g = ConvGeometry::new(v[0].shape(), v[1].shape(), v[2].shape(), spec)?;
+            pool.output_size(g.ho, g.wo)?;
+            let (y, pooled, winners) =
+                conv::forward_pooled(&g, v[0], v[1], v[2], relu, kernels, p)?;
+            p.give(y);
+            Ok((pooled, g, winners))
+        })?;
+        let rule = ConvReluPool {
+            g,
+            relu,
+            kernels,
+            winners,
+        };
+        Ok(self.push(pooled, &[x, w, b], Box::new(rule)))
+    }
+}

@@ -1,0 +1,36 @@
+//! The speed machinery: everything that makes the ops of [`crate::ops`] fast,
+//! and nothing that defines what they compute.
+//!
+//! The reference ops in [`crate::ops`] say what each op computes; the code here
+//! computes the same, faster, and is tested against them (`tests/reference.rs`,
+//! on random shapes and on real images). The ops reach it through a few
+//! functions: [`conv::forward`] and [`conv::backward`] for convolutions (with a
+//! ReLU and a 2x2 max pooling folded in), [`pool`] for pooling on its own, and
+//! [`kernel::matmul_par`] for dense layers.
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `kernel.rs` | the AVX-512 matrix-multiply kernel, transposes |
+//! | `gemm.rs` | the portable product, on `matrixmultiply` |
+//! | `conv.rs` | convolution as products over shifted rows or im2col columns |
+//! | `winograd.rs`, `winograd_columns.rs` | Winograd's minimal filtering for 3x3 layers |
+//! | `pool.rs` | 2x2 max pooling in vector code, with winners kept |
+//! | `relu.rs` | the ReLU rules in vector code |
+//! | `fused.rs` | convolution + ReLU + 2x2 max pooling as one op |
+//! | `workspace.rs` | the [`Pool`] of buffers a training step reuses |
+//!
+//! **The portable path.** Everything here also runs without AVX-512. To test
+//! that path on a machine that has AVX-512, set `SALIENT_PORTABLE=1`: the
+//! vector code is then never called ([`kernel::available`] answers false).
+
+pub(crate) mod conv;
+mod fused;
+mod gemm;
+pub(crate) mod kernel;
+pub(crate) mod pool;
+pub(crate) mod relu;
+mod winograd;
+mod winograd_columns;
+mod workspace;
+
+pub use workspace::Pool;
