@@ -62,8 +62,8 @@ enum Unroll {
         /// adds them back, `(i, j, c)`: row `r` here is row `order[r]` of
         /// `offs`. Consecutive rows then lie in different planes; in the
         /// `(c, i, j)` order a tile's rows overlap, one value apart, and
-        /// each row's read of what the one before had just added waits for
-        /// it (the backward of the 32 → 64 layers 2-5% faster in paired runs).
+        /// each row's read of what the one before has just added waits for
+        /// that store to land.
         order: Vec<usize>,
         /// `offs` in that order.
         offs_dx: Vec<usize>,

@@ -1,8 +1,8 @@
 //! Convolution, its ReLU and a 2x2 max pooling as one op on the tape.
 //!
 //! The op computes `max_pool2d(relu(conv2d(x, W, b)))`, exactly as the three
-//! ops recorded one after the other do (the reference twin the tests hold it
-//! to), in one pass:
+//! ops of [`crate::ops`] recorded one after the other do (the reference twin
+//! the tests hold it to), in one pass:
 //!
 //! - forward: the pooling is taken image by image as the convolution's
 //!   outputs leave the products, while they are in cache, and each window's

@@ -1,7 +1,10 @@
-//! General matrix multiply, `C ← α·A·B + β·C`, on `matrixmultiply::sgemm`.
+//! General matrix multiply, `C ← α·A·B + β·C`, on `matrixmultiply::sgemm`:
+//! the portable product behind [`super::kernel`] on machines without AVX-512.
+//! The products themselves are the ones the reference ops of [`crate::ops`]
+//! define.
 //!
 //! `sgemm` takes raw pointers and arbitrary row and column strides, which is what
-//! lets the ops read a matrix transposed (swap the strides) without copying it.
+//! lets callers read a matrix transposed (swap the strides) without copying it.
 //! This wrapper checks, once per call, that every element the strides can reach
 //! lies inside the slice, so the `unsafe` call below is sound.
 

@@ -1,12 +1,17 @@
 //! A register-blocked matrix-multiply kernel for CPUs with AVX-512.
 //!
-//! The whole of fast convolution is here: `C[8, 48] = Σₖ A[8, k] · B[k, 48]`
-//! held in 24 of the 32 vector registers (8 rows × three 16-lane vectors). Per
-//! step `k`, three loads of `B` and eight broadcasts of `A` feed 24 fused
-//! multiply-adds: the loop is bound by the FMA units rather than by the load
-//! ports, as long as the rows of `B` it streams stay in cache. (A tile of 8x32
-//! with 16 accumulators measured 13% slower: 10 loads per 16 FMAs saturate the
-//! load ports.) Products 64 columns wide (a weight gradient with 64 output
+//! The reference ops in [`crate::ops`] define their convolutions and dense
+//! layers as matrix products (`W·im2col(x)`, `x·Wᵀ`); this kernel computes
+//! those products fast, for `fast::conv`, `fast::dense` and Winograd's 36
+//! products alike.
+//!
+//! The default tile is `C[8, 48] = Σₖ A[8, k] · B[k, 48]`, held in 24 of the
+//! 32 vector registers (8 rows × three 16-lane vectors). Per step `k`, three
+//! loads of `B` and eight broadcasts of `A` feed 24 fused multiply-adds: the
+//! loop is bound by the FMA units rather than by the load ports, as long as
+//! the rows of `B` it streams stay in cache. (An 8 × 32 tile, with 16
+//! accumulators, is slower per lane: its 10 loads per 16 FMAs saturate the
+//! load ports, so it runs only where 48 would pad a lot.) Products 64 columns wide (a weight gradient with 64 output
 //! channels) run `C[6, 64]` tiles instead: 24 accumulators again, from 6
 //! broadcasts and 4 loads.
 //!
@@ -561,7 +566,8 @@ impl TileShape {
 }
 
 /// The shape for a product `n` columns wide: the one that pads the fewest
-/// lanes, counting 8 × 32 about 13% slower per lane (16 FMAs per 10 loads).
+/// lanes, with 8 × 32 charged 13% more per lane (16 FMAs per 10 loads
+/// saturate the load ports).
 fn tile_shape(n: usize) -> TileShape {
     let used = |v: usize| n as f64 / (n.div_ceil(16 * v) * 16 * v) as f64;
     let (wide, square) = (used(3), used(4));
@@ -935,7 +941,8 @@ mod avx512 {
 
     use super::COLUMN;
 
-    /// The longest tile (in steps) that prefetches its output.
+    /// The longest tile (in steps) that prefetches its output: a short tile
+    /// stalls on its stores, a long one hides them behind its FMAs.
     const PREFETCH_K: usize = 32;
 
     /// Vector `v`'s 16 lanes out of an integer with a bit per lane.
@@ -1061,16 +1068,15 @@ mod avx512 {
             (1..=R).contains(&rows) && (1..=16 * V).contains(&cols) && R <= 8 && R * V <= 24
         );
         // Lane masks of the V vectors of a tile row (the last may be partial),
-        // as bits of one integer: an array of masks built lane by lane cost a
-        // store-forwarding stall per tile, which small-K products feel.
+        // as bits of one integer: an array of masks built lane by lane would
+        // cost a store-forwarding stall per tile, which small-K products feel.
         let masks = super::low_bits(cols);
         let a = t.a;
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         // A short tile (a first layer's: 9 or 27 steps) asks for the cache
         // lines of C now, so that its stores find them in cache rather than
         // stalling on a fetch each: its output is tens of megabytes, long out
-        // of cache. This measured 4-15% faster on the 9-step tiles of MNIST's
-        // first layer, and 1-2% slower on 64-step tiles.
+        // of cache.
         if t.k <= PREFETCH_K {
             for &c in &t.c[..rows] {
                 for v in 0..=V {
@@ -1080,7 +1086,7 @@ mod avx512 {
             }
         }
         // A full tile loads B unmasked: a masked load takes a slot on the
-        // ports the FMAs issue on, and cost 6% of the loop in a micro-benchmark.
+        // ports the FMAs issue on.
         if cols == 16 * V {
             steps::<B, A, R, V, true>(&mut acc, t.k, &a, b, a_steps, masks);
         } else {
@@ -1089,10 +1095,8 @@ mod avx512 {
         // The store: accumulate, bias, ReLU, then write each row's vectors,
         // with `keep` only the kept lanes, packed one vector after another.
         // Written out here with constant bounds, so that `acc` stays in its
-        // registers: a store loop over rows that took the accumulators as an
-        // array (by value or by reference) kept them in a stack copy, and
-        // tested every flag per vector; this way measured 13-16% faster on
-        // CIFAR's first layer and 8-12% on MNIST's.
+        // registers (a helper taking the accumulators as an array, by value
+        // or by reference, would keep them in a stack copy).
         let (off, stored, kept) = match t.keep {
             Some(k) => {
                 let mut off = [0; V];
@@ -1257,6 +1261,14 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `SALIENT_PORTABLE=1` turns the vector code off, whatever the CPU.
+    #[test]
+    fn the_portable_switch_turns_the_vector_code_off() {
+        if std::env::var("SALIENT_PORTABLE").is_ok_and(|v| v == "1") {
+            assert!(!available());
+        }
+    }
 
     /// Test values `((i·mul) mod modulus − modulus/2) / scale`: varied, exact
     /// in f32, and the same on every run.

@@ -6,13 +6,14 @@
 //! on random shapes and on real images). The ops reach it through a few
 //! functions: [`conv::forward`] and [`conv::backward`] for convolutions (with a
 //! ReLU and a 2x2 max pooling folded in), [`pool`] for pooling on its own, and
-//! [`kernel::matmul_par`] for dense layers.
+//! [`dense`] for dense layers. `fused.rs` adds one op of its own to the tape.
 //!
 //! | file | what it holds |
 //! | --- | --- |
 //! | `kernel.rs` | the AVX-512 matrix-multiply kernel, transposes |
 //! | `gemm.rs` | the portable product, on `matrixmultiply` |
 //! | `conv.rs` | convolution as products over shifted rows or im2col columns |
+//! | `dense.rs` | dense layers' products on the kernel, in parallel over rows |
 //! | `winograd.rs`, `winograd_columns.rs` | Winograd's minimal filtering for 3x3 layers |
 //! | `pool.rs` | 2x2 max pooling in vector code, with winners kept |
 //! | `relu.rs` | the ReLU rules in vector code |
@@ -24,6 +25,7 @@
 //! vector code is then never called ([`kernel::available`] answers false).
 
 pub(crate) mod conv;
+pub(crate) mod dense;
 mod fused;
 mod gemm;
 pub(crate) mod kernel;

@@ -17,7 +17,6 @@ use crate::ops::MaxPool2dSpec;
 use crate::tensor::{as_slice, expect_rank, Tensor};
 
 /// Max-pools `x: [N, C, H, W]` into `y: [N, C, Ho, Wo]`.
-///
 pub(crate) fn forward(x: &Tensor, spec: MaxPool2dSpec, pool: &mut Pool) -> Result<Tensor> {
     let (n, c, h, w) = dims(x)?;
     let (ho, wo) = spec.output_size(h, w)?;
@@ -373,8 +372,8 @@ mod avx512 {
                 // 8 winners in one load where the plane has them (the lanes
                 // past n are never stored). At its end they are gathered in a
                 // register: through a buffer on the stack, the 8-byte load
-                // would wait for the byte stores before it (a store
-                // forwarding stall that took half of this loop's time).
+                // would stall on store forwarding from the byte stores before
+                // it.
                 let bytes = match at + 8 <= win.len() {
                     true => win.as_ptr().add(at).cast::<u64>().read_unaligned(),
                     false => win[at..at + n]

@@ -1,6 +1,7 @@
 //! The ReLU rules of [`ReluRule`] in vector code, over rows spread out on a
 //! wider grid: how a convolution's backward widens `dy` and applies a fused
-//! ReLU's rule in one pass.
+//! ReLU's rule in one pass. [`ReluRule::apply`], in [`crate::ops`], defines
+//! each rule; the tests hold the vector code to its bits.
 
 use crate::fast::kernel::spread_rows_checked;
 use crate::ops::ReluRule;
@@ -9,7 +10,7 @@ use crate::ops::ReluRule;
 /// and `out_stride` apart in `out` (which is left alone between rows):
 /// `out[r·out_stride + i] = rule(y[r·len + i], g[r·len + i])`. This is how
 /// a convolution's backward spreads `dy` over an output grid wider than
-/// the real one (see `ops::conv`), applying a fused ReLU's rule on the way.
+/// the real one (see `fast::conv`), applying a fused ReLU's rule on the way.
 /// With AVX-512, 16 values per step and a masked step for the rest of a
 /// row, which matters for rows 11 or 26 values long.
 ///

@@ -1,6 +1,9 @@
 //! Winograd's minimal filtering F(4×4, 3×3): a 3x3 stride-1 convolution with
 //! 4 times fewer multiplications (Lavin & Gray, "Fast Algorithms for
-//! Convolutional Neural Networks", 2016).
+//! Convolutional Neural Networks", 2016). It speeds up the forward (and, where
+//! it pays, the input gradient) of the many-channel 3x3 layers, under
+//! [`Kernels::Winograd`](crate::tape::Kernels::Winograd) only; what it computes
+//! is [`crate::ops::conv`]'s convolution, up to rounding (see below).
 //!
 //! A 4x4 block of a 3x3 correlation's output reads a 6x6 patch `d` of the
 //! input. With the three small matrices below, that block is
@@ -28,53 +31,32 @@
 //! tutorial's 32 → 64 layers, with the tiles' overhang (a 12x12 block of
 //! tiles for MNIST's 11x11 output, 16x16 for CIFAR's 13x13), that is 3.4 and
 //! 2.6 times fewer multiply-adds than the direct product, for the price of
-//! the two transforms. This replaced F(2×2, 3×3) (16 products, 2.25 times
-//! fewer multiplications): in one process, alternating the two call by call,
-//! the forward of MNIST's layer became 18-25% faster and CIFAR's 9-12%,
-//! their forward + backward 3-6%, and a training step 1-8%. With 1 or 3
-//! input channels the 36 products would be too thin to pay for the 2-D
-//! transforms ([`applies`]); the first layers run the 1-D ones down the
-//! columns instead ([`winograd_columns`](super::winograd_columns)).
+//! the two transforms. F(4×4) rather than F(2×2, 3×3) (16 products, 2.25
+//! times fewer multiplications): on these layers its larger saving outweighs
+//! its costlier transforms. With 1 or 3 input channels the 36 products would
+//! be too thin to pay for the 2-D transforms ([`applies`]); the first layers
+//! run the 1-D ones down the columns instead
+//! ([`winograd_columns`](super::winograd_columns)).
 //!
 //! The price in accuracy: the transforms' coefficients reach 5 (`Bᵀ`), 8
 //! (`Aᵀ`) and ⅙ (`G`, not exact in binary), so an output is the sum of terms
 //! up to some hundreds of times larger than the direct sum's, which cancel.
 //! Its rounding error is bounded by `(Cin + 20)·2⁻²⁴` of the terms' total
-//! size (checked against f64 in the tests below). On the tutorial's layers
-//! its outputs differed from F(2×2)'s by up to 1.4e-4 on outputs up to 28,
-//! about 5e-6 of the largest.
+//! size (checked against f64 in the tests below).
 //!
 //! The input gradient of a valid 3x3 convolution is itself one: a "full"
 //! correlation of `dz`, padded by 2, with the filters turned by 180° and
 //! their channels swapped ([`input_gradient_filters`]). It runs through the
 //! same transforms where that pays ([`input_gradient_pays`]): the padding
 //! makes many of its tiles' inputs zeros (MNIST's 11x11 gradient padded to
-//! 15x15), and its output rounds up to whole tiles. Through F(2×2, 3×3) it
-//! had measured 5-8% slower than the direct product on both 32 → 64 layers;
-//! through F(4×4), with the row-wise transforms below, CIFAR's layer's
-//! forward + backward became 6-9% faster and MNIST's 3-5% slower, so only
-//! CIFAR's takes it.
+//! 15x15), and its output rounds up to whole tiles, so of the tutorial's
+//! 32 → 64 layers only CIFAR's takes it.
 //!
-//! The weight gradient stays direct. Through the 2x2 transforms it is
-//! `dM = A dY Aᵀ` per tile, `dU[p] = Σₜ V[p][·, t] · dM[p][t, ·]` (16 products
-//! summing over the tiles of a few images) and `dW = Gᵀ dU G`: about half
-//! the multiply-adds. Written that way and checked against the direct sums,
-//! it was not clearly faster. Forward + weight gradient, in blocks of 30 calls
-//! alternating with the direct product: MNIST's 32 → 64 layer from 4% faster
-//! to 4% slower, CIFAR's 4-13% faster, and other set sizes (1, 2 or 8 images)
-//! no better; alternating call by call, it was slower on both. The input
-//! transform must run again for each image, `dM` is 16 rows per tile stored
-//! to L2, and the two transforms together took about a quarter of the direct
-//! product's time; the 16 products ran at about 100 GFLOP/s a core. Through
-//! F(4×4) (`dM = A dY Aᵀ`, 36 points per tile, channels as the lanes, then
-//! 36 products `[Cin, tiles] · [tiles, Cout]` per set of images), checked
-//! against the f64 sums: 3.4 times fewer multiply-adds on MNIST's layer, but
-//! timed in place its products ran at about 100 GFLOP/s a core (the direct
-//! product's at about 170: sums over only 18 to 64 tiles) and its two
-//! transforms took three quarters of what the products saved. Alternating
-//! call by call with the direct product, MNIST's forward + backward was 1-5%
-//! faster, CIFAR's 2-3% slower, and a training step within 1% either way:
-//! not worth its code.
+//! The weight gradient stays direct. Through the transforms it would be
+//! `dM = A dY Aᵀ` per tile, `dU[p] = Σₜ V[p][·, t] · dM[p][t, ·]` and
+//! `dW = Gᵀ dU G`: fewer multiply-adds, but its products sum over only a
+//! set's tiles (18 to 64), which keeps them slow, and the input transform runs
+//! again for each image, so the transforms cost about what the products save.
 //!
 //! Tiles past the output's edge (`Ho` or `Wo` not a multiple of 4) read
 //! zeros and are dropped when stored. The transforms are written for
@@ -84,9 +66,7 @@
 //! gradients' 13x13 and 15x15), 16 lanes are one image's tiles: the input
 //! transform cuts the patches out of the image's rows, each loaded once, with
 //! permutes instead of a gather per value, and the output transform stores
-//! whole rows instead of four values per tile. Alternating call by call with
-//! the gathers and four-value stores, that made the forward of CIFAR's
-//! 32 → 64 layer 15-17% faster (the input side 4-7%, the output side 9%).
+//! whole rows instead of four values per tile.
 
 use crate::fast::kernel::{self, matmul, Epilogue, Strided};
 
@@ -100,9 +80,7 @@ pub(crate) const POINTS: usize = 36;
 /// The most tiles (columns of the 36 products) transformed at once: few
 /// enough that `V` and `M` (36·(Cin + Cout)·tiles values, 884 KB for 64 tiles
 /// of the 32 → 64 layer) stay in a core's L2 between the transforms and the
-/// products. (In a prototype, sets of 48 to 80 tiles measured within 5% of
-/// each other, 112 up to 10% slower, and 160, whose `V` and `M` outgrow L2,
-/// about 20% slower.)
+/// products.
 const MAX_TILES: usize = 64;
 
 /// Whether a convolution with these sizes runs through Winograd's transforms:
@@ -153,10 +131,9 @@ pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
 /// Whether a valid 3x3 convolution's input gradient, `dx` in tiles `t` read
 /// from `dz` on a wide grid of `wide` columns a plane, is cheaper through the
 /// transforms: when their products (36 a tile) are at most 2/5 of the direct
-/// product's (9 a column of the wide grid), per pair of channels. Measured,
-/// forward + backward alternating call by call with the direct product:
-/// CIFAR's 32 → 64 layer, at 0.33, 6-9% faster; MNIST's, at 0.45, 3-5%
-/// slower. The line is drawn between the two.
+/// product's (9 a column of the wide grid), per pair of channels: between
+/// CIFAR's 32 → 64 layer (0.33, where the transforms pay) and MNIST's (0.45,
+/// where they do not).
 pub(crate) fn input_gradient_pays(t: Tiling, wide: usize) -> bool {
     5 * POINTS * t.th * t.tw <= 2 * 9 * wide
 }
@@ -509,8 +486,8 @@ pub(crate) mod avx512 {
         #[allow(clippy::needless_range_loop)] // c picks a column of every row
         for c in 0..6 {
             // Loops rather than closures, here and below: a closure does not
-            // take on the caller's target features, and its calls cost a
-            // fifth of the forward's time.
+            // take on the caller's target features, so its intrinsics would
+            // not be inlined.
             let mut column = [_mm512_setzero_ps(); 6];
             for (r, d) in column.iter_mut().enumerate() {
                 let at = _mm512_add_epi32(corner, _mm512_set1_epi32((r * x.row + c) as i32));
@@ -791,6 +768,10 @@ pub(crate) mod tests {
     #[test]
     fn a_nan_stays_in_its_tiles() {
         if !kernel::available() {
+            // The transforms are AVX-512 code: without it the convolution
+            // never comes here, and there is nothing of theirs to run.
+            assert!(!applies(3, 3, 1, 32, 64));
+            eprintln!("skipped: Winograd's transforms need AVX-512 (absent or SALIENT_PORTABLE=1)");
             return;
         }
         // (side, pad): rows cut (4x4 tiles) without and with padding, and
@@ -832,6 +813,7 @@ pub(crate) mod tests {
         if !kernel::available() {
             // Without AVX-512 the convolution never comes here.
             assert!(!applies(3, 3, 1, 32, 64));
+            eprintln!("skipped: Winograd's transforms need AVX-512 (absent or SALIENT_PORTABLE=1)");
             return;
         }
         let cases = [

@@ -1,5 +1,6 @@
-//! A pool of `f32` buffers, so that repeated steps of the same shapes allocate
-//! nothing after the first.
+//! A pool of `f32` (and byte) buffers, so that repeated steps of the same
+//! shapes allocate nothing after the first. It decides where an op's outputs
+//! and scratch live, never what the op computes.
 
 use std::collections::HashMap;
 

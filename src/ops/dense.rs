@@ -8,21 +8,12 @@
 //! - `dW = dyᵀ · x`      (`[out, N] · [N, in]`)
 //! - `db = Σₙ dyₙ`
 
-use ndarray::Axis;
+use ndarray::{ArrayView2, Axis};
 
 use crate::error::Result;
-use crate::fast::kernel::{matmul_par, transpose, Epilogue, Strided};
-use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{as_slice, expect_rank, shape_error, Pool, Tensor};
-
-/// A row-major matrix operand with `cols` columns.
-fn rows(data: &[f32], cols: usize) -> Strided<'_> {
-    Strided {
-        data,
-        rs: cols,
-        cs: 1,
-    }
-}
+use crate::fast;
+use crate::tape::{Backward, GradArgs, Kernels, Tape, Var};
+use crate::tensor::{expect_rank, shape_error, Pool, Tensor};
 
 /// Checks shapes and returns `(n, in, out)`.
 fn dims(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<(usize, usize, usize)> {
@@ -54,77 +45,61 @@ fn dims(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((n, fan_in, out))
 }
 
-/// The forward computation, `y = x·Wᵀ + b`, into a pooled buffer.
-pub fn dense_forward(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Result<Tensor> {
-    let (n, fan_in, out) = dims(x, w, b)?;
-    let mut y = pool.to_overwrite(&[n, out]);
-    // Start from the bias in every row, then accumulate x·Wᵀ onto it (β = 1).
-    y.axis_iter_mut(Axis(0)).for_each(|mut row| row.assign(b));
-    let ys = y.as_slice_mut().expect("pooled tensors are contiguous");
-    // The kernel streams rows of B, so Wᵀ[in, out] is laid out first (a
-    // fraction of the product's time).
-    let mut wt = pool.to_overwrite(&[fan_in, out]);
-    let wts = wt.as_slice_mut().expect("pooled");
-    transpose(as_slice(w, "dense")?, out, fan_in, fan_in, wts, out);
-    // y[N, out] += x[N, in] · Wᵀ[in, out]
-    let xs = as_slice(x, "dense")?;
-    matmul_par(
-        n,
-        out,
-        fan_in,
-        rows(xs, fan_in),
-        rows(wts, out),
-        ys,
-        out,
-        Epilogue::ACCUMULATE,
-    );
-    pool.give(wt);
-    Ok(y)
+/// The reference forward, `y = x·Wᵀ + b`.
+pub fn dense_reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    dims(x, w, b)?;
+    let (x, w) = (matrix(x), matrix(w));
+    Ok((x.dot(&w.t()) + b).into_dyn())
 }
 
-struct Dense;
+/// The reference backward: `(dx, dW, db) = (dy·W, dyᵀ·x, Σₙ dy)`.
+pub fn dense_reference_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let (x, w, dy) = (matrix(x), matrix(w), matrix(dy));
+    let dx = dy.dot(&w).into_dyn();
+    let dw = dy.t().dot(&x).into_dyn();
+    let db = dy.sum_axis(Axis(0)).into_dyn();
+    (dx, dw, db)
+}
+
+/// A rank-2 tensor as a matrix view.
+fn matrix(t: &Tensor) -> ArrayView2<'_, f32> {
+    t.view().into_dimensionality().expect("rank checked")
+}
+
+/// `y = x·Wᵀ + b` as a training step runs it: the fast product.
+pub fn dense_forward(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Result<Tensor> {
+    dims(x, w, b)?;
+    fast::dense::forward(x, w, b, pool)
+}
+
+/// A dense layer on the tape.
+struct Dense {
+    kernels: Kernels,
+}
 
 impl Backward for Dense {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let (x, w) = (a.inputs[0], a.inputs[1]);
-        let (n, fan_in, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
-        let dy = a.dy.as_slice().expect("gradients are contiguous");
-        let dx = a.wants[0].then(|| {
-            let mut dx = a.pool.to_overwrite(&[n, fan_in]);
-            // dx[N, in] = dy[N, out] · W[out, in]
-            let ws = w.as_slice().expect("checked in forward");
-            let dxs = dx.as_slice_mut().expect("pooled");
-            let (dys, wr) = (rows(dy, out), rows(ws, fan_in));
-            matmul_par(n, fan_in, out, dys, wr, dxs, fan_in, Epilogue::STORE);
-            dx
-        });
-        let dw = a.wants[1].then(|| {
-            let mut dw = a.pool.to_overwrite(&[out, fan_in]);
-            // dW[out, in] = dyᵀ[out, N] · x[N, in], dyᵀ read through swapped
-            // strides (the kernel broadcasts from A, so any strides do).
-            let dyt = Strided {
-                data: dy,
-                rs: 1,
-                cs: out,
-            };
-            let xs = rows(x.as_slice().expect("checked in forward"), fan_in);
-            let dws = dw.as_slice_mut().expect("pooled");
-            matmul_par(out, fan_in, n, dyt, xs, dws, fan_in, Epilogue::STORE);
-            dw
-        });
-        let db = a.wants[2].then(|| {
-            let mut db = a.pool.zeros(&[out]);
-            db.assign(&a.dy.sum_axis(Axis(0)));
-            db
-        });
-        vec![dx, dw, db]
+        if self.kernels != Kernels::Reference {
+            return fast::dense::backward(x, w, a.dy, &a.wants, a.pool).to_vec();
+        }
+        let (dx, dw, db) = dense_reference_backward(x, w, a.dy);
+        vec![
+            a.wants[0].then_some(dx),
+            a.wants[1].then_some(dw),
+            a.wants[2].then_some(db),
+        ]
     }
 }
 
 impl Tape<'_> {
     /// Dense layer `y = x·Wᵀ + b` with `x: [N, in]`, `W: [out, in]`, `b: [out]`.
     pub fn dense(&mut self, x: Var, w: Var, b: Var) -> Result<Var> {
-        let y = self.compute(&[x, w, b], |v, pool| dense_forward(v[0], v[1], v[2], pool))?;
-        Ok(self.push(y, &[x, w, b], Box::new(Dense)))
+        let kernels = self.kernels();
+        let y = self.compute(&[x, w, b], |v, pool| match kernels {
+            Kernels::Reference => dense_reference(v[0], v[1], v[2]),
+            _ => dense_forward(v[0], v[1], v[2], pool),
+        })?;
+        Ok(self.push(y, &[x, w, b], Box::new(Dense { kernels })))
     }
 }

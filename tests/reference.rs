@@ -1,0 +1,488 @@
+//! The fast paths against the reference ops that define them.
+//!
+//! Random inputs almost never tie, so a fast path that broke ties another way
+//! would pass every gradient check. Real images tie all the time: in a flat
+//! background every position of a channel holds `relu(bias)`, and identical
+//! patches of a saturated stroke give identical sums. So the fast paths are
+//! held to the reference here three ways:
+//!
+//! - by hand, on windows whose ties TensorFlow and PyTorch are known to break
+//!   (the first maximum in row-major order wins);
+//! - on random shapes whose inputs are quantised to 8-bit levels and hold
+//!   constant regions (proptests);
+//! - on real images: a model trained on real MNIST digits (the tutorial's
+//!   seven and 200 more) and one trained on real CIFAR-10 images (50
+//!   explained), every gradient-based saliency method computed through the
+//!   fast paths and through the reference ops.
+//!
+//! **Which reference.** The reference is f32 with a position-independent
+//! summation order (im2col, then one matrix product per image), not f64. An
+//! f64 reference would decide windows whose values differ by less than f32's
+//! rounding (different patches that happen to sum within an ulp) otherwise
+//! than any f32 implementation can, TensorFlow and PyTorch included; what
+//! matters is that *identical* receptive fields give *identical* values, so
+//! that exact ties stay exact, and that the first maximum then wins.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::random;
+use ndarray::{Axis, Slice};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use salient::data::{self, DatasetKind, Split};
+use salient::model::Sequential;
+use salient::ops::{Conv2dSpec, MaxPool2dSpec, Padding};
+use salient::saliency::{Explainer, Method, Options};
+use salient::train::{fit, FitOptions};
+use salient::{Kernels, ReluRule, Tape, Tensor};
+
+const ALL_KERNELS: [Kernels; 3] = [Kernels::Reference, Kernels::Fast, Kernels::Winograd];
+const RULES: [ReluRule; 3] = [ReluRule::Gradient, ReluRule::Rectified, ReluRule::Guided];
+
+// ---------------------------------------------------------------------------
+// Ties by hand.
+
+/// The input gradient of a 2x2 max pooling of one 2x2 window, seeded with 1.
+fn pool_gradient(window: [[f32; 2]; 2], kernels: Kernels) -> Vec<f32> {
+    let x = Tensor::from_shape_vec(vec![1, 1, 2, 2], window.concat()).unwrap();
+    let mut tape = Tape::new().with_kernels(kernels);
+    let xv = tape.input(x);
+    let y = tape.max_pool2d(xv, MaxPool2dSpec::square(2)).unwrap();
+    let grads = tape
+        .backward(y, &Tensor::ones(vec![1, 1, 1, 1]), ReluRule::Gradient)
+        .unwrap();
+    grads.get(xv).unwrap().iter().copied().collect()
+}
+
+/// The windows checked in TensorFlow and PyTorch: `[[1, 1], [1, 1]]` gives
+/// `[[1, 0], [0, 0]]`, and `[[0, 2], [2, 2]]` gives `[[0, 1], [0, 0]]`.
+#[test]
+fn a_tied_window_sends_its_gradient_to_the_first_maximum() {
+    let cases = [
+        ([[1.0, 1.0], [1.0, 1.0]], [1.0, 0.0, 0.0, 0.0]),
+        ([[0.0, 2.0], [2.0, 2.0]], [0.0, 1.0, 0.0, 0.0]),
+        ([[0.0, 0.0], [3.0, 3.0]], [0.0, 0.0, 1.0, 0.0]),
+        ([[0.0, 0.0], [0.0, 0.0]], [1.0, 0.0, 0.0, 0.0]),
+        ([[-1.0, 5.0], [-1.0, 5.0]], [0.0, 1.0, 0.0, 0.0]),
+    ];
+    for kernels in ALL_KERNELS {
+        for (window, want) in cases {
+            assert_eq!(
+                pool_gradient(window, kernels),
+                want,
+                "{window:?} on {kernels:?}"
+            );
+        }
+    }
+}
+
+/// The same windows made by a convolution (a 1x1 filter of weight 1 and a
+/// ReLU) and pooled in the same op: the fused op breaks ties as the pooling
+/// alone does, under every ReLU rule. A negative input ties at 0 after the
+/// ReLU: deconvnet still sends it gradient, to the first zero.
+#[test]
+fn the_fused_convolution_and_pooling_break_ties_the_same_way() {
+    let cases = [
+        ([[1.0, 1.0], [1.0, 1.0]], [1.0, 0.0, 0.0, 0.0]),
+        ([[0.0, 2.0], [2.0, 2.0]], [0.0, 1.0, 0.0, 0.0]),
+        ([[-3.0, -1.0], [-2.0, -1.0]], [1.0, 0.0, 0.0, 0.0]),
+    ];
+    for kernels in ALL_KERNELS {
+        for rule in RULES {
+            for (window, want) in cases {
+                let x = Tensor::from_shape_vec(vec![1, 1, 2, 2], window.concat()).unwrap();
+                let (w, b) = (Tensor::ones(vec![1, 1, 1, 1]), Tensor::zeros(vec![1]));
+                let mut tape = Tape::new().with_kernels(kernels);
+                let xv = tape.input(x);
+                let (wv, bv) = (tape.constant_ref(&w), tape.constant_ref(&b));
+                let pool = MaxPool2dSpec::square(2);
+                let y = tape
+                    .conv2d_max_pool2d(xv, wv, bv, Conv2dSpec::default(), true, pool)
+                    .unwrap();
+                let seed = Tensor::ones(vec![1, 1, 1, 1]);
+                let grads = tape.backward(y, &seed, rule).unwrap();
+                let got: Vec<f32> = grads.get(xv).unwrap().iter().copied().collect();
+                // A ReLU at a non-positive maximum passes nothing, except
+                // deconvnet's, which looks at the gradient alone.
+                let positive = window.concat().iter().any(|&v| v > 0.0);
+                let want = match (positive, rule) {
+                    (false, ReluRule::Gradient | ReluRule::Guided) => [0.0; 4],
+                    _ => want,
+                };
+                assert_eq!(got, want, "{window:?}, {rule:?}, {kernels:?}");
+            }
+        }
+    }
+}
+
+/// On the reference and fast kernels, a convolution gives bit-identical
+/// values for identical receptive fields wherever they sit: an image made of
+/// one 5x5 tile repeated, through 3x3 filters, has outputs with period 5.
+#[test]
+fn identical_patches_give_identical_values() {
+    let tile = random(&[3, 5, 5], 1);
+    for (cin, cout, side) in [(1, 32, 28), (3, 32, 32), (32, 64, 26), (32, 64, 15)] {
+        let x = Tensor::from_shape_fn(vec![2, cin, side, side], |d| {
+            tile[[d[1] % 3, d[2] % 5, d[3] % 5]]
+        });
+        let w = random(&[cout, cin, 3, 3], 2);
+        let b = random(&[cout], 3);
+        for kernels in [Kernels::Reference, Kernels::Fast] {
+            let mut tape = Tape::new().with_kernels(kernels);
+            let (xv, wv, bv) = (tape.input(x.clone()), tape.param(&w), tape.param(&b));
+            let y = tape.conv2d(xv, wv, bv, Conv2dSpec::default()).unwrap();
+            let y = tape.value(y).unwrap();
+            let o = side - 2;
+            for ((n, c, i, j), v) in y
+                .view()
+                .into_dimensionality::<ndarray::Ix4>()
+                .unwrap()
+                .indexed_iter()
+            {
+                let (i0, j0) = (i % 5, j % 5);
+                if i0 < o && j0 < o {
+                    let first = y[[n, c, i0, j0]];
+                    assert_eq!(
+                        v.to_bits(),
+                        first.to_bits(),
+                        "{cin}->{cout} {kernels:?} at {i},{j}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Random shapes with ties.
+
+/// Values on 8-bit levels (`k / 255`), with a constant rectangle (0, 1 or a
+/// level between) in each image: the ties of real images.
+fn quantised(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Tensor::from_shape_simple_fn(shape.to_vec(), || {
+        rng.random_range(0..=255u8) as f32 / 255.0
+    });
+    let (h, w) = (shape[2], shape[3]);
+    for mut image in x.outer_iter_mut() {
+        let (top, left) = (rng.random_range(0..h), rng.random_range(0..w));
+        let (bottom, right) = (rng.random_range(top..h) + 1, rng.random_range(left..w) + 1);
+        let level = [0.0, 1.0, rng.random_range(0..=255u8) as f32 / 255.0][rng.random_range(0..3)];
+        image
+            .slice_mut(ndarray::s![.., top..bottom, left..right])
+            .fill(level);
+    }
+    x
+}
+
+/// Everything a two-layer stack computes: the pooled output and the
+/// gradients of the input, weights and biases.
+fn stack(
+    kernels: Kernels,
+    fused: bool,
+    x: &Tensor,
+    p: &[Tensor],
+    rule: ReluRule,
+    padding: Padding,
+) -> Vec<Tensor> {
+    let mut tape = Tape::new().with_kernels(kernels);
+    let xv = tape.input(x.clone());
+    let v: Vec<_> = p.iter().map(|t| tape.param(t)).collect();
+    let spec = Conv2dSpec { stride: 1, padding };
+    let pool = MaxPool2dSpec::square(2);
+    let h = tape.conv2d_relu(xv, v[0], v[1], spec).unwrap();
+    let out = match fused {
+        true => tape
+            .conv2d_max_pool2d(h, v[2], v[3], spec, true, pool)
+            .unwrap(),
+        false => {
+            let c = tape.conv2d_relu(h, v[2], v[3], spec).unwrap();
+            tape.max_pool2d(c, pool).unwrap()
+        }
+    };
+    let y = tape.value(out).unwrap().clone();
+    let seed = random(y.shape(), 9);
+    let mut grads = tape.backward(out, &seed, rule).unwrap();
+    let mut all = vec![y];
+    all.extend([xv, v[0], v[1], v[2], v[3]].map(|v| grads.take(v).unwrap()));
+    all
+}
+
+/// Largest `|a − b|` over the largest `|b|` (0 where both are all zero).
+fn relative_difference(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let scale = b.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
+    let diff = a.iter().zip(b.iter()).fold(0.0f64, |m, (&p, &q)| {
+        m.max((f64::from(p) - f64::from(q)).abs())
+    });
+    if scale == 0.0 {
+        diff
+    } else {
+        diff / scale
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// The fast kernels, with the pooling taken by the convolution or not,
+    /// against the reference: every output and gradient within 1e-4 of its
+    /// largest value (f32 products summed in other orders differ by a few
+    /// ulps of the largest partial sums; a tie broken differently would move
+    /// a whole gradient, orders of magnitude more).
+    #[test]
+    fn fast_paths_match_the_reference_where_inputs_tie(
+        n in 1usize..=3, cin in 1usize..=3, mid in prop::sample::select(vec![4usize, 16, 17]),
+        cout in 1usize..=5, h in 6usize..=16, w in 6usize..=16, same in any::<bool>(),
+        rule in 0usize..3, fused in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let x = quantised(&[n, cin, h, w], seed);
+        let p = vec![
+            random(&[mid, cin, 3, 3], seed ^ 1),
+            random(&[mid], seed ^ 2).mapv(|v| v * 0.1),
+            random(&[cout, mid, 3, 3], seed ^ 3),
+            random(&[cout], seed ^ 4).mapv(|v| v * 0.1),
+        ];
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        let rule = RULES[rule];
+        let want = stack(Kernels::Reference, false, &x, &p, rule, padding);
+        let got = stack(Kernels::Fast, fused, &x, &p, rule, padding);
+        for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+            let d = relative_difference(g, r);
+            prop_assert!(d <= 1e-4, "result {} differs by {:e} of its largest value", i, d);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Real images.
+
+/// `../shared/data/<sub>`, or `None` (with a note) where it is missing.
+fn shared_data(sub: &str) -> Option<PathBuf> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")).join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: {} is missing; the real-image tests are skipped",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// The tutorial's test digits (keras-vis's notebook draws these).
+const TUTORIAL_DIGITS: [usize; 7] = [0, 12, 38, 83, 112, 74, 190];
+
+/// The tutorial model trained briefly on 12,000 real MNIST training digits,
+/// and 207 real test digits with their labels: the tutorial's seven, then
+/// test digits 200 to 399.
+fn mnist() -> Option<&'static (Sequential, Tensor, Vec<usize>)> {
+    static MNIST: OnceLock<Option<(Sequential, Tensor, Vec<usize>)>> = OnceLock::new();
+    MNIST
+        .get_or_init(|| {
+            let dir = shared_data("mnist")?;
+            let train = data::load(DatasetKind::Mnist, &dir, Split::Train)
+                .unwrap()
+                .take(12_000);
+            let test = data::load(DatasetKind::Mnist, &dir, Split::Test).unwrap();
+            let indices: Vec<usize> = TUTORIAL_DIGITS.into_iter().chain(200..400).collect();
+            let test = test.select(&indices).unwrap();
+            let mut model = Sequential::tutorial([1, 28, 28], 10, 7).unwrap();
+            let options = FitOptions {
+                epochs: 1,
+                batch_size: 128,
+                validation_split: 0.0,
+                seed: 7,
+                learning_rate: 1e-3,
+            };
+            fit(&mut model, &train, &options, &mut ()).unwrap();
+            let (_, accuracy) = model.evaluate(&test.images, &test.labels, 250).unwrap();
+            assert!(accuracy > 0.9, "MNIST accuracy {accuracy}");
+            Some((model, test.images, test.labels))
+        })
+        .as_ref()
+}
+
+/// The tutorial's CIFAR-10 model trained briefly on 5,000 real test-batch
+/// images, and 50 others (test images 0 to 49) with their labels.
+fn cifar() -> Option<&'static (Sequential, Tensor, Vec<usize>)> {
+    static CIFAR: OnceLock<Option<(Sequential, Tensor, Vec<usize>)>> = OnceLock::new();
+    CIFAR
+        .get_or_init(|| {
+            let dir = shared_data("cifar10/cifar-10-batches-bin")?;
+            let all = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
+            let train = all.select(&(50..5050).collect::<Vec<_>>()).unwrap();
+            let test = all.select(&(0..50).collect::<Vec<_>>()).unwrap();
+            let mut model = Sequential::tutorial([3, 32, 32], 10, 7).unwrap();
+            let options = FitOptions {
+                epochs: 2,
+                batch_size: 128,
+                validation_split: 0.0,
+                seed: 7,
+                learning_rate: 1e-3,
+            };
+            fit(&mut model, &train, &options, &mut ()).unwrap();
+            Some((model, test.images, test.labels))
+        })
+        .as_ref()
+}
+
+/// The methods of the issue, SmoothGrad's noise fixed by its seed; 16 points
+/// of integrated gradients and 8 noisy copies keep the reference passes short.
+const METHODS: [Method; 9] = [
+    Method::Vanilla,
+    Method::Rectified,
+    Method::Guided,
+    Method::GradientXInput,
+    Method::IntegratedGradients,
+    Method::GradCam,
+    Method::GradCamPlusPlus,
+    Method::GuidedGradCam,
+    Method::SmoothGrad,
+];
+
+fn options() -> Options {
+    Options {
+        samples: 8,
+        steps: 16,
+        seed: 11,
+        ..Options::default()
+    }
+}
+
+/// For each method: the largest difference, over the images, between a map
+/// by `kernels` and the reference's map, relative to that map's largest
+/// absolute value.
+fn largest_differences(
+    model: &Sequential,
+    images: &Tensor,
+    labels: &[usize],
+    kernels: Kernels,
+) -> Vec<(Method, f64)> {
+    let mut fast = Explainer::new(model).with_kernels(kernels);
+    let mut reference = Explainer::new(model).with_kernels(Kernels::Reference);
+    METHODS
+        .iter()
+        .map(|&method| {
+            let got = fast
+                .attribute(images, Some(labels), method, &options())
+                .unwrap()
+                .raw;
+            let want = reference
+                .attribute(images, Some(labels), method, &options())
+                .unwrap()
+                .raw;
+            let worst = got
+                .outer_iter()
+                .zip(want.outer_iter())
+                .map(|(g, w)| {
+                    relative_difference(&g.to_owned().into_dyn(), &w.to_owned().into_dyn())
+                })
+                .fold(0.0f64, f64::max);
+            (method, worst)
+        })
+        .collect()
+}
+
+/// Every method, through the fast paths, within 1e-4 of each map's largest
+/// absolute value of the same method through the reference ops, on every
+/// pixel of the 207 real digits.
+#[test]
+fn saliency_on_real_digits_matches_the_reference() {
+    let Some((model, images, labels)) = mnist() else {
+        return;
+    };
+    for (method, worst) in largest_differences(model, images, labels, Kernels::Fast) {
+        eprintln!("MNIST, {method}: largest difference {worst:.2e} of the map's largest value");
+        assert!(worst <= 1e-4, "{method}: {worst:e}");
+    }
+}
+
+/// The same on 50 real CIFAR-10 images.
+#[test]
+fn saliency_on_real_cifar_images_matches_the_reference() {
+    let Some((model, images, labels)) = cifar() else {
+        return;
+    };
+    for (method, worst) in largest_differences(model, images, labels, Kernels::Fast) {
+        eprintln!("CIFAR-10, {method}: largest difference {worst:.2e} of the map's largest value");
+        assert!(worst <= 1e-4, "{method}: {worst:e}");
+    }
+}
+
+/// The tutorial's digits through Winograd's transforms, for the record:
+/// rounding that depends on an output's position turns exact ties into
+/// near-ties, which is why saliency never uses them. Printed, not asserted
+/// (how far the maps move depends on the weights).
+#[test]
+fn winograd_moves_the_maps_of_real_digits() {
+    let Some((model, images, labels)) = mnist() else {
+        return;
+    };
+    let first = images
+        .slice_axis(Axis(0), Slice::from(..TUTORIAL_DIGITS.len()))
+        .to_owned();
+    let labels = &labels[..TUTORIAL_DIGITS.len()];
+    let mut winograd = Explainer::new(model).with_kernels(Kernels::Winograd);
+    let mut reference = Explainer::new(model).with_kernels(Kernels::Reference);
+    let got = winograd
+        .attribute(&first, Some(labels), Method::Vanilla, &options())
+        .unwrap()
+        .raw;
+    let want = reference
+        .attribute(&first, Some(labels), Method::Vanilla, &options())
+        .unwrap()
+        .raw;
+    for (i, (g, w)) in got.outer_iter().zip(want.outer_iter()).enumerate() {
+        let d = relative_difference(&g.to_owned().into_dyn(), &w.to_owned().into_dyn());
+        eprintln!(
+            "digit {}: Winograd's vanilla map differs by {d:.2e} of its largest value",
+            TUTORIAL_DIGITS[i]
+        );
+    }
+    assert_eq!(got.shape(), want.shape());
+}
+
+/// The direct loops and im2col with one product: two readings of the same
+/// convolution, forward and backward, on random shapes with stride and
+/// padding.
+#[test]
+fn direct_and_im2col_convolutions_agree() {
+    use salient::ops::{
+        conv2d_direct, conv2d_direct_backward, conv2d_reference, conv2d_reference_backward,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for case in 0..40 {
+        let (n, cin, cout) = (
+            rng.random_range(1..3),
+            rng.random_range(1..4),
+            rng.random_range(1..5),
+        );
+        let (kh, kw) = (rng.random_range(1..4), rng.random_range(1..4));
+        let (h, w) = (rng.random_range(kh..10), rng.random_range(kw..10));
+        let spec = Conv2dSpec {
+            stride: rng.random_range(1..3),
+            padding: if rng.random() {
+                Padding::Same
+            } else {
+                Padding::Valid
+            },
+        };
+        let x = random(&[n, cin, h, w], case);
+        let wt = random(&[cout, cin, kh, kw], case ^ 1);
+        let b = random(&[cout], case ^ 2);
+        let y = conv2d_direct(&x, &wt, &b, spec).unwrap();
+        let y2 = conv2d_reference(&x, &wt, &b, spec).unwrap();
+        assert!(relative_difference(&y2, &y) < 1e-5, "case {case}: forward");
+        let dy = random(y.shape(), case ^ 3);
+        let (dx, dw, db) = conv2d_direct_backward(&x, &wt, &dy, spec).unwrap();
+        let (dx2, dw2, db2) = conv2d_reference_backward(&x, &wt, &dy, spec).unwrap();
+        for (what, a, b) in [("dx", &dx2, &dx), ("dW", &dw2, &dw), ("db", &db2, &db)] {
+            assert!(relative_difference(a, b) < 1e-5, "case {case}: {what}");
+        }
+    }
+}
