@@ -68,6 +68,25 @@ fn conv2d(c: &mut Criterion) {
             })
         });
 
+        // The forward saliency runs (`Kernels::Fast`: no Winograd, so that
+        // identical receptive fields give identical outputs), on an
+        // inference tape.
+        let mut pool = Some(Pool::new());
+        group.bench_function(BenchmarkId::new("fwd_fast", id), |bench| {
+            bench.iter(|| {
+                let taken = pool.take().unwrap();
+                let mut tape = Tape::inference_with_pool(taken).with_kernels(Kernels::Fast);
+                let (xv, wv, bv) = (
+                    tape.constant_ref(&x),
+                    tape.constant_ref(&w),
+                    tape.constant_ref(&b),
+                );
+                let y = tape.conv2d(xv, wv, bv, spec).unwrap();
+                black_box(tape.value(y).unwrap());
+                pool = Some(tape.into_pool());
+            })
+        });
+
         // Forward, then the input and weight gradients (and the bias's),
         // kept as a training step keeps its gradients; the seed is read in
         // place, not copied.

@@ -26,7 +26,7 @@ use ndarray::{Axis, Zip};
 use salient::data::{self, DatasetKind, Split};
 use salient::images::{write_figure, FigureStyle, Normalize};
 use salient::model::Sequential;
-use salient::saliency::{self, attribute, Method, Options};
+use salient::saliency::{self, Explainer, Method, Options};
 use salient::train::{fit, FitOptions};
 
 fn main() -> salient::Result<()> {
@@ -46,9 +46,10 @@ fn main() -> salient::Result<()> {
     let out = Path::new("out/05_saliency");
     std::fs::create_dir_all(out).map_err(|e| salient::Error::io(out, e))?;
 
+    // An explainer keeps its buffers from one method to the next.
+    let mut explainer = Explainer::new(&model);
     for method in [Method::Vanilla, Method::Rectified, Method::Guided] {
-        let explained = attribute(
-            &model,
+        let explained = explainer.attribute(
             &test.images,
             Some(&test.labels),
             method,

@@ -8,6 +8,13 @@
 //! [`saliency`] → [`images`]. [`data`] loads the images a model learns from, and
 //! [`cli`] is the `salient` command line built on all of them.
 //!
+//! [`ops`] is the reference: plain loops and one matrix product per image that
+//! define what each op computes. The speed machinery (an AVX-512 kernel,
+//! Winograd's transforms, fused layers, reused buffers) lives apart, in a
+//! private module, and is tested against the reference; a [`Tape`]'s
+//! [`Kernels`] say which of the two its ops run. `docs/WALKTHROUGH.md` reads
+//! the code in this order.
+//!
 //! A saliency map is the gradient of one class score with respect to the input
 //! image: one [`Tape::backward`] call seeded with a one-hot over the scores.
 

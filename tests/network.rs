@@ -97,18 +97,23 @@ fn tutorial_network_input_gradient_matches_finite_differences() {
 /// `Sequential::forward` records each Conv2D and the MaxPooling2D after it in
 /// one pass (`Layer::forward_with_pool`). Recording the layers one at a time
 /// instead gives the same output and gradients, bit for bit, with dropout on,
-/// for the tutorial's model on both inputs (its second convolutions go
-/// through Winograd's transforms where the CPU has AVX-512).
+/// for the tutorial's model on both inputs, on the fast kernels and through
+/// Winograd's transforms (which its second convolutions take where the CPU
+/// has AVX-512).
 #[test]
 fn the_model_pools_inside_its_convolutions_with_the_same_results() {
     use salient::layers::Mode;
     use salient::model::{Head, Sequential};
-    for shape in [[1, 28, 28], [3, 32, 32]] {
+    use salient::Kernels;
+    let cases = [[1, 28, 28], [3, 32, 32]]
+        .into_iter()
+        .flat_map(|shape| [Kernels::Fast, Kernels::Winograd].map(|k| (shape, k)));
+    for (shape, kernels) in cases {
         let model = Sequential::tutorial(shape, 10, 7).unwrap();
         let x = random(&[5, shape[0], shape[1], shape[2]], 8).mapv(|v| (v + 1.0) / 2.0);
         let mode = Mode::Train { dropout_seed: 9 };
         let run = |by_layer: bool| {
-            let mut tape = Tape::new();
+            let mut tape = Tape::new().with_kernels(kernels);
             let xv = tape.input(x.clone());
             let (out, params) = match by_layer {
                 false => {
@@ -142,7 +147,10 @@ fn the_model_pools_inside_its_convolutions_with_the_same_results() {
                 .iter()
                 .zip(a.iter())
                 .all(|(p, q)| p.to_bits() == q.to_bits());
-            assert!(same && f.shape() == a.shape(), "{shape:?}, result {i}");
+            assert!(
+                same && f.shape() == a.shape(),
+                "{shape:?} {kernels:?}, result {i}"
+            );
         }
     }
 }

@@ -121,7 +121,8 @@ fn the_fused_convolution_and_pooling_break_ties_the_same_way() {
 
 /// On the reference and fast kernels, a convolution gives bit-identical
 /// values for identical receptive fields wherever they sit: an image made of
-/// one 5x5 tile repeated, through 3x3 filters, has outputs with period 5.
+/// one 5x5 tile repeated, through 3x3 filters, has outputs with period 5
+/// (with 'same' padding, away from the border, whose fields read padding).
 #[test]
 fn identical_patches_give_identical_values() {
     let tile = random(&[3, 5, 5], 1);
@@ -131,26 +132,27 @@ fn identical_patches_give_identical_values() {
         });
         let w = random(&[cout, cin, 3, 3], 2);
         let b = random(&[cout], 3);
-        for kernels in [Kernels::Reference, Kernels::Fast] {
-            let mut tape = Tape::new().with_kernels(kernels);
-            let (xv, wv, bv) = (tape.input(x.clone()), tape.param(&w), tape.param(&b));
-            let y = tape.conv2d(xv, wv, bv, Conv2dSpec::default()).unwrap();
-            let y = tape.value(y).unwrap();
-            let o = side - 2;
-            for ((n, c, i, j), v) in y
-                .view()
-                .into_dimensionality::<ndarray::Ix4>()
-                .unwrap()
-                .indexed_iter()
-            {
-                let (i0, j0) = (i % 5, j % 5);
-                if i0 < o && j0 < o {
-                    let first = y[[n, c, i0, j0]];
-                    assert_eq!(
-                        v.to_bits(),
-                        first.to_bits(),
-                        "{cin}->{cout} {kernels:?} at {i},{j}"
-                    );
+        for (padding, shift) in [(Padding::Valid, 0), (Padding::Same, 1)] {
+            for kernels in [Kernels::Reference, Kernels::Fast] {
+                let mut tape = Tape::new().with_kernels(kernels);
+                let (xv, wv, bv) = (tape.input(x.clone()), tape.param(&w), tape.param(&b));
+                let spec = Conv2dSpec { stride: 1, padding };
+                let y = tape.conv2d(xv, wv, bv, spec).unwrap();
+                let y = tape.value(y).unwrap();
+                let o = y.shape()[2];
+                // Output (i, j) reads input rows i − shift to i − shift + 2.
+                let inside = |i: usize| i >= shift && i + 3 - shift <= side;
+                let y4 = y.view().into_dimensionality::<ndarray::Ix4>().unwrap();
+                for ((n, c, i, j), v) in y4.indexed_iter() {
+                    if !(inside(i) && inside(j)) {
+                        continue;
+                    }
+                    let (i0, j0) = (shift + (i - shift) % 5, shift + (j - shift) % 5);
+                    if i0 < o && j0 < o && inside(i0) && inside(j0) {
+                        let first = y[[n, c, i0, j0]];
+                        let at = format!("{cin}->{cout} {padding:?} {kernels:?} at {i},{j}");
+                        assert_eq!(v.to_bits(), first.to_bits(), "{at}");
+                    }
                 }
             }
         }

@@ -26,7 +26,7 @@ use crate::images::{
     Normalize, Prediction, Report, ReportCell, ReportMethod, ReportRow, Scale,
 };
 use crate::model;
-use crate::saliency::{self, attribute, Attribution, Method, Options};
+use crate::saliency::{self, Attribution, Explainer, Method, Options};
 
 /// The longest note about one input shown under its picture, in characters.
 pub const MAX_CAPTION_CHARS: usize = 40;
@@ -176,9 +176,11 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     };
     let mut columns = Vec::with_capacity(methods.len());
     let total = Instant::now();
+    // One explainer for every method: the passes reuse each other's buffers.
+    let mut explainer = Explainer::new(&model);
     for &method in &methods {
         let start = Instant::now();
-        let attribution = attribute(&model, &inputs.images, Some(&targets), method, &options)?;
+        let attribution = explainer.attribute(&inputs.images, Some(&targets), method, &options)?;
         let maps = saliency::maps(method, &attribution.raw, args.normalize)?;
         let (note, captions) = describe_attribution(method, &attribution, &options, &inputs);
         for (i, (item, row)) in inputs.items.iter().zip(&mut rows).enumerate() {
