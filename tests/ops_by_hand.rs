@@ -4,7 +4,10 @@
 use ndarray::{array, ArrayD};
 use salient::ops::{dropout_mask, one_hot, Conv2dSpec, MaxPool2dSpec, Padding};
 use salient::tensor::Pool;
-use salient::{ReluRule, Tape, Tensor};
+use salient::{Kernels, ReluRule, Tape, Tensor};
+
+/// The ops that have fast paths are worked by hand on each kind of kernels.
+const KERNELS: [Kernels; 3] = [Kernels::Reference, Kernels::Fast, Kernels::Winograd];
 
 fn t<D: ndarray::Dimension>(a: ndarray::Array<f32, D>) -> Tensor {
     a.into_dyn()
@@ -37,129 +40,139 @@ fn paper_example(tape: &mut Tape) -> (salient::Var, salient::Var, salient::Var) 
 
 #[test]
 fn conv2d_by_hand() {
-    // With `paper_example`'s x, W and b:
-    // y00 = 1·1 + 2·2 + 0·0 + 1·(−1) + .5 = 4.5    y01 = 2 + 0 + 0 − 3 + .5 = −0.5
-    // y10 = 0 + 2 + 0 − 1 + .5 = 1.5               y11 = 1 + 6 + 0 − 0 + .5 = 7.5
-    let mut tape = Tape::new();
-    let (x, w, b) = paper_example(&mut tape);
-    let y = tape.conv2d(x, w, b, Conv2dSpec::default()).unwrap();
-    close(
-        tape.value(y).unwrap(),
-        &t(array![[[[4.5, -0.5], [1.5, 7.5]]]]),
-    );
-    // Seed dy = [[1, 0], [0, 1]]: the gradient of y00 + y11.
-    // dW = window at (0,0) + window at (1,1) = [[1,2],[0,1]] + [[1,3],[1,0]]; db = 2;
-    // dx = W placed at (0,0) plus W placed at (1,1).
-    let g = tape
-        .backward(
-            y,
-            &t(array![[[[1.0, 0.0], [0.0, 1.0]]]]),
-            ReluRule::Gradient,
-        )
-        .unwrap();
-    close(g.get(w).unwrap(), &t(array![[[[2.0, 5.0], [1.0, 1.0]]]]));
-    close(g.get(b).unwrap(), &t(array![2.0]));
-    close(
-        g.get(x).unwrap(),
-        &t(array![[[
-            [1.0, 2.0, 0.0],
-            [0.0, 0.0, 2.0],
-            [0.0, 0.0, -1.0]
-        ]]]),
-    );
+    for kernels in KERNELS {
+        // With `paper_example`'s x, W and b:
+        // y00 = 1·1 + 2·2 + 0·0 + 1·(−1) + .5 = 4.5    y01 = 2 + 0 + 0 − 3 + .5 = −0.5
+        // y10 = 0 + 2 + 0 − 1 + .5 = 1.5               y11 = 1 + 6 + 0 − 0 + .5 = 7.5
+        let mut tape = Tape::new().with_kernels(kernels);
+        let (x, w, b) = paper_example(&mut tape);
+        let y = tape.conv2d(x, w, b, Conv2dSpec::default()).unwrap();
+        close(
+            tape.value(y).unwrap(),
+            &t(array![[[[4.5, -0.5], [1.5, 7.5]]]]),
+        );
+        // Seed dy = [[1, 0], [0, 1]]: the gradient of y00 + y11.
+        // dW = window at (0,0) + window at (1,1) = [[1,2],[0,1]] + [[1,3],[1,0]]; db = 2;
+        // dx = W placed at (0,0) plus W placed at (1,1).
+        let g = tape
+            .backward(
+                y,
+                &t(array![[[[1.0, 0.0], [0.0, 1.0]]]]),
+                ReluRule::Gradient,
+            )
+            .unwrap();
+        close(g.get(w).unwrap(), &t(array![[[[2.0, 5.0], [1.0, 1.0]]]]));
+        close(g.get(b).unwrap(), &t(array![2.0]));
+        close(
+            g.get(x).unwrap(),
+            &t(array![[[
+                [1.0, 2.0, 0.0],
+                [0.0, 0.0, 2.0],
+                [0.0, 0.0, -1.0]
+            ]]]),
+        );
+    }
 }
 
 #[test]
 fn conv2d_same_padding_stride_two_pads_bottom_right() {
-    // 4x4 ones, 3x3 ones kernel, stride 2, 'same': output ⌈4/2⌉ = 2, total padding
-    // (2−1)·2 + 3 − 4 = 1, which TensorFlow puts at the bottom and right. So the
-    // windows hold 9, 6 (one padded column), 6 (one padded row) and 4 ones.
-    let mut tape = Tape::new();
-    let x = tape.input(Tensor::ones(vec![1, 1, 4, 4]));
-    let w = tape.input(Tensor::ones(vec![1, 1, 3, 3]));
-    let b = tape.input(Tensor::zeros(vec![1]));
-    let spec = Conv2dSpec {
-        stride: 2,
-        padding: Padding::Same,
-    };
-    let y = tape.conv2d(x, w, b, spec).unwrap();
-    close(
-        tape.value(y).unwrap(),
-        &t(array![[[[9.0, 6.0], [6.0, 4.0]]]]),
-    );
+    for kernels in KERNELS {
+        // 4x4 ones, 3x3 ones kernel, stride 2, 'same': output ⌈4/2⌉ = 2, total padding
+        // (2−1)·2 + 3 − 4 = 1, which TensorFlow puts at the bottom and right. So the
+        // windows hold 9, 6 (one padded column), 6 (one padded row) and 4 ones.
+        let mut tape = Tape::new().with_kernels(kernels);
+        let x = tape.input(Tensor::ones(vec![1, 1, 4, 4]));
+        let w = tape.input(Tensor::ones(vec![1, 1, 3, 3]));
+        let b = tape.input(Tensor::zeros(vec![1]));
+        let spec = Conv2dSpec {
+            stride: 2,
+            padding: Padding::Same,
+        };
+        let y = tape.conv2d(x, w, b, spec).unwrap();
+        close(
+            tape.value(y).unwrap(),
+            &t(array![[[[9.0, 6.0], [6.0, 4.0]]]]),
+        );
+    }
 }
 
 #[test]
 fn max_pool2d_by_hand_with_ties() {
-    // 1 3 | 2 2      windows: {1,3,4,0} → 4 at (1,0)
-    // 4 0 | 2 1               {2,2,2,1} → tie, first in row-major order: (0,2)
-    // ----+----               {5,6,0,6} → tie, first: (2,1)
-    // 5 6 | 7 8               {7,8,1,9} → 9 at (3,3)
-    // 0 6 | 1 9
-    let mut tape = Tape::new();
-    let x = tape.input(t(array![[[
-        [1.0, 3.0, 2.0, 2.0],
-        [4.0, 0.0, 2.0, 1.0],
-        [5.0, 6.0, 7.0, 8.0],
-        [0.0, 6.0, 1.0, 9.0]
-    ]]]));
-    let y = tape.max_pool2d(x, MaxPool2dSpec::square(2)).unwrap();
-    close(
-        tape.value(y).unwrap(),
-        &t(array![[[[4.0, 2.0], [6.0, 9.0]]]]),
-    );
-    let g = tape
-        .backward(
-            y,
-            &t(array![[[[1.0, 2.0], [3.0, 4.0]]]]),
-            ReluRule::Gradient,
-        )
-        .unwrap();
-    let want = t(array![[[
-        [0.0, 0.0, 2.0, 0.0],
-        [1.0, 0.0, 0.0, 0.0],
-        [0.0, 3.0, 0.0, 0.0],
-        [0.0, 0.0, 0.0, 4.0]
-    ]]]);
-    close(g.get(x).unwrap(), &want);
+    for kernels in KERNELS {
+        // 1 3 | 2 2      windows: {1,3,4,0} → 4 at (1,0)
+        // 4 0 | 2 1               {2,2,2,1} → tie, first in row-major order: (0,2)
+        // ----+----               {5,6,0,6} → tie, first: (2,1)
+        // 5 6 | 7 8               {7,8,1,9} → 9 at (3,3)
+        // 0 6 | 1 9
+        let mut tape = Tape::new().with_kernels(kernels);
+        let x = tape.input(t(array![[[
+            [1.0, 3.0, 2.0, 2.0],
+            [4.0, 0.0, 2.0, 1.0],
+            [5.0, 6.0, 7.0, 8.0],
+            [0.0, 6.0, 1.0, 9.0]
+        ]]]));
+        let y = tape.max_pool2d(x, MaxPool2dSpec::square(2)).unwrap();
+        close(
+            tape.value(y).unwrap(),
+            &t(array![[[[4.0, 2.0], [6.0, 9.0]]]]),
+        );
+        let g = tape
+            .backward(
+                y,
+                &t(array![[[[1.0, 2.0], [3.0, 4.0]]]]),
+                ReluRule::Gradient,
+            )
+            .unwrap();
+        let want = t(array![[[
+            [0.0, 0.0, 2.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 3.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 4.0]
+        ]]]);
+        close(g.get(x).unwrap(), &want);
+    }
 }
 
 #[test]
 fn overlapping_pool_windows_sum_their_gradients() {
-    // 1x3 input [0, 5, 1], windows of 1x2 with stride 1: both windows pick the 5.
-    let mut tape = Tape::new();
-    let x = tape.input(t(array![[[[0.0, 5.0, 1.0]]]]));
-    let spec = MaxPool2dSpec {
-        pool: (1, 2),
-        stride: (1, 1),
-    };
-    let y = tape.max_pool2d(x, spec).unwrap();
-    let g = tape
-        .backward(y, &t(array![[[[1.0, 10.0]]]]), ReluRule::Gradient)
-        .unwrap();
-    close(g.get(x).unwrap(), &t(array![[[[0.0, 11.0, 0.0]]]]));
+    for kernels in KERNELS {
+        // 1x3 input [0, 5, 1], windows of 1x2 with stride 1: both windows pick the 5.
+        let mut tape = Tape::new().with_kernels(kernels);
+        let x = tape.input(t(array![[[[0.0, 5.0, 1.0]]]]));
+        let spec = MaxPool2dSpec {
+            pool: (1, 2),
+            stride: (1, 1),
+        };
+        let y = tape.max_pool2d(x, spec).unwrap();
+        let g = tape
+            .backward(y, &t(array![[[[1.0, 10.0]]]]), ReluRule::Gradient)
+            .unwrap();
+        close(g.get(x).unwrap(), &t(array![[[[0.0, 11.0, 0.0]]]]));
+    }
 }
 
 #[test]
 fn dense_by_hand() {
-    // x = [1, 2], W = [[1, 0], [2, −1], [0, 3]], b = [.5, 0, −1]
-    // y = x·Wᵀ + b = [1 + .5, 2 − 2 + 0, 6 − 1] = [1.5, 0, 5]
-    // dy = [1, 1, 1]: dx = dy·W = [3, 2], dW = dyᵀ·x = [1, 2] in each row, db = dy.
-    let mut tape = Tape::new();
-    let x = tape.input(t(array![[1.0, 2.0]]));
-    let w = tape.input(t(array![[1.0, 0.0], [2.0, -1.0], [0.0, 3.0]]));
-    let b = tape.input(t(array![0.5, 0.0, -1.0]));
-    let y = tape.dense(x, w, b).unwrap();
-    close(tape.value(y).unwrap(), &t(array![[1.5, 0.0, 5.0]]));
-    let g = tape
-        .backward(y, &Tensor::ones(vec![1, 3]), ReluRule::Gradient)
-        .unwrap();
-    close(g.get(x).unwrap(), &t(array![[3.0, 2.0]]));
-    close(
-        g.get(w).unwrap(),
-        &t(array![[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]),
-    );
-    close(g.get(b).unwrap(), &t(array![1.0, 1.0, 1.0]));
+    for kernels in KERNELS {
+        // x = [1, 2], W = [[1, 0], [2, −1], [0, 3]], b = [.5, 0, −1]
+        // y = x·Wᵀ + b = [1 + .5, 2 − 2 + 0, 6 − 1] = [1.5, 0, 5]
+        // dy = [1, 1, 1]: dx = dy·W = [3, 2], dW = dyᵀ·x = [1, 2] in each row, db = dy.
+        let mut tape = Tape::new().with_kernels(kernels);
+        let x = tape.input(t(array![[1.0, 2.0]]));
+        let w = tape.input(t(array![[1.0, 0.0], [2.0, -1.0], [0.0, 3.0]]));
+        let b = tape.input(t(array![0.5, 0.0, -1.0]));
+        let y = tape.dense(x, w, b).unwrap();
+        close(tape.value(y).unwrap(), &t(array![[1.5, 0.0, 5.0]]));
+        let g = tape
+            .backward(y, &Tensor::ones(vec![1, 3]), ReluRule::Gradient)
+            .unwrap();
+        close(g.get(x).unwrap(), &t(array![[3.0, 2.0]]));
+        close(
+            g.get(w).unwrap(),
+            &t(array![[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]),
+        );
+        close(g.get(b).unwrap(), &t(array![1.0, 1.0, 1.0]));
+    }
 }
 
 #[test]
@@ -319,40 +332,44 @@ fn dropout_backward_is_the_mask() {
 
 #[test]
 fn nan_propagates_through_relu_and_max_pooling() {
-    // A diverged network must show NaN, not be silently "repaired" to zeros.
-    let mut tape = Tape::new();
-    let x = tape.input(t(array![[[[f32::NAN, -1.0], [0.5, 2.0]]]]));
-    let r = tape.relu(x).unwrap();
-    assert!(tape.value(r).unwrap()[[0, 0, 0, 0]].is_nan());
-    let p = tape.max_pool2d(x, MaxPool2dSpec::square(2)).unwrap();
-    assert!(tape.value(p).unwrap()[[0, 0, 0, 0]].is_nan());
+    for kernels in KERNELS {
+        // A diverged network must show NaN, not be silently "repaired" to zeros.
+        let mut tape = Tape::new().with_kernels(kernels);
+        let x = tape.input(t(array![[[[f32::NAN, -1.0], [0.5, 2.0]]]]));
+        let r = tape.relu(x).unwrap();
+        assert!(tape.value(r).unwrap()[[0, 0, 0, 0]].is_nan());
+        let p = tape.max_pool2d(x, MaxPool2dSpec::square(2)).unwrap();
+        assert!(tape.value(p).unwrap()[[0, 0, 0, 0]].is_nan());
+    }
 }
 
 #[test]
 fn conv2d_relu_by_hand_in_all_three_rules() {
-    // The example of `conv2d_by_hand`: y = relu([[4.5, −0.5], [1.5, 7.5]]) =
-    // [[4.5, 0], [1.5, 7.5]]. Seed dy = [[1, 1], [−1, 1]]:
-    //   gradient  passes where y > 0:          dz = [[1, 0], [−1, 1]]
-    //   rectified passes where dy > 0:         dz = [[1, 1], [0, 1]]
-    //   guided    passes where both:           dz = [[1, 0], [0, 1]]
-    // and db = Σ dz: 1, 3 and 2.
-    let mut tape = Tape::new();
-    let (x, w, b) = paper_example(&mut tape);
-    let y = tape.conv2d_relu(x, w, b, Conv2dSpec::default()).unwrap();
-    close(
-        tape.value(y).unwrap(),
-        &t(array![[[[4.5, 0.0], [1.5, 7.5]]]]),
-    );
-    let seed = t(array![[[[1.0, 1.0], [-1.0, 1.0]]]]);
-    for (rule, db) in [
-        (ReluRule::Gradient, 1.0),
-        (ReluRule::Rectified, 3.0),
-        (ReluRule::Guided, 2.0),
-    ] {
-        let g = tape.backward(y, &seed, rule).unwrap();
-        close(g.get(b).unwrap(), &t(array![db]));
+    for kernels in KERNELS {
+        // The example of `conv2d_by_hand`: y = relu([[4.5, −0.5], [1.5, 7.5]]) =
+        // [[4.5, 0], [1.5, 7.5]]. Seed dy = [[1, 1], [−1, 1]]:
+        //   gradient  passes where y > 0:          dz = [[1, 0], [−1, 1]]
+        //   rectified passes where dy > 0:         dz = [[1, 1], [0, 1]]
+        //   guided    passes where both:           dz = [[1, 0], [0, 1]]
+        // and db = Σ dz: 1, 3 and 2.
+        let mut tape = Tape::new().with_kernels(kernels);
+        let (x, w, b) = paper_example(&mut tape);
+        let y = tape.conv2d_relu(x, w, b, Conv2dSpec::default()).unwrap();
+        close(
+            tape.value(y).unwrap(),
+            &t(array![[[[4.5, 0.0], [1.5, 7.5]]]]),
+        );
+        let seed = t(array![[[[1.0, 1.0], [-1.0, 1.0]]]]);
+        for (rule, db) in [
+            (ReluRule::Gradient, 1.0),
+            (ReluRule::Rectified, 3.0),
+            (ReluRule::Guided, 2.0),
+        ] {
+            let g = tape.backward(y, &seed, rule).unwrap();
+            close(g.get(b).unwrap(), &t(array![db]));
+        }
+        // Guided: dz = [[1, 0], [0, 1]], so dW is the sum of the windows at (0,0) and (1,1).
+        let g = tape.backward(y, &seed, ReluRule::Guided).unwrap();
+        close(g.get(w).unwrap(), &t(array![[[[2.0, 5.0], [1.0, 1.0]]]]));
     }
-    // Guided: dz = [[1, 0], [0, 1]], so dW is the sum of the windows at (0,0) and (1,1).
-    let g = tape.backward(y, &seed, ReluRule::Guided).unwrap();
-    close(g.get(w).unwrap(), &t(array![[[[2.0, 5.0], [1.0, 1.0]]]]));
 }
