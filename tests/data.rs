@@ -9,6 +9,9 @@ use salient::data::idx::{write_idx_images, write_idx_labels};
 use salient::data::{folder, load, load_image, to_model_input, Dataset, DatasetKind, Split};
 use salient::Result;
 
+mod common;
+use common::shared_data;
+
 // ---------------------------------------------------------------- helpers
 
 /// The message of an error that must happen.
@@ -572,20 +575,6 @@ fn bundled_mnist_sample_loads() {
 }
 
 // ---------------------------------------------------------------- real data
-
-/// `../shared/data` beside the crate, or `None` (with a note) if it is missing.
-fn shared_data(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")).join(sub);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "note: {} is missing, skipping this real-data test",
-            dir.display()
-        );
-        None
-    }
-}
 
 #[test]
 fn real_mnist_test_set() {

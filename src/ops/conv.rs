@@ -324,9 +324,7 @@ pub fn conv2d_direct_backward(
     dy: &Tensor,
     spec: Conv2dSpec,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let cout = w.shape().first().copied().unwrap_or(0);
-    let g = ConvGeometry::new(x.shape(), w.shape(), &[cout], spec)?;
-    check_dy(&g, dy)?;
+    let g = backward_geometry(x, w, dy, spec)?;
     let (x4, w4, dy4) = (as4(x)?, as4(w)?, as4(dy)?);
     let mut dx = Tensor::zeros(x.raw_dim());
     let mut dw = Tensor::zeros(w.raw_dim());
@@ -383,9 +381,7 @@ pub fn conv2d_reference_backward(
     dy: &Tensor,
     spec: Conv2dSpec,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let cout = w.shape().first().copied().unwrap_or(0);
-    let g = ConvGeometry::new(x.shape(), w.shape(), &[cout], spec)?;
-    check_dy(&g, dy)?;
+    let g = backward_geometry(x, w, dy, spec)?;
     let (xs, w2) = (as_slice(x, "conv2d")?, weight_matrix(&g, w)?);
     let dys = as_slice(dy, "conv2d backward")?;
     let mut dx = Tensor::zeros(x.raw_dim());
@@ -444,7 +440,16 @@ fn as4(t: &Tensor) -> Result<ndarray::ArrayView4<'_, f32>> {
     })
 }
 
-fn check_dy(g: &ConvGeometry, dy: &Tensor) -> Result<()> {
+/// The geometry of a backward: `x` and `W` checked as the forward checks
+/// them, and `dy` against the output's shape.
+fn backward_geometry(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: Conv2dSpec,
+) -> Result<ConvGeometry> {
+    let cout = w.shape().first().copied().unwrap_or(0);
+    let g = ConvGeometry::new(x.shape(), w.shape(), &[cout], spec)?;
     let want = [g.n, g.cout, g.ho, g.wo];
     if dy.shape() != want {
         return Err(shape_error(
@@ -456,7 +461,7 @@ fn check_dy(g: &ConvGeometry, dy: &Tensor) -> Result<()> {
             &want,
         ));
     }
-    Ok(())
+    Ok(g)
 }
 
 impl ConvGeometry {

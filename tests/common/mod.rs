@@ -314,3 +314,19 @@ pub fn check_op(
     }
     Ok(())
 }
+
+/// `../shared/data/<sub>` beside the crate, or `None` (with a note) where it is
+/// missing: the real-data tests are skipped then.
+pub fn shared_data(sub: &str) -> Option<std::path::PathBuf> {
+    let dir =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")).join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: {} is missing, skipping this real-data test",
+            dir.display()
+        );
+        None
+    }
+}
