@@ -19,7 +19,7 @@
 //! `n` are handled with clamped row pointers and AVX-512 lane masks, so any
 //! size works without padding; a last panel of a few columns goes column by
 //! column instead (`narrow_columns`). Machines without AVX-512 use
-//! `matrixmultiply::sgemm` (see [`super::gemm`](fn@super::gemm)); [`available`] tells which.
+//! `matrixmultiply::sgemm` (see [`super::gemm`](mod@super::gemm)); [`available`] tells which.
 
 /// A multiple of every tile's rows (8 and 6): where to split a product's rows.
 const ROWS: usize = 24;

@@ -31,7 +31,7 @@
 //!   Every output is the same dot product in the same order wherever it
 //!   sits, so identical receptive fields give identical outputs (and a max
 //!   pooling after them sees an exact tie). A tape with
-//!   [`Kernels::Reference`](crate::tape::Kernels::Reference) runs these.
+//!   [`Kernels::Reference`] runs these.
 //!
 //! The fast paths (products over shifted rows, Winograd's transforms, a
 //! pooling folded in) are in `crate::fast::conv`.
@@ -531,7 +531,7 @@ impl Tape<'_> {
     }
 
     /// `relu(conv2d(x, w, b))` as one op, so the pre-activation is never kept:
-    /// the backward applies the pass's [`ReluRule`] to `dy` (it needs only
+    /// the backward applies the pass's [`ReluRule`](crate::ReluRule) to `dy` (it needs only
     /// the output, `y > 0` exactly where the pre-activation is), then the
     /// convolution's backward.
     pub fn conv2d_relu(&mut self, x: Var, w: Var, b: Var, spec: Conv2dSpec) -> Result<Var> {

@@ -24,13 +24,13 @@
 //! `conv2d_max_pool2d` (`fast/fused.rs`), a convolution, its ReLU and a 2x2
 //! max pooling in one pass, equal to the three ops above one after another.
 
-mod activation;
-mod conv;
-mod dense;
-mod dropout;
-mod loss;
-mod pool;
-mod reshape;
+pub mod activation;
+pub mod conv;
+pub mod dense;
+pub mod dropout;
+pub mod loss;
+pub mod pool;
+pub mod reshape;
 
 pub use activation::{relu, softmax_rows, ReluRule};
 pub use conv::{
