@@ -329,6 +329,49 @@ fn saliency_of_spatial_methods_only_normalises_and_batch_mode_spans_the_batch() 
     assert!(diff < 1e-6, "batch-normalised maps differ by {diff}");
 }
 
+/// `--reference` computes the maps through the reference ops, says so, and
+/// gives the fast paths' maps within 1e-4 of each map's largest value.
+#[test]
+fn saliency_through_the_reference_ops_matches_the_fast_maps() {
+    let dir = tmp();
+    let data = sample_dir();
+    let run = |out: &str, reference: bool| {
+        let mut args = vec![
+            "saliency",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--indices",
+            "0,12,38",
+            "--method",
+            "guided",
+            "--out",
+            out,
+            "--raw",
+        ];
+        if reference {
+            args.push("--reference");
+        }
+        let printed = ok(dir.path(), &args);
+        (
+            printed,
+            read_npy(&dir.path().join(out).join("raw.npy")).unwrap(),
+        )
+    };
+    let (fast_printed, fast) = run("fast", false);
+    let (printed, reference) = run("reference", true);
+    assert!(printed.contains("reference ops"), "{printed}");
+    assert!(!fast_printed.contains("reference ops"), "{fast_printed}");
+    for (f, r) in fast.outer_iter().zip(reference.outer_iter()) {
+        let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = (&f - &r).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+        assert!(scale > 0.0 && diff <= 1e-4 * scale, "{diff} of {scale}");
+    }
+}
+
 #[test]
 fn saliency_on_own_image_explains_the_predicted_class_with_completeness() {
     let dir = tmp();

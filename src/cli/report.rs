@@ -26,7 +26,7 @@ use crate::images::{
     Normalize, Prediction, Report, ReportCell, ReportMethod, ReportRow, Scale,
 };
 use crate::model;
-use crate::saliency::{self, Attribution, Explainer, Method, Options};
+use crate::saliency::{self, Attribution, Method, Options};
 
 /// The longest note about one input shown under its picture, in characters.
 pub const MAX_CAPTION_CHARS: usize = 40;
@@ -177,7 +177,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     let mut columns = Vec::with_capacity(methods.len());
     let total = Instant::now();
     // One explainer for every method: the passes reuse each other's buffers.
-    let mut explainer = Explainer::new(&model);
+    let mut explainer = args.options.explainer(&model);
     for &method in &methods {
         let start = Instant::now();
         let attribution = explainer.attribute(&inputs.images, Some(&targets), method, &options)?;

@@ -24,7 +24,8 @@ use crate::images::{
     write_attributions, write_figure, write_maps, Colormap, FigureStyle, Normalize,
 };
 use crate::model::{self, Sequential};
-use crate::saliency::{self, attribute, Attribution, Baseline, Method, Options};
+use crate::saliency::{self, Attribution, Baseline, Explainer, Method, Options};
+use crate::tape::Kernels;
 use crate::tensor::Tensor;
 
 /// The settings of the saliency methods, with the library's defaults
@@ -62,6 +63,11 @@ pub struct MethodArgs {
     /// Images per forward pass (bounds memory).
     #[arg(long, default_value_t = Options::default().batch_size)]
     pub batch_size: usize,
+    /// Compute the maps through the reference ops (plain loops and one
+    /// matrix product per image: slower) instead of the fast paths, to check
+    /// them; the two agree to about 1e-6 of each map's largest value.
+    #[arg(long)]
+    pub reference: bool,
 }
 
 impl MethodArgs {
@@ -80,6 +86,15 @@ impl MethodArgs {
             fill: self.fill,
         }
     }
+
+    /// An explainer of `model` on the kernels these arguments ask for.
+    pub fn explainer<'m>(&self, model: &'m Sequential) -> Explainer<'m> {
+        let kernels = match self.reference {
+            true => Kernels::Reference,
+            false => Kernels::Fast,
+        };
+        Explainer::new(model).with_kernels(kernels)
+    }
 }
 
 impl Default for MethodArgs {
@@ -97,6 +112,7 @@ impl Default for MethodArgs {
             stride: o.stride,
             fill: o.fill,
             batch_size: o.batch_size,
+            reference: false,
         }
     }
 }
@@ -184,7 +200,8 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
     let predicted = inputs::top_classes(&probs);
     let targets = inputs::targets(&inputs.items, &predicted, class);
     let start = Instant::now();
-    let attribution = attribute(&model, &inputs.images, Some(&targets), method, &options)?;
+    let mut explainer = args.options.explainer(&model);
+    let attribution = explainer.attribute(&inputs.images, Some(&targets), method, &options)?;
     let seconds = start.elapsed().as_secs_f64();
     let maps = saliency::maps(method, &attribution.raw, args.normalize)?;
 

@@ -355,6 +355,11 @@ impl<'m> Explainer<'m> {
         let n = inputs.shape()[0];
         let bs = options.batch_size;
         let mut notes = Vec::new();
+        if self.kernels == Kernels::Reference {
+            notes.push(format!(
+                "{method}: computed through the reference ops (plain loops and one matrix product per image)"
+            ));
+        }
         if n == 0 {
             return Ok(Attribution {
                 raw: inputs.clone(),
