@@ -382,10 +382,11 @@ fn saliency_on_real_cifar_images_matches_the_reference() {
     }
 }
 
-/// The tutorial's digits through Winograd's transforms, for the record:
-/// rounding that depends on an output's position turns exact ties into
-/// near-ties, which is why saliency never uses them. Printed, not asserted
-/// (how far the maps move depends on the weights).
+/// Why saliency never runs Winograd's transforms: on the tutorial's real
+/// digits, rounding that depends on an output's position turns exact ties
+/// into near-ties, and the maps move by far more than the 1e-4 the fast
+/// paths are held to (by 10-19% of each map's largest value with these
+/// weights; each digit's figure is printed).
 #[test]
 fn winograd_moves_the_maps_of_real_digits() {
     let Some((model, images, labels)) = mnist() else {
@@ -405,14 +406,28 @@ fn winograd_moves_the_maps_of_real_digits() {
         .attribute(&first, Some(labels), Method::Vanilla, &options())
         .unwrap()
         .raw;
+    let fast = Explainer::new(model)
+        .attribute(&first, Some(labels), Method::Vanilla, &options())
+        .unwrap()
+        .raw;
+    if got == fast {
+        // Without AVX-512 (or with SALIENT_PORTABLE=1) there are no transforms.
+        eprintln!("skipped: Winograd's transforms did not run (they need AVX-512)");
+        return;
+    }
+    let mut worst = 0.0f64;
     for (i, (g, w)) in got.outer_iter().zip(want.outer_iter()).enumerate() {
         let d = relative_difference(&g.to_owned().into_dyn(), &w.to_owned().into_dyn());
         eprintln!(
             "digit {}: Winograd's vanilla map differs by {d:.2e} of its largest value",
             TUTORIAL_DIGITS[i]
         );
+        worst = worst.max(d);
     }
-    assert_eq!(got.shape(), want.shape());
+    assert!(
+        worst > 1e-2,
+        "Winograd's maps are within {worst:e} of the reference"
+    );
 }
 
 /// The direct loops and im2col with one product: two readings of the same
