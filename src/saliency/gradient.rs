@@ -16,9 +16,10 @@
 //!
 //! and `gradient-x-input` multiplies the vanilla gradient by the input.
 //!
-//! Because [`Tape::backward`] keeps the gradient of every recorded value, the
-//! same pass also yields `∂y_c/∂A` for any layer output `A`, which is all
-//! Grad-CAM needs: no hooks.
+//! Because the tape keeps the gradient of any recorded value asked for, the
+//! same pass also yields `∂y_c/∂A` for any layer output `A` (recorded on its
+//! own, see [`Sequential::forward_keeping`]), which is all Grad-CAM needs: no
+//! hooks.
 
 use ndarray::{Axis, IxDyn, Slice};
 
@@ -137,8 +138,8 @@ fn class_gradient_on<'m>(
     let k = model.num_classes();
     let x = tape.input(input);
     // The weights enter as constants read in place; the head is linear for this
-    // pass only.
-    // The layer asked for stays on the tape (not fused into the pooling).
+    // pass only; the layer asked for stays on the tape (not fused into the
+    // pooling after it).
     let pass = model.forward_keeping(tape, x, Mode::Infer, Head::Linear, layer)?;
     let out = pass.last();
     let out_shape = tape.value(out)?.shape().to_vec();
