@@ -52,15 +52,19 @@ impl Backward for ConvReluPool {
         }
         // Other paths: the rule on the pooled values, then the pooling's
         // backward to a full-size gradient, then the convolution's.
-        let mut ruled = a.pool.copy_of(a.dy);
-        if let Some(rule) = rule {
+        let ruled = rule.map(|rule| {
+            let mut ruled = a.pool.to_overwrite(a.dy.shape());
             let ys = a.output.as_slice().expect("values are contiguous");
             let gs = a.dy.as_slice().expect("gradients are contiguous");
             rule.apply_slice(ys, gs, ruled.as_slice_mut().expect("pooled"));
-        }
+            ruled
+        });
         let shape = [g.n, g.cout, g.ho, g.wo];
-        let dz = backward_from_winners(&shape, &self.winners, &ruled, a.pool);
-        a.pool.give(ruled);
+        let dy = ruled.as_ref().unwrap_or(a.dy);
+        let dz = backward_from_winners(&shape, &self.winners, dy, a.pool);
+        if let Some(ruled) = ruled {
+            a.pool.give(ruled);
+        }
         let grads = conv::backward(
             g,
             inputs,
@@ -82,8 +86,8 @@ impl Backward for ConvReluPool {
 impl Tape<'_> {
     /// `max_pool2d(relu(conv2d(x, w, b)), 2x2)` (without the ReLU if `!relu`)
     /// as one op: see `fast::fused`. On a tape with
-    /// [`Kernels::Reference`] the three reference ops are recorded instead.
-    /// Fails unless `pool` is a 2x2 pooling with stride 2.
+    /// [`Kernels::Reference`], or for a pooling other than 2x2 with stride 2,
+    /// the ops are recorded one after the other instead.
     pub fn conv2d_max_pool2d(
         &mut self,
         x: Var,

@@ -505,13 +505,13 @@ impl Backward for Conv2d {
             .to_vec();
         }
         // The ReLU's rule first (if fused), then the convolution's backward.
-        let dz = match self.relu {
-            true => ndarray::Zip::from(a.output)
+        let ruled = self.relu.then(|| {
+            ndarray::Zip::from(a.output)
                 .and(a.dy)
-                .map_collect(|&y, &g| a.relu.apply(y, g)),
-            false => a.dy.clone(),
-        };
-        let (dx, dw, db) = conv2d_reference_backward(a.inputs[0], a.inputs[1], &dz, self.spec)
+                .map_collect(|&y, &g| a.relu.apply(y, g))
+        });
+        let dz = ruled.as_ref().unwrap_or(a.dy);
+        let (dx, dw, db) = conv2d_reference_backward(a.inputs[0], a.inputs[1], dz, self.spec)
             .expect("shapes checked by the forward");
         let wants = a.wants;
         vec![
