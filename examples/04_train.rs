@@ -39,7 +39,7 @@ fn main() -> salient::Result<()> {
     };
     fit(&mut model, &train, &options, &mut KerasProgress::new())?;
 
-    let (loss, accuracy) = model.evaluate(&test.images, &test.labels, 250)?;
+    let (loss, accuracy) = salient::train::evaluate(&model, &test, 250)?;
     println!("Test loss: {loss:.4} / Test accuracy: {accuracy:.4}");
 
     let out = Path::new("out/04_train");

@@ -47,18 +47,15 @@ fn main() -> salient::Result<()> {
     std::fs::create_dir_all(out).map_err(|e| salient::Error::io(out, e))?;
 
     // An explainer keeps its buffers from one method to the next.
+    let images = test.images();
     let mut explainer = Explainer::new(&model);
     for method in [Method::Vanilla, Method::Rectified, Method::Guided] {
-        let explained = explainer.attribute(
-            &test.images,
-            Some(&test.labels),
-            method,
-            &Options::default(),
-        )?;
+        let explained =
+            explainer.attribute(&images, Some(&test.labels), method, &Options::default())?;
         let maps = saliency::maps(method, &explained.raw, Normalize::PerInput)?;
         println!("\n{method}:");
         for (i, &index) in indices.iter().enumerate() {
-            let image = test.images.index_axis(Axis(0), i);
+            let image = images.index_axis(Axis(0), i);
             let map = maps.index_axis(Axis(0), i);
             let path = out.join(format!("{index}-{method}.png"));
             write_figure(&path, image.view(), map.view(), &FigureStyle::default())?;

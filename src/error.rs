@@ -60,6 +60,21 @@ pub enum Error {
         found: String,
     },
 
+    /// A size declared by a file or an argument that is above a limit of
+    /// [`Limits`](crate::limits::Limits), refused before anything was
+    /// allocated for it.
+    #[error("{subject}: {what}, above the limit of {limit}{}", raise_hint(*.raise))]
+    TooLarge {
+        /// The file, layer or argument.
+        subject: String,
+        /// What it declares.
+        what: String,
+        /// The limit.
+        limit: String,
+        /// The flag that raises the limit, if there is one.
+        raise: Option<&'static str>,
+    },
+
     /// Training produced a loss that is NaN or infinite.
     #[error("training stopped: the loss became {loss} at epoch {epoch}, batch {batch} (try a lower learning rate)")]
     NonFiniteLoss {
@@ -70,6 +85,11 @@ pub enum Error {
         /// The offending value.
         loss: f32,
     },
+}
+
+fn raise_hint(flag: Option<&str>) -> String {
+    flag.map(|f| format!(" (raise it with {f})"))
+        .unwrap_or_default()
 }
 
 impl Error {

@@ -25,6 +25,7 @@ mod fast;
 pub mod fsutil;
 pub mod images;
 pub mod layers;
+pub mod limits;
 pub mod model;
 pub mod ops;
 pub mod saliency;
@@ -33,6 +34,7 @@ pub mod tensor;
 pub mod train;
 
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use ops::ReluRule;
 pub use tape::{Gradients, Kernels, Tape, Var};
 pub use tensor::Tensor;

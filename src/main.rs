@@ -25,6 +25,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A Ctrl-C or a kill during a save leaves no temporary file behind.
+    if let Err(e) = salient::fsutil::remove_temp_files_on_signal() {
+        eprintln!("salient: warning: {e}");
+    }
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -151,7 +151,7 @@ fn train_prints_keras_lines_and_eval_agrees_with_the_library() {
     );
     let model = model::load(path).unwrap();
     let test = data::load(DatasetKind::Mnist, &data, Split::Test).unwrap();
-    let (loss, accuracy) = model.evaluate(&test.images, &test.labels, 250).unwrap();
+    let (loss, accuracy) = model.evaluate(&test.images(), &test.labels, 250).unwrap();
     assert_eq!(
         printed.trim(),
         format!("Test loss: {loss:.4} / Test accuracy: {accuracy:.4}")
@@ -163,7 +163,8 @@ fn predict_converts_an_image_of_another_size_and_says_so() {
     let dir = tmp();
     // A test digit as a 56x56 RGB PNG: twice the size, three channels.
     let test = data::load(DatasetKind::Mnist, &sample_dir(), Split::Test).unwrap();
-    let digit = test.images.index_axis(Axis(0), 0);
+    let images = test.images();
+    let digit = images.index_axis(Axis(0), 0);
     let rgb = ndarray::concatenate(Axis(0), &[digit.view(), digit.view(), digit.view()]).unwrap();
     let png = dir.path().join("digit.png");
     write_image_png(&png, rgb.view(), Scale::Factor(2)).unwrap();
@@ -230,7 +231,7 @@ fn saliency_raw_files_match_the_library_and_the_figures() {
         .unwrap();
     let expected = attribute(
         &model,
-        &test.images,
+        &test.images(),
         Some(&test.labels),
         Method::Vanilla,
         &Options::default(),
@@ -377,7 +378,7 @@ fn saliency_on_own_image_explains_the_predicted_class_with_completeness() {
     let dir = tmp();
     let test = data::load(DatasetKind::Mnist, &sample_dir(), Split::Test).unwrap();
     let png = dir.path().join("my digit.png");
-    write_image_png(&png, test.images.index_axis(Axis(0), 7), Scale::Factor(3)).unwrap();
+    write_image_png(&png, test.images().index_axis(Axis(0), 7), Scale::Factor(3)).unwrap();
     let printed = ok(
         dir.path(),
         &[

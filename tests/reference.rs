@@ -295,9 +295,9 @@ fn mnist() -> Option<&'static Explained> {
             let indices: Vec<usize> = TUTORIAL_DIGITS.into_iter().chain(200..400).collect();
             let test = data::load(DatasetKind::Mnist, &dir, Split::Test).unwrap();
             let test = test.select(&indices).unwrap();
-            let (_, accuracy) = model.evaluate(&test.images, &test.labels, 250).unwrap();
+            let (_, accuracy) = model.evaluate(&test.images(), &test.labels, 250).unwrap();
             assert!(accuracy > 0.9, "MNIST accuracy {accuracy}");
-            Some((model, test.images, test.labels))
+            Some((model, test.images(), test.labels))
         })
         .as_ref()
 }
@@ -313,7 +313,7 @@ fn cifar() -> Option<&'static Explained> {
             let train = all.select(&(50..5050).collect::<Vec<_>>()).unwrap();
             let model = trained([3, 32, 32], &train, 2);
             let test = all.select(&(0..50).collect::<Vec<_>>()).unwrap();
-            Some((model, test.images, test.labels))
+            Some((model, test.images(), test.labels))
         })
         .as_ref()
 }

@@ -54,7 +54,7 @@ fn trained() -> &'static (Sequential, Dataset) {
             learning_rate: 2e-3,
         };
         fit(&mut model, &train, &opts, &mut ()).unwrap();
-        let (_, accuracy) = model.evaluate(&test.images, &test.labels, 200).unwrap();
+        let (_, accuracy) = model.evaluate(&test.images(), &test.labels, 200).unwrap();
         // Far above chance (0.1): the model has learnt something worth explaining.
         assert!(accuracy >= 0.7, "accuracy {accuracy}");
         (model, test)
@@ -65,7 +65,7 @@ fn trained() -> &'static (Sequential, Dataset) {
 fn digits(n: usize) -> Tensor {
     trained()
         .1
-        .images
+        .images()
         .slice_axis(Axis(0), ndarray::Slice::from(..n))
         .to_owned()
 }
@@ -139,7 +139,7 @@ fn vanilla_equals_finite_differences_on_a_trained_model() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for i in 0..2 {
         let x = test
-            .images
+            .images()
             .slice(s![i..i + 1, .., .., ..])
             .mapv(|v| v + rng.random_range(0.0..0.02))
             .into_dyn();

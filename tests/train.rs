@@ -130,7 +130,7 @@ fn training_on_the_sample_learns_and_a_checkpoint_predicts_identically() {
     let history = fit(&mut model, &train, &opts, &mut ()).unwrap();
     assert_eq!(history.len(), 2);
     assert!(history[1].loss < history[0].loss);
-    let (_, accuracy) = model.evaluate(&test.images, &test.labels, 250).unwrap();
+    let (_, accuracy) = model.evaluate(&test.images(), &test.labels, 250).unwrap();
     // Chance is 0.1; two epochs on 3,200 digits reach about 0.85.
     assert!(accuracy > 0.7, "test accuracy {accuracy}");
 
@@ -140,8 +140,8 @@ fn training_on_the_sample_learns_and_a_checkpoint_predicts_identically() {
     let loaded = model::load(&path).unwrap();
     assert_eq!(all_params(&loaded), all_params(&model));
     assert_eq!(loaded.architecture(), model.architecture());
-    let before = model.predict(&test.images, 100, Head::AsBuilt).unwrap();
-    let after = loaded.predict(&test.images, 100, Head::AsBuilt).unwrap();
+    let before = model.predict(&test.images(), 100, Head::AsBuilt).unwrap();
+    let after = loaded.predict(&test.images(), 100, Head::AsBuilt).unwrap();
     assert_eq!(before, after);
 }
 
@@ -166,9 +166,11 @@ fn same_seed_gives_bit_identical_weights() {
 
 #[test]
 fn a_non_finite_loss_stops_training_with_epoch_and_batch() {
-    let mut train = sample(Split::Train).take(600);
+    let sample = sample(Split::Train).take(600);
     // NaN pixels must reach the loss (ReLU and max pooling propagate NaN).
-    train.images.fill(f32::NAN);
+    let mut images = sample.images();
+    images.fill(f32::NAN);
+    let train = Dataset::new(images, sample.labels, sample.class_names).unwrap();
     let mut model = Sequential::tutorial([1, 28, 28], 10, 0).unwrap();
     let err = fit(&mut model, &train, &FitOptions::default(), &mut ()).unwrap_err();
     assert!(
@@ -259,7 +261,7 @@ fn training_steps_after_the_first_allocate_nothing_new() {
     let mut fresh = Vec::new();
     for seed in 0..3 {
         let mut x = step.pool.to_overwrite(&[n, 1, 28, 28]);
-        x.assign(&data.images.slice(ndarray::s![..n, .., .., ..]));
+        x.assign(&data.images().slice(ndarray::s![..n, .., .., ..]));
         let (loss, _) = step.step(&mut model, x, labels, seed).unwrap();
         assert!(loss.is_finite());
         fresh.push(step.pool.fresh_allocations());

@@ -63,7 +63,7 @@ pub fn run(args: &DemoArgs) -> Result<DemoOutput> {
     // Checked before training, so that a typo costs no minutes.
     report::parse_methods(&args.methods)?;
     let checkpoint = args.out.join("mnist-sample.safetensors");
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    crate::fsutil::check_output_dir(&args.out)?;
 
     println!(
         "== 1/2: train the tutorial's CNN on the MNIST sample in {}",

@@ -54,6 +54,14 @@ impl Inputs {
         if indices.is_empty() {
             return Err(Error::invalid("indices", "no index given"));
         }
+        // Output files are named by index, so a repeat would overwrite its own figure.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(&twice) = indices.iter().find(|&&i| !seen.insert(i)) {
+            return Err(Error::invalid(
+                "indices",
+                format!("index {twice} is given twice; give each image once"),
+            ));
+        }
         let set = data::load(kind, dir, split)?;
         let n = set.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
@@ -101,7 +109,7 @@ impl Inputs {
             })
             .collect();
         Ok(Inputs {
-            images: chosen.images,
+            images: chosen.images(),
             items,
         })
     }
@@ -120,8 +128,8 @@ impl Inputs {
         let mut items = Vec::with_capacity(paths.len());
         let mut seen = HashMap::<String, usize>::new();
         for (index, path) in paths.iter().enumerate() {
-            let image = data::load_image(path)?;
-            let (input, notes) = data::to_model_input(&image, c, h, w)?;
+            let image = data::decode::read_image(path)?;
+            let (input, notes) = data::convert::fit_decoded(&image, c, h, w)?;
             images.push(input);
             let stem = path
                 .file_stem()

@@ -23,6 +23,7 @@ pub mod train;
 use clap::{Parser, Subcommand};
 
 use crate::error::Result;
+use crate::limits::Limits;
 
 pub use demo::DemoArgs;
 pub use inputs::{Inputs, Item};
@@ -41,6 +42,12 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The largest image accepted, in pixels (width x height).
+    #[arg(long, global = true, default_value_t = Limits::DEFAULT.max_pixels, value_parser = at_least_one_u64)]
+    pub max_pixels: u64,
+    /// The largest model accepted, in parameters (weights and biases).
+    #[arg(long, global = true, default_value_t = Limits::DEFAULT.max_params, value_parser = at_least_one_u64)]
+    pub max_params: u64,
 }
 
 /// The subcommands.
@@ -60,8 +67,13 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
-/// Runs one parsed command line.
+/// Runs one parsed command line, with its limits put in force.
 pub fn run(cli: Cli) -> Result<()> {
+    Limits::set(Limits {
+        max_pixels: cli.max_pixels,
+        max_params: cli.max_params,
+        ..Limits::current()
+    });
     match cli.command {
         Command::Train(args) => train::train(&args).map(drop),
         Command::Eval(args) => train::eval(&args).map(drop),
@@ -79,6 +91,46 @@ pub fn class_label(names: &[String], class: usize) -> String {
         .get(class)
         .cloned()
         .unwrap_or_else(|| class.to_string())
+}
+
+/// Parses a count that must be at least 1 (`--batch-size`, `--top`, ...).
+pub fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// [`at_least_one`] for limits.
+pub fn at_least_one_u64(text: &str) -> std::result::Result<u64, String> {
+    at_least_one(text).map(|n| n as u64)
+}
+
+/// Parses a number that must be finite and above 0 (`--learning-rate`).
+pub fn positive_f32(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number above 0, got {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses a number that must be finite (`--fill`, `--baseline`).
+pub fn finite_f32(text: &str) -> std::result::Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("must be a finite number, got {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses a number that must be finite and not negative (`--noise`).
+pub fn non_negative_f32(text: &str) -> std::result::Result<f32, String> {
+    match finite_f32(text)? {
+        v if v >= 0.0 => Ok(v),
+        v => Err(format!("must not be negative, got {v}")),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use super::inputs::{self, Inputs, TUTORIAL_INDICES};
 use super::saliency::{describe_model, split_notes, MethodArgs};
 use crate::data::{DatasetKind, Split};
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::images::{
     write_heatmap_png, write_image_png, write_overlay_png, write_report, Colormap, FigureStyle,
     Normalize, Prediction, Report, ReportCell, ReportMethod, ReportRow, Scale,
@@ -127,6 +128,7 @@ pub fn parse_methods(text: &str) -> Result<Vec<Method>> {
 pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     let methods = parse_methods(&args.methods)?;
     let model = model::load(&args.model)?;
+    args.options.check(&model, &methods)?;
     let indices = if args.indices.is_empty() {
         &TUTORIAL_INDICES[..]
     } else {
@@ -144,7 +146,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     let targets = inputs::targets(&inputs.items, &predicted, class);
 
     let dir = &args.out;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    fsutil::check_output_dir(dir)?;
     let names = model.class_names();
     let mut rows = Vec::with_capacity(inputs.len());
     for (i, item) in inputs.items.iter().enumerate() {

@@ -20,6 +20,7 @@ use super::class_label;
 use super::inputs::{self, Inputs, Item, TUTORIAL_INDICES};
 use crate::data::{DatasetKind, Split};
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::images::{
     write_attributions, write_figure, write_maps, Colormap, FigureStyle, Normalize,
 };
@@ -34,34 +35,34 @@ use crate::tensor::Tensor;
 #[command(next_help_heading = "Method options")]
 pub struct MethodArgs {
     /// smoothgrad, smoothgrad-sq, vargrad: noisy copies per input.
-    #[arg(long, default_value_t = Options::default().samples)]
+    #[arg(long, default_value_t = Options::default().samples, value_parser = super::at_least_one)]
     pub samples: usize,
     /// smoothgrad, smoothgrad-sq, vargrad: noise standard deviation, as a fraction of each input's max - min.
-    #[arg(long, default_value_t = Options::default().noise_level)]
+    #[arg(long, default_value_t = Options::default().noise_level, value_parser = super::non_negative_f32)]
     pub noise: f32,
     /// smoothgrad, smoothgrad-sq, vargrad: seed of the noise.
     #[arg(long, default_value_t = Options::default().seed)]
     pub seed: u64,
     /// integrated-gradients: points on the path from the baseline.
-    #[arg(long, default_value_t = Options::default().steps)]
+    #[arg(long, default_value_t = Options::default().steps, value_parser = super::at_least_one)]
     pub steps: usize,
     /// integrated-gradients: the baseline's value in every pixel [default: 0, black].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite_f32)]
     pub baseline: Option<f32>,
     /// grad-cam, grad-cam++, score-cam, guided-grad-cam: the layer to explain [default: the last Conv2D].
     #[arg(long)]
     pub layer: Option<String>,
     /// occlusion: side of the square patch in pixels [default: round(min(H, W) / 7), 4 for MNIST].
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     pub patch: Option<usize>,
     /// occlusion: pixels between patch positions [default: patch / 2].
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     pub stride: Option<usize>,
     /// occlusion: the value written into the patch.
-    #[arg(long, default_value_t = Options::default().fill)]
+    #[arg(long, default_value_t = Options::default().fill, value_parser = super::finite_f32)]
     pub fill: f32,
     /// Images per forward pass (bounds memory).
-    #[arg(long, default_value_t = Options::default().batch_size)]
+    #[arg(long, default_value_t = Options::default().batch_size, value_parser = super::at_least_one)]
     pub batch_size: usize,
     /// Compute the maps through the reference ops (plain loops and one
     /// matrix product per image: slower) instead of the fast paths, to check
@@ -85,6 +86,45 @@ impl MethodArgs {
             stride: self.stride,
             fill: self.fill,
         }
+    }
+
+    /// Checks, before any method runs, every setting that `methods` will read
+    /// on `model`: counts at least 1, finite values, an occlusion patch that
+    /// fits the image, a CAM layer that exists.
+    pub fn check(&self, model: &Sequential, methods: &[Method]) -> Result<()> {
+        if self.samples == 0 || self.steps == 0 || self.batch_size == 0 {
+            return Err(Error::invalid(
+                "options",
+                "--samples, --steps and --batch-size must be at least 1",
+            ));
+        }
+        let finite = self.noise.is_finite()
+            && self.noise >= 0.0
+            && self.fill.is_finite()
+            && self.baseline.is_none_or(f32::is_finite);
+        if !finite {
+            return Err(Error::invalid(
+                "options",
+                "--noise must be finite and not negative, --fill and --baseline finite",
+            ));
+        }
+        let [_, h, w] = model.input_shape();
+        if methods.contains(&Method::Occlusion) {
+            let side = h.min(w);
+            if let Some(patch) = self.patch.filter(|&p| p == 0 || p > side) {
+                return Err(Error::invalid(
+                    "patch",
+                    format!("the patch size must be between 1 and {side} (the image is {w}x{h}), got {patch}"),
+                ));
+            }
+            if self.stride == Some(0) {
+                return Err(Error::invalid("stride", "must be at least 1"));
+            }
+        }
+        if methods.iter().any(|m| m.uses_layer()) {
+            saliency::cam::cam_layer(model, self.layer.as_deref())?;
+        }
+        Ok(())
     }
 
     /// An explainer of `model` on the kernels these arguments ask for.
@@ -181,6 +221,7 @@ pub struct SaliencyOutput {
 /// `.npy` files with `--raw`) and prints a line per input.
 pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
     let model = model::load(&args.model)?;
+    args.options.check(&model, &[args.method])?;
     let inputs = load_inputs(
         &model,
         args.dataset.zip(args.data.as_deref()),
@@ -195,6 +236,8 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
         .transpose()?;
     let options = args.options.options();
     let method = args.method;
+    // Tried before the method runs; made only once the inputs are known good.
+    fsutil::check_output_dir(&args.out)?;
 
     let probs = inputs::probabilities(&model, &inputs.images, options.batch_size)?;
     let predicted = inputs::top_classes(&probs);
@@ -205,7 +248,6 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
     let seconds = start.elapsed().as_secs_f64();
     let maps = saliency::maps(method, &attribution.raw, args.normalize)?;
 
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let style = FigureStyle {
         colormap: args.colormap,
         ..FigureStyle::default()

@@ -9,9 +9,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::inputs::{self, Inputs};
 use crate::data::{self, Dataset, DatasetKind, Split};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::model::{self, Sequential};
-use crate::train::{fit, FitOptions, KerasProgress};
+use crate::train::{evaluate, fit, FitOptions, KerasProgress};
 
 /// `salient train`: the tutorial's settings unless told otherwise.
 #[derive(Debug, Clone, Args)]
@@ -23,10 +24,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Passes over the training data.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_parser = super::at_least_one)]
     pub epochs: usize,
     /// Images per Adam step.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = super::at_least_one)]
     pub batch_size: usize,
     /// Share of the training data held out for validation, from the end (as Keras).
     #[arg(long, default_value_t = 0.2)]
@@ -35,10 +36,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = super::positive_f32)]
     pub learning_rate: f32,
     /// Train on N training images only (a quick run): the first N, or N at random (seeded) if the data is sorted by class.
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     pub limit: Option<usize>,
     /// Where to write the checkpoint.
     #[arg(long)]
@@ -61,7 +62,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "test")]
     pub split: Split,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = super::at_least_one)]
     pub batch_size: usize,
 }
 
@@ -75,16 +76,36 @@ pub struct PredictArgs {
     #[arg(long, num_args = 1.., required = true)]
     pub image: Vec<PathBuf>,
     /// How many classes to show per image.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::at_least_one)]
     pub top: usize,
 }
 
 /// Trains, saves the checkpoint, evaluates on the test split if there is one,
 /// and returns the model.
 pub fn train(args: &TrainArgs) -> Result<Sequential> {
-    // Made before the minutes of training, so that a bad path fails at once.
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| crate::Error::io(parent, e))?;
+    // Checked before the minutes of training, so that a bad path or setting
+    // fails at once.
+    fsutil::check_output_file(&args.out)?;
+    if !(args.learning_rate.is_finite() && args.learning_rate > 0.0) {
+        return Err(Error::invalid(
+            "learning-rate",
+            format!(
+                "must be a finite number above 0, got {}",
+                args.learning_rate
+            ),
+        ));
+    }
+    if args.epochs == 0 || args.batch_size == 0 || args.limit == Some(0) {
+        return Err(Error::invalid(
+            "train",
+            "--epochs, --batch-size and --limit must be at least 1",
+        ));
+    }
+    if !(0.0..1.0).contains(&args.validation_split) {
+        return Err(Error::invalid(
+            "validation-split",
+            format!("must be in [0, 1), got {}", args.validation_split),
+        ));
     }
     let mut train = data::load(args.dataset, &args.data, Split::Train)?;
     if let Some(n) = args.limit {
@@ -114,7 +135,15 @@ pub fn train(args: &TrainArgs) -> Result<Sequential> {
     model::save(&model, &args.out)?;
     println!("Saved {}", args.out.display());
     drop(train);
-    report_test(&model, args.dataset, &args.data, args.batch_size)?;
+    report_test(&model, args.dataset, &args.data, args.batch_size).map_err(|e| {
+        Error::invalid(
+            "train",
+            format!(
+                "the model is trained and saved in {}, but the test split could not be evaluated: {e}",
+                args.out.display()
+            ),
+        )
+    })?;
     Ok(model)
 }
 
@@ -141,7 +170,7 @@ pub fn limit(data: Dataset, n: usize, seed: u64) -> Result<Dataset> {
 pub fn eval(args: &EvalArgs) -> Result<(f32, f32)> {
     let model = model::load(&args.model)?;
     let set = data::load(args.dataset, &args.data, args.split)?;
-    let (loss, accuracy) = model.evaluate(&set.images, &set.labels, args.batch_size)?;
+    let (loss, accuracy) = evaluate(&model, &set, args.batch_size)?;
     println!("Test loss: {loss:.4} / Test accuracy: {accuracy:.4}");
     Ok((loss, accuracy))
 }
@@ -159,7 +188,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         }
         let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (class, p) in ranked.into_iter().take(args.top.max(1)) {
+        for (class, p) in ranked.into_iter().take(args.top) {
             println!(
                 "  {:>6.2}%  {}",
                 p * 100.0,
@@ -170,7 +199,9 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// Evaluates on the test split, if the data has one, with the tutorial's line.
+/// Evaluates on the test split with the tutorial's line, if the data has a
+/// test split. A test split whose files are missing is said so and skipped; one
+/// that is there but unreadable is an error.
 pub fn report_test(
     model: &Sequential,
     dataset: DatasetKind,
@@ -179,14 +210,15 @@ pub fn report_test(
 ) -> Result<Option<(f32, f32)>> {
     match data::load(dataset, dir, Split::Test) {
         Ok(test) => {
-            let (loss, accuracy) = model.evaluate(&test.images, &test.labels, batch_size)?;
+            let (loss, accuracy) = evaluate(model, &test, batch_size)?;
             println!("Test loss: {loss:.4} / Test accuracy: {accuracy:.4}");
             Ok(Some((loss, accuracy)))
         }
-        Err(e) => {
-            println!("No test split evaluated: {e}");
+        Err(Error::Io { source, path }) if source.kind() == std::io::ErrorKind::NotFound => {
+            println!("No test split evaluated: {}: {source}", path.display());
             Ok(None)
         }
+        Err(e) => Err(e),
     }
 }
 

@@ -19,12 +19,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::Array4;
-use rayon::prelude::*;
-
 use super::{folder, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::limits::{thousands, Limits};
 
 /// The classes in label order, as in the official `batches.meta.txt`.
 pub const CLASS_NAMES: [&str; 10] = [
@@ -104,20 +102,25 @@ fn load_batches(batch_dir: &Path, split: Split) -> Result<Dataset> {
     let class_names = read_class_names(batch_dir)?;
     let mut all = CifarBatch::default();
     for name in batch_file_names(split) {
-        let batch = read_batch(&batch_dir.join(name))?;
+        let path = batch_dir.join(name);
+        let batch = read_batch(&path)?;
+        let limit = Limits::current().max_dataset_bytes;
+        if (all.pixels.len() + batch.pixels.len()) as u64 > limit {
+            return Err(Error::TooLarge {
+                subject: path.display().to_string(),
+                what: format!(
+                    "the {split} batches hold {} bytes of pixels up to here",
+                    thousands((all.pixels.len() + batch.pixels.len()) as u64)
+                ),
+                limit: format!("{} bytes for one split", thousands(limit)),
+                raise: None,
+            });
+        }
         all.labels.extend(batch.labels);
         all.pixels.extend(batch.pixels);
     }
-    let n = all.labels.len();
-    let values: Vec<f32> = all
-        .pixels
-        .par_iter()
-        .map(|&p| f32::from(p) / 255.0)
-        .collect();
-    let images = Array4::from_shape_vec((n, 3, SIDE, SIDE), values)
-        .map_err(|e| Error::invalid("load_cifar10", e.to_string()))?;
     let labels = all.labels.into_iter().map(usize::from).collect();
-    Dataset::new(images.into_dyn(), labels, class_names)
+    Dataset::from_bytes(all.pixels, [3, SIDE, SIDE], labels, class_names)
 }
 
 /// Loads `DIR/<class>/*` and checks it looks like CIFAR-10.
@@ -150,7 +153,7 @@ pub fn read_class_names(batch_dir: &Path) -> Result<Vec<String>> {
     if !path.is_file() {
         return Ok(CLASS_NAMES.iter().map(|s| s.to_string()).collect());
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let bytes = fsutil::read_bounded(&path, 1 << 16, "a list of class names")?;
     let text = String::from_utf8_lossy(&bytes);
     let names: Vec<String> = text
         .lines()
@@ -171,7 +174,8 @@ pub fn read_class_names(batch_dir: &Path) -> Result<Vec<String>> {
 
 /// Reads one batch file.
 pub fn read_batch(path: &Path) -> Result<CifarBatch> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let limit = Limits::current().max_data_file_bytes();
+    let bytes = fsutil::read_bounded(path, limit, "a CIFAR-10 batch")?;
     parse_batch(&bytes, path)
 }
 

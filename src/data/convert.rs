@@ -6,6 +6,7 @@
 
 use ndarray::{Array3, ArrayView3, Ix3};
 
+use super::decode::DecodedImage;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -104,16 +105,63 @@ pub fn resize_bilinear(img: &Tensor, height: usize, width: usize) -> Result<Tens
     if (h, w) == (height, width) {
         return Ok(img.clone());
     }
+    Ok(resize_with(c, h, w, height, width, |ci, y, x| {
+        view[[ci, y, x]]
+    }))
+}
+
+/// Bilinear resizing of a `[c, h, w]` image read through `at(channel, y, x)`,
+/// to `[c, height, width]` (all sizes at least 1).
+fn resize_with(
+    c: usize,
+    h: usize,
+    w: usize,
+    height: usize,
+    width: usize,
+    at: impl Fn(usize, usize, usize) -> f32,
+) -> Tensor {
     let rows = sample_points(h, height);
     let cols = sample_points(w, width);
-    let out = Array3::from_shape_fn((c, height, width), |(ci, y, x)| {
+    Array3::from_shape_fn((c, height, width), |(ci, y, x)| {
         let (y0, y1, fy) = rows[y];
         let (x0, x1, fx) = cols[x];
-        let top = view[[ci, y0, x0]] * (1.0 - fx) + view[[ci, y0, x1]] * fx;
-        let bottom = view[[ci, y1, x0]] * (1.0 - fx) + view[[ci, y1, x1]] * fx;
+        let top = at(ci, y0, x0) * (1.0 - fx) + at(ci, y0, x1) * fx;
+        let bottom = at(ci, y1, x0) * (1.0 - fx) + at(ci, y1, x1) * fx;
         top * (1.0 - fy) + bottom * fy
+    })
+    .into_dyn()
+}
+
+/// [`to_model_input`] for an image still in bytes, as decoded from a file.
+///
+/// A large photo is resized straight from its bytes, so it is never held as
+/// `f32` at full size: a 48-megapixel photo costs its 144 MB of bytes, not
+/// 576 MB more. The result equals `to_model_input(&img.to_tensor(), ..)` up to
+/// rounding (resizing and the grey conversion commute).
+pub fn fit_decoded(
+    img: &DecodedImage,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<(Tensor, Vec<String>)> {
+    let [c, h, w] = img.shape();
+    if (h, w) == (height, width) || height == 0 || width == 0 || h == 0 || w == 0 {
+        return to_model_input(&img.to_tensor(), channels, height, width);
+    }
+    let plane = h * w;
+    let pixels = &img.pixels;
+    let small = resize_with(c, h, w, height, width, |ci, y, x| {
+        f32::from(pixels.get(ci * plane + y * w + x).copied().unwrap_or(0)) / 255.0
     });
-    Ok(out.into_dyn())
+    let (out, mut notes) = to_model_input(&small, channels, height, width)?;
+    let mut note = format!("resized {w}x{h} to {width}x{height} (width x height, bilinear)");
+    if w * height != width * h {
+        note.push_str(", changing the aspect ratio");
+    }
+    // The same notes, in the same order, as `to_model_input` on the full image.
+    let at = usize::from(channels < c);
+    notes.insert(at.min(notes.len()), note);
+    Ok((out, notes))
 }
 
 /// For each of `n_out` output positions along one axis: the two input indices to
@@ -227,6 +275,26 @@ mod tests {
         assert!(rgb.iter().all(|&v| v == 0.25));
         assert!(notes[0].contains("resized 2x2 to 4x4") && !notes[0].contains("aspect"));
         assert!(notes[1].contains("grey to RGB"));
+    }
+
+    #[test]
+    fn bytes_resize_as_the_tensor_does() {
+        let pixels: Vec<u8> = (0..3 * 6 * 10).map(|i| (i * 37 % 256) as u8).collect();
+        let img = DecodedImage {
+            channels: 3,
+            height: 6,
+            width: 10,
+            pixels,
+        };
+        for (c, h, w) in [(1, 4, 4), (3, 3, 5), (3, 12, 20), (1, 6, 10)] {
+            let (a, notes_a) = fit_decoded(&img, c, h, w).unwrap();
+            let (b, notes_b) = to_model_input(&img.to_tensor(), c, h, w).unwrap();
+            assert_eq!(notes_a, notes_b);
+            assert_eq!(a.shape(), b.shape());
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::JpegDecoder;
 
 use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::limits::Limits;
 use crate::tensor::Tensor;
 
 /// One decoded image: 8-bit pixels, one plane per channel.
@@ -57,13 +59,17 @@ pub fn load_image(path: &Path) -> Result<Tensor> {
     Ok(read_image(path)?.to_tensor())
 }
 
-/// Reads and decodes a PNG or JPEG file.
+/// Reads and decodes a PNG or JPEG file, within the [`Limits`] in force.
 pub fn read_image(path: &Path) -> Result<DecodedImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let limit = Limits::current().max_image_file_bytes();
+    let bytes = fsutil::read_bounded(path, limit, "an image file")?;
     decode_image(&bytes, path)
 }
 
 /// Decodes the bytes of a PNG or JPEG file; `path` is only used in errors.
+///
+/// The width and height in the file's header are checked against
+/// [`Limits::max_pixels`] before the pixels are allocated.
 pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
     const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
     const JPEG_SIGNATURE: [u8; 2] = [0xff, 0xd8];
@@ -90,6 +96,12 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
     // EXPAND: palette -> RGB(A), 1/2/4-bit grey -> 8-bit; STRIP_16: 16-bit -> 8-bit.
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(png_error)?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    Limits::current().check_pixels(
+        &path.display().to_string(),
+        u64::from(width),
+        u64::from(height),
+    )?;
     let size = reader.output_buffer_size().ok_or_else(|| {
         Error::format(
             path,
@@ -127,15 +139,20 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
 
 fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
     let mut decoder = JpegDecoder::new(bytes);
-    // One-component JPEGs decode to grey (Luma); everything else to RGB.
-    let pixels = decoder.decode().map_err(|e| {
+    let jpeg_error = |e: DecodeErrors| {
         Error::format(
             path,
             "JPEG data",
             "a decodable JPEG image",
             jpeg_message(&e),
         )
-    })?;
+    };
+    decoder.decode_headers().map_err(jpeg_error)?;
+    if let Some((width, height)) = decoder.dimensions() {
+        Limits::current().check_pixels(&path.display().to_string(), width as u64, height as u64)?;
+    }
+    // One-component JPEGs decode to grey (Luma); everything else to RGB.
+    let pixels = decoder.decode().map_err(jpeg_error)?;
     let (width, height) = decoder.dimensions().unwrap_or((0, 0));
     let samples = match decoder.get_output_colorspace() {
         Some(ColorSpace::Luma) => 1,

@@ -13,12 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::Array4;
 use rayon::prelude::*;
 
-use super::decode::{read_image, DecodedImage};
+use super::decode::read_image;
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
+use crate::limits::{thousands, Limits};
 
 pub use super::decode::load_image;
 
@@ -40,60 +40,72 @@ pub fn load_folder_split(dir: &Path, split: Split) -> Result<Dataset> {
         Split::Test => Split::Train,
     };
     if dir.join(other.name()).is_dir() {
-        return Err(Error::format(
-            dir,
-            "split folders",
-            format!("a {split}/ subfolder beside {other}/"),
-            format!("only {other}/"),
+        return Err(Error::io(
+            wanted,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no {split}/ subfolder beside {other}/"),
+            ),
         ));
     }
     load_folder(dir)
 }
 
 /// Loads every image under `dir/<class>/`.
+///
+/// The first image fixes the shape; the whole set's size is checked against
+/// [`Limits::max_dataset_bytes`] before the others are decoded, each straight
+/// into its place in one buffer of bytes.
 pub fn load_folder(dir: &Path) -> Result<Dataset> {
     let FolderListing { class_names, files } = list_images(dir)?;
-    // Collect every result before looking at errors, so that the error reported
-    // is the first in file order, not whichever thread failed first.
-    let results: Vec<Result<DecodedImage>> =
-        files.par_iter().map(|(path, _)| read_image(path)).collect();
-    let decoded = results.into_iter().collect::<Result<Vec<_>>>()?;
-
-    let (Some(first), Some((first_path, _))) = (decoded.first(), files.first()) else {
+    let Some((first_path, _)) = files.first() else {
         return Err(Error::format(dir, "images", "at least one image", "none"));
     };
+    let first = read_image(first_path)?;
     let shape = first.shape();
-    if let Some((img, (path, _))) = decoded
-        .iter()
-        .zip(&files)
-        .find(|(img, _)| img.shape() != shape)
-    {
-        return Err(Error::format(
-            path,
-            "image shape",
-            format!(
-                "{} like {} (every image must match)",
+    let per = first.pixels.len();
+    let limit = Limits::current().max_dataset_bytes;
+    let total = (per as u64).saturating_mul(files.len() as u64);
+    if total > limit {
+        return Err(Error::TooLarge {
+            subject: dir.display().to_string(),
+            what: format!(
+                "{} images of {} take {} bytes",
+                files.len(),
                 describe(shape),
-                first_path.display()
+                thousands(total)
             ),
-            describe(img.shape()),
-        ));
-    }
-
-    let [c, h, w] = shape;
-    let image_len = (c * h * w).max(1);
-    let mut flat = vec![0f32; decoded.len() * image_len];
-    flat.par_chunks_mut(image_len)
-        .zip(decoded.par_iter())
-        .for_each(|(dst, img)| {
-            for (d, &p) in dst.iter_mut().zip(&img.pixels) {
-                *d = f32::from(p) / 255.0;
-            }
+            limit: format!("{} bytes for one split", thousands(limit)),
+            raise: None,
         });
-    let images = Array4::from_shape_vec((decoded.len(), c, h, w), flat)
-        .map_err(|e| Error::invalid("load_folder", e.to_string()))?;
+    }
+    let mut pixels = vec![0u8; per * files.len()];
+    // Collect every result before looking at errors, so that the error reported
+    // is the first in file order, not whichever thread failed first.
+    let results: Vec<Result<()>> = pixels
+        .par_chunks_mut(per.max(1))
+        .zip(files.par_iter())
+        .map(|(dst, (path, _))| {
+            let img = read_image(path)?;
+            if img.shape() != shape {
+                return Err(Error::format(
+                    path,
+                    "image shape",
+                    format!(
+                        "{} like {} (every image must match)",
+                        describe(shape),
+                        first_path.display()
+                    ),
+                    describe(img.shape()),
+                ));
+            }
+            dst.copy_from_slice(&img.pixels);
+            Ok(())
+        })
+        .collect();
+    results.into_iter().collect::<Result<()>>()?;
     let labels = files.iter().map(|&(_, label)| label).collect();
-    Dataset::new(images.into_dyn(), labels, class_names)
+    Dataset::from_bytes(pixels, shape, labels, class_names)
 }
 
 /// What a folder data set holds, found without reading any image.

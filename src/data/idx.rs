@@ -11,18 +11,17 @@
 //! (3 or 1). Files are often distributed gzip-compressed; the reader looks at the
 //! content (gzip starts with the bytes `1f 8b`), not at the name, to decide.
 
-use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use byteorder::{BigEndian, ByteOrder, WriteBytesExt};
 use flate2::read::MultiGzDecoder;
 use flate2::{Compression, GzBuilder};
-use ndarray::Array4;
 
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::limits::{thousands, Limits};
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -49,8 +48,8 @@ pub struct IdxImages {
 /// `dir`. Each file may be named with or without a `.gz` suffix; see
 /// [`find_idx_file`].
 ///
-/// Images become `[N, 1, rows, cols]` with pixel `p` mapped to `p / 255`; the
-/// class names are `"0"` to `"9"`.
+/// Images are `[1, rows, cols]`, kept as bytes (pixel `p` stands for `p / 255`);
+/// the class names are `"0"` to `"9"`.
 pub fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
     let prefix = match split {
         Split::Train => "train",
@@ -82,18 +81,14 @@ pub fn load_mnist(dir: &Path, split: Split) -> Result<Dataset> {
         ));
     }
 
-    let shape = (images.count, 1, images.rows, images.cols);
-    let values = images
-        .pixels
-        .iter()
-        .map(|&p| f32::from(p) / 255.0)
-        .collect();
-    let tensor = Array4::from_shape_vec(shape, values)
-        .map_err(|e| Error::invalid("load_mnist", e.to_string()))?
-        .into_dyn();
     let labels = labels.into_iter().map(usize::from).collect();
     let class_names = (0..10).map(|d| d.to_string()).collect();
-    Dataset::new(tensor, labels, class_names)
+    Dataset::from_bytes(
+        images.pixels,
+        [1, images.rows, images.cols],
+        labels,
+        class_names,
+    )
 }
 
 /// Finds `dir/name`, or failing that `dir/name.gz`.
@@ -117,65 +112,151 @@ pub fn find_idx_file(dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// Reads an IDX images file (gzip-compressed or not).
 pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_idx_images(&bytes, path)
+    parse_idx_images(&read_idx_file(path)?, path)
 }
 
 /// Reads an IDX labels file (gzip-compressed or not).
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_idx_labels(&bytes, path)
+    parse_idx_labels(&read_idx_file(path)?, path)
+}
+
+/// The bytes of an IDX file as stored (compressed or not), within the limits.
+fn read_idx_file(path: &Path) -> Result<Vec<u8>> {
+    let limit = Limits::current().max_data_file_bytes();
+    fsutil::read_bounded(path, limit, "an IDX file")
 }
 
 /// Parses the bytes of an IDX images file; `path` is only used in errors.
+///
+/// Every size in the header is checked before anything is allocated: each
+/// image against [`Limits::max_pixels`], all of them against
+/// [`Limits::max_dataset_bytes`], and against what the file holds. A gzip
+/// stream is decompressed only as far as the header says it reaches.
 pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
-    let bytes = gunzip_if_compressed(bytes, path)?;
-    let (dims, data) = split_header(&bytes, path, IMAGES_MAGIC)?;
+    let limits = Limits::current();
+    let (dims, pixels) = read_idx(bytes, path, IMAGES_MAGIC, |dims| {
+        let [count, rows, cols] = *dims else {
+            return Ok(0);
+        };
+        if rows == 0 || cols == 0 {
+            return Err(Error::format(
+                path,
+                "image size",
+                "at least 1x1 pixels",
+                format!("{rows}x{cols}"),
+            ));
+        }
+        limits.check_pixels(&path.display().to_string(), cols as u64, rows as u64)?;
+        let total = crate::limits::product(dims).unwrap_or(u64::MAX);
+        if total > limits.max_dataset_bytes {
+            return Err(Error::TooLarge {
+                subject: path.display().to_string(),
+                what: format!(
+                    "the header declares {count} images of {rows}x{cols}, {} bytes",
+                    thousands(total)
+                ),
+                limit: format!(
+                    "{} bytes for one split",
+                    thousands(limits.max_dataset_bytes)
+                ),
+                raise: None,
+            });
+        }
+        Ok(total)
+    })?;
     let [count, rows, cols] = dims[..] else {
         return Err(Error::invalid(
             "idx",
             "images header must have 3 dimensions",
         ));
     };
-    if rows == 0 || cols == 0 {
-        return Err(Error::format(
-            path,
-            "image size",
-            "at least 1x1 pixels",
-            format!("{rows}x{cols}"),
-        ));
-    }
-    let expected = count
-        .checked_mul(rows)
-        .and_then(|n| n.checked_mul(cols))
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                "dimensions",
-                "a size that fits in memory",
-                format!("{count} images of {rows}x{cols}"),
-            )
-        })?;
-    check_data_length(path, data.len(), expected, || {
-        format!("{count} images of {rows}x{cols}")
-    })?;
     Ok(IdxImages {
         count,
         rows,
         cols,
-        pixels: data.to_vec(),
+        pixels,
     })
 }
 
 /// Parses the bytes of an IDX labels file; `path` is only used in errors.
 pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
-    let bytes = gunzip_if_compressed(bytes, path)?;
-    let (dims, data) = split_header(&bytes, path, LABELS_MAGIC)?;
-    let [count] = dims[..] else {
-        return Err(Error::invalid("idx", "labels header must have 1 dimension"));
+    let limit = Limits::current().max_dataset_bytes;
+    let (_, labels) = read_idx(bytes, path, LABELS_MAGIC, |dims| {
+        let count = dims.first().copied().unwrap_or(0) as u64;
+        if count > limit {
+            return Err(Error::TooLarge {
+                subject: path.display().to_string(),
+                what: format!("the header declares {} labels", thousands(count)),
+                limit: format!("{} labels", thousands(limit)),
+                raise: None,
+            });
+        }
+        Ok(count)
+    })?;
+    Ok(labels)
+}
+
+/// Reads an IDX file from its bytes, decompressing them first if they start
+/// with the gzip magic: checks the magic number, hands the dimensions to
+/// `check`, which returns the data length they imply, and reads exactly that
+/// many bytes. A gzip stream is read no further than that length and one byte
+/// more, so a small file cannot expand to more than its header declares.
+fn read_idx(
+    bytes: &[u8],
+    path: &Path,
+    magic: u32,
+    check: impl FnOnce(&[usize]) -> Result<u64>,
+) -> Result<(Vec<usize>, Vec<u8>)> {
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        let (dims, data) = split_header(bytes, path, magic)?;
+        let expected = check(&dims)?;
+        check_data_length(path, data.len() as u64, expected, || describe(&dims))?;
+        return Ok((dims, data.to_vec()));
+    }
+    let gzip_error = |e: std::io::Error| {
+        Error::format(
+            path,
+            "gzip data",
+            "a complete gzip stream",
+            format!("a stream that fails to decompress ({e})"),
+        )
     };
-    check_data_length(path, data.len(), count, || format!("{count} labels"))?;
-    Ok(data.to_vec())
+    let mut stream = MultiGzDecoder::new(bytes);
+    let header_len = 4 * (1 + dims_of(magic));
+    let mut header = Vec::with_capacity(header_len);
+    (&mut stream)
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .map_err(gzip_error)?;
+    let (dims, _) = split_header(&header, path, magic)?;
+    let expected = check(&dims)?;
+    // No capacity up front: a stream shorter than its header claims costs only
+    // what it holds.
+    let mut data = Vec::new();
+    stream
+        .take(expected.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(gzip_error)?;
+    check_data_length(path, data.len() as u64, expected, || describe(&dims))?;
+    Ok((dims, data))
+}
+
+/// The number of dimensions an IDX file with this magic number has.
+fn dims_of(magic: u32) -> usize {
+    if magic == IMAGES_MAGIC {
+        3
+    } else {
+        1
+    }
+}
+
+/// `60000 images of 28x28` or `60000 labels`.
+fn describe(dims: &[usize]) -> String {
+    match dims {
+        [count, rows, cols] => format!("{count} images of {rows}x{cols}"),
+        [count] => format!("{count} labels"),
+        _ => format!("dimensions {dims:?}"),
+    }
 }
 
 /// Writes an IDX images file atomically, gzip-compressed if `path` ends in `.gz`
@@ -241,31 +322,13 @@ fn write_idx(path: &Path, op: &'static str, magic: u32, dims: &[usize], data: &[
     })
 }
 
-/// Returns the bytes unchanged, or decompressed if they start with the gzip magic.
-fn gunzip_if_compressed<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>> {
-    if !bytes.starts_with(&GZIP_MAGIC) {
-        return Ok(Cow::Borrowed(bytes));
-    }
-    let mut out = Vec::new();
-    MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            Error::format(
-                path,
-                "gzip data",
-                "a complete gzip stream",
-                format!("a stream that fails to decompress ({e})"),
-            )
-        })?;
-    Ok(Cow::Owned(out))
-}
-
 /// Checks the magic number and splits the file into its dimensions and its data.
 fn split_header<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>, &'a [u8])> {
-    let (kind, ndims, other_magic, other_kind) = if magic == IMAGES_MAGIC {
-        ("images", 3, LABELS_MAGIC, "labels")
+    let ndims = dims_of(magic);
+    let (kind, other_magic, other_kind) = if magic == IMAGES_MAGIC {
+        ("images", LABELS_MAGIC, "labels")
     } else {
-        ("labels", 1, IMAGES_MAGIC, "images")
+        ("labels", IMAGES_MAGIC, "images")
     };
     let Some(found_magic) = bytes.get(..4).map(BigEndian::read_u32) else {
         return Err(Error::format(
@@ -308,8 +371,8 @@ fn split_header<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usi
 /// Checks that the data after the header is exactly as long as the header says.
 fn check_data_length(
     path: &Path,
-    found: usize,
-    expected: usize,
+    found: u64,
+    expected: u64,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
     if found == expected {

@@ -135,7 +135,16 @@ impl LayerSpec {
                 }
                 Ok(input.to_vec())
             }
-            LayerSpec::Flatten => Ok(vec![input.iter().product()]),
+            LayerSpec::Flatten => {
+                let features = input.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                let features = features.ok_or_else(|| {
+                    Error::invalid(
+                        op,
+                        format!("{name}: {input:?} has too many values to flatten"),
+                    )
+                })?;
+                Ok(vec![features])
+            }
             LayerSpec::Dense { units, .. } => {
                 let &[_features] = input else {
                     return Err(Error::invalid(
@@ -154,19 +163,37 @@ impl LayerSpec {
         }
     }
 
-    /// Shapes of the weight and bias for this input shape, if the layer has any.
-    pub fn param_shapes(&self, input: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
-        match *self {
-            LayerSpec::Conv2D {
-                filters,
-                kernel_size,
-                ..
-            } => Some((
-                vec![filters, input[0], kernel_size[0], kernel_size[1]],
-                vec![filters],
+    /// Shapes of the weight and bias for this per-sample input shape, if the
+    /// layer has any: conv `[filters, C, kh, kw]` for `[C, H, W]`, dense
+    /// `[units, F]` for `[F]`.
+    pub fn param_shapes(&self, input: &[usize]) -> Result<Option<(Vec<usize>, Vec<usize>)>> {
+        match (self, input) {
+            (
+                LayerSpec::Conv2D {
+                    filters,
+                    kernel_size,
+                    ..
+                },
+                &[c, _, _],
+            ) => Ok(Some((
+                vec![*filters, c, kernel_size[0], kernel_size[1]],
+                vec![*filters],
+            ))),
+            (LayerSpec::Dense { units, .. }, &[features]) => {
+                Ok(Some((vec![*units, features], vec![*units])))
+            }
+            (LayerSpec::Conv2D { .. } | LayerSpec::Dense { .. }, _) => Err(Error::invalid(
+                "layer",
+                format!(
+                    "{} needs an input of {}, not {input:?}",
+                    self.base_name(),
+                    match self {
+                        LayerSpec::Dense { .. } => "[features]",
+                        _ => "[C, H, W]",
+                    }
+                ),
             )),
-            LayerSpec::Dense { units, .. } => Some((vec![units, input[0]], vec![units])),
-            _ => None,
+            _ => Ok(None),
         }
     }
 }
@@ -182,11 +209,25 @@ fn pool_spec(pool_size: [usize; 2], strides: [usize; 2]) -> MaxPool2dSpec {
 /// `U(−l, l)` with `l = √(6 / (fan_in + fan_out))`. For a conv kernel
 /// `[out, in, kh, kw]`, `fan_in = in·kh·kw` and `fan_out = out·kh·kw`; for a
 /// dense kernel `[out, in]`, `fan_in = in` and `fan_out = out`.
-pub fn glorot_uniform(shape: &[usize], rng: &mut impl Rng) -> Tensor {
-    let receptive: usize = shape[2..].iter().product();
-    let (fan_in, fan_out) = (shape[1] * receptive, shape[0] * receptive);
-    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-    Tensor::from_shape_simple_fn(shape.to_vec(), || rng.random_range(-limit..limit))
+pub fn glorot_uniform(shape: &[usize], rng: &mut impl Rng) -> Result<Tensor> {
+    let &[out, inp, ref window @ ..] = shape else {
+        return Err(Error::invalid(
+            "glorot_uniform",
+            format!("a kernel needs at least two dimensions [out, in, ...], not {shape:?}"),
+        ));
+    };
+    let receptive: f64 = window.iter().map(|&d| d as f64).product();
+    let (fan_in, fan_out) = (inp as f64 * receptive, out as f64 * receptive);
+    if fan_in + fan_out == 0.0 {
+        return Err(Error::invalid(
+            "glorot_uniform",
+            format!("a kernel of shape {shape:?} has no weights"),
+        ));
+    }
+    let limit = (6.0 / (fan_in + fan_out)).sqrt() as f32;
+    Ok(Tensor::from_shape_simple_fn(shape.to_vec(), || {
+        rng.random_range(-limit..limit)
+    }))
 }
 
 /// A layer of a model: its spec, its name, its shapes and its parameters.
@@ -222,9 +263,10 @@ impl Layer {
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let output_shape = spec.output_shape(&name, input_shape)?;
-        let params = spec
-            .param_shapes(input_shape)
-            .map(|(w, b)| (glorot_uniform(&w, rng), Tensor::zeros(b)));
+        let params = match spec.param_shapes(input_shape)? {
+            Some((w, b)) => Some((glorot_uniform(&w, rng)?, Tensor::zeros(b))),
+            None => None,
+        };
         Ok(Layer {
             name,
             spec,

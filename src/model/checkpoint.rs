@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Sequential;
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::layers::LayerSpec;
+use crate::limits::{thousands, Limits, MAX_ARCHITECTURE_BYTES, MAX_HEADER_BYTES};
 use crate::tensor::Tensor;
 
 /// One layer as the checkpoint's metadata records it.
@@ -69,8 +71,10 @@ fn to_le_bytes(t: &Tensor) -> Vec<u8> {
     t.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Writes `model` to `path` atomically (a temporary file, then a rename), so an
-/// interrupted save never destroys an earlier checkpoint.
+/// Writes `model` to `path` atomically (see [`fsutil::write_atomic`]), so an
+/// interrupted save never destroys an earlier checkpoint. The same model gives
+/// the same bytes: the tensors are in name order and the metadata has one
+/// entry, so no hash map's order can differ from run to run.
 pub fn save(model: &Sequential, path: &Path) -> Result<()> {
     let architecture = serde_json::to_string(&model.architecture()).map_err(|e| {
         Error::invalid("checkpoint", format!("cannot encode the architecture: {e}"))
@@ -98,31 +102,52 @@ pub fn save(model: &Sequential, path: &Path) -> Result<()> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
-    let metadata = HashMap::from([
-        ("format".to_string(), "salient".to_string()),
-        (
-            "salient_version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        ("architecture".to_string(), architecture),
-    ]);
+    let metadata = HashMap::from([(ARCHITECTURE_KEY.to_string(), architecture)]);
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
-    crate::fsutil::write_bytes_atomic(path, &bytes)
+    fsutil::write_bytes_atomic(path, &bytes)
 }
 
-/// Reads a checkpoint written by [`save`], checking every tensor's name, type
-/// and shape against the architecture in its metadata.
+/// The metadata entry that holds the architecture.
+const ARCHITECTURE_KEY: &str = "architecture";
+
+/// Reads a checkpoint written by [`save`].
+///
+/// Nothing is allocated for a size the file declares before it is checked:
+/// the file's size and its header's against the [`Limits`] in force, then the
+/// architecture's layer sizes (parameters, outputs) against the limits and
+/// against the stored tensors' shapes, before any layer is built. The weights
+/// are the stored ones, each checked to be finite; nothing is initialised at
+/// random.
 pub fn load(path: &Path) -> Result<Sequential> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let limits = Limits::current();
+    let bytes = fsutil::read_bounded(
+        path,
+        limits.max_checkpoint_bytes(),
+        &format!(
+            "a checkpoint of at most {} parameters",
+            thousands(limits.max_params)
+        ),
+    )?;
     let bad =
         |field: &str, expected: &str, found: String| Error::format(path, field, expected, found);
+    // The first 8 bytes are the header's length (little-endian u64).
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+    if let Some(n) = header_len.filter(|&n| n > MAX_HEADER_BYTES) {
+        return Err(bad(
+            "header length",
+            &format!("at most {} bytes", thousands(MAX_HEADER_BYTES)),
+            format!("{} bytes", thousands(n)),
+        ));
+    }
     let (_, metadata) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad("header", "a safetensors file", e.to_string()))?;
     let json = metadata
         .metadata()
         .as_ref()
-        .and_then(|m| m.get("architecture"))
+        .and_then(|m| m.get(ARCHITECTURE_KEY))
         .ok_or_else(|| {
             bad(
                 "metadata",
@@ -130,6 +155,16 @@ pub fn load(path: &Path) -> Result<Sequential> {
                 "none".into(),
             )
         })?;
+    if json.len() > MAX_ARCHITECTURE_BYTES {
+        return Err(bad(
+            "metadata.architecture",
+            &format!(
+                "at most {} bytes of JSON",
+                thousands(MAX_ARCHITECTURE_BYTES as u64)
+            ),
+            format!("{} bytes", thousands(json.len() as u64)),
+        ));
+    }
     let arch: Architecture = serde_json::from_str(json).map_err(|e| {
         bad(
             "metadata.architecture",
@@ -144,45 +179,57 @@ pub fn load(path: &Path) -> Result<Sequential> {
     for record in &arch.layers {
         builder = builder.layer(record.spec.clone()).name(&record.name);
     }
-    let mut model = builder.build(0).map_err(|e| {
-        bad(
+    let mut expected_names = Vec::new();
+    let model = builder.build_with(|layer, weight_shape, bias_shape| {
+        let mut read = |suffix: &str, shape: &[usize]| -> Result<Tensor> {
+            let name = format!("{layer}.{suffix}");
+            let view = tensors.tensor(&name).map_err(|_| {
+                bad(
+                    &name,
+                    &format!("an f32 tensor of shape {shape:?}"),
+                    "no such tensor".into(),
+                )
+            })?;
+            if view.dtype() != Dtype::F32 || view.shape() != shape {
+                return Err(bad(
+                    &name,
+                    &format!("F32 of shape {shape:?}"),
+                    format!("{:?} of shape {:?}", view.dtype(), view.shape()),
+                ));
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(bad(
+                    &name,
+                    "finite weights",
+                    format!("{v} at flat index {i}"),
+                ));
+            }
+            expected_names.push(name);
+            Tensor::from_shape_vec(shape.to_vec(), values)
+                .map_err(|e| Error::invalid("checkpoint", e.to_string()))
+        };
+        Ok((read("weight", weight_shape)?, read("bias", bias_shape)?))
+    });
+    let mut model = model.map_err(|e| match e {
+        e @ (Error::Format { .. } | Error::TooLarge { .. }) => e,
+        other => bad(
             "metadata.architecture",
             "a consistent architecture",
-            e.to_string(),
-        )
+            other.to_string(),
+        ),
     })?;
-    let mut expected_names = Vec::new();
-    for (layer, record) in model.layers.iter_mut().zip(&arch.layers) {
+    for (layer, record) in model.layers().iter().zip(&arch.layers) {
         if layer.output_shape != record.output_shape {
             return Err(bad(
                 &format!("layer {} output_shape", record.name),
                 &format!("{:?} (computed from the architecture)", layer.output_shape),
                 format!("{:?}", record.output_shape),
             ));
-        }
-        let Some((w, b)) = layer.params.as_mut() else {
-            continue;
-        };
-        for (suffix, target) in [("weight", w), ("bias", b)] {
-            let name = format!("{}.{suffix}", layer.name);
-            let view = tensors.tensor(&name).map_err(|_| {
-                bad(
-                    &name,
-                    &format!("an f32 tensor of shape {:?}", target.shape()),
-                    "no such tensor".into(),
-                )
-            })?;
-            if view.dtype() != Dtype::F32 || view.shape() != target.shape() {
-                return Err(bad(
-                    &name,
-                    &format!("F32 of shape {:?}", target.shape()),
-                    format!("{:?} of shape {:?}", view.dtype(), view.shape()),
-                ));
-            }
-            for (dst, chunk) in target.iter_mut().zip(view.data().chunks_exact(4)) {
-                *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            }
-            expected_names.push(name);
         }
     }
     if let Some(extra) = tensors

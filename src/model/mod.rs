@@ -30,7 +30,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::layers::{mix, Activation, Layer, LayerSpec, Mode};
+use crate::layers::{glorot_uniform, mix, Activation, Layer, LayerSpec, Mode};
+use crate::limits::{product, thousands, Limits, MAX_PARAMS_FLAG};
 use crate::ops::{softmax_cross_entropy_forward, Padding};
 use crate::tape::{Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
@@ -119,6 +120,16 @@ impl Sequential {
             .dense(classes, Activation::Softmax)
             .name("visualized_layer")
             .build(seed)
+    }
+
+    /// A model of layers whose shapes are already checked.
+    fn from_layers(input_shape: [usize; 3], layers: Vec<Layer>) -> Self {
+        let classes: usize = layers.last().map_or(0, |l| l.output_shape.iter().product());
+        Sequential {
+            input_shape,
+            layers,
+            class_names: (0..classes).map(|i| i.to_string()).collect(),
+        }
     }
 
     /// Per-sample input shape `[C, H, W]`.
@@ -331,7 +342,18 @@ impl Sequential {
 
 /// Mean softmax cross-entropy and accuracy of `logits: [N, K]` against labels.
 pub fn loss_and_accuracy(logits: &Tensor, labels: &[usize]) -> Result<(f32, f32)> {
-    let k = logits.shape()[1];
+    let &[n, k] = logits.shape() else {
+        return Err(Error::invalid(
+            "loss_and_accuracy",
+            format!("logits must be [N, K], found shape {:?}", logits.shape()),
+        ));
+    };
+    if n != labels.len() {
+        return Err(Error::invalid(
+            "loss_and_accuracy",
+            format!("{n} rows of logits but {} labels", labels.len()),
+        ));
+    }
     let targets = crate::ops::one_hot(labels, k)?;
     let (loss, _) = softmax_cross_entropy_forward(logits, &targets, &mut Pool::new())?;
     let correct = logits
@@ -412,28 +434,142 @@ impl SequentialBuilder {
     /// Checks every shape, names the layers and initialises the parameters
     /// (Glorot-uniform kernels, zero biases) from `seed`.
     pub fn build(self, seed: u64) -> Result<Sequential> {
+        let input_shape = self.input_shape;
+        let plan = self.plan()?;
+        let mut layers = Vec::with_capacity(plan.len());
+        for (i, planned) in plan.into_iter().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));
+            let params = match &planned.param_shapes {
+                Some((w, b)) => Some((glorot_uniform(w, &mut rng)?, Tensor::zeros(b.clone()))),
+                None => None,
+            };
+            layers.push(planned.into_layer(params));
+        }
+        Ok(Sequential::from_layers(input_shape, layers))
+    }
+
+    /// Builds the model with the parameters `params(name, kernel shape, bias
+    /// shape)` gives for each layer that has them: how a checkpoint is loaded,
+    /// with every shape and limit checked before the first tensor is asked for.
+    pub(crate) fn build_with(
+        self,
+        mut params: impl FnMut(&str, &[usize], &[usize]) -> Result<(Tensor, Tensor)>,
+    ) -> Result<Sequential> {
+        let input_shape = self.input_shape;
+        let plan = self.plan()?;
+        let mut layers = Vec::with_capacity(plan.len());
+        for planned in plan {
+            let tensors = match &planned.param_shapes {
+                Some((w, b)) => Some(params(&planned.name, w, b)?),
+                None => None,
+            };
+            layers.push(planned.into_layer(tensors));
+        }
+        Ok(Sequential::from_layers(input_shape, layers))
+    }
+
+    /// Names the layers and checks every shape against the layers and against
+    /// the [`Limits`] in force, allocating nothing for the parameters.
+    fn plan(self) -> Result<Vec<Planned>> {
+        let limits = Limits::current();
         let names = layer_names(&self.layers)?;
-        let mut shape = self.input_shape.to_vec();
-        if shape.contains(&0) {
+        let [c, h, w] = self.input_shape;
+        if c == 0 || h == 0 || w == 0 {
             return Err(Error::invalid(
                 "model",
-                format!("input shape {shape:?} has a zero size"),
+                format!("input shape {:?} has a zero size", self.input_shape),
             ));
         }
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for (i, ((spec, _), name)) in self.layers.into_iter().zip(names).enumerate() {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));
-            let layer = Layer::new(name, spec, &shape, &mut rng)?;
-            shape = layer.output_shape.clone();
-            layers.push(layer);
+        if self.layers.is_empty() {
+            return Err(Error::invalid("model", "a model needs at least one layer"));
         }
-        let classes: usize = shape.iter().product();
-        Ok(Sequential {
-            input_shape: self.input_shape,
-            layers,
-            class_names: (0..classes).map(|i| i.to_string()).collect(),
-        })
+        if self.layers.len() > limits.max_layers {
+            return Err(Error::TooLarge {
+                subject: "model".into(),
+                what: format!("{} layers", thousands(self.layers.len() as u64)),
+                limit: format!("{} layers", thousands(limits.max_layers as u64)),
+                raise: None,
+            });
+        }
+        limits.check_pixels("model input", w as u64, h as u64)?;
+        let mut shape = self.input_shape.to_vec();
+        check_values("model input", &shape, &limits)?;
+        let mut total: u64 = 0;
+        let mut plan = Vec::with_capacity(self.layers.len());
+        for ((spec, _), name) in self.layers.into_iter().zip(names) {
+            let output_shape = spec.output_shape(&name, &shape)?;
+            check_values(&format!("layer {name}"), &output_shape, &limits)?;
+            let param_shapes = spec.param_shapes(&shape)?;
+            if let Some((w, b)) = &param_shapes {
+                let count = product(w)
+                    .zip(product(b))
+                    .and_then(|(w, b)| w.checked_add(b))
+                    .unwrap_or(u64::MAX);
+                total = total.saturating_add(count);
+                if total > limits.max_params {
+                    return Err(Error::TooLarge {
+                        subject: format!("layer {name}"),
+                        what: format!(
+                            "{} parameters (kernel {w:?}, bias {b:?}) bring the model to {}",
+                            thousands(count),
+                            thousands(total)
+                        ),
+                        limit: format!("{} parameters", thousands(limits.max_params)),
+                        raise: Some(MAX_PARAMS_FLAG),
+                    });
+                }
+            }
+            plan.push(Planned {
+                name,
+                spec,
+                input_shape: std::mem::replace(&mut shape, output_shape.clone()),
+                output_shape,
+                param_shapes,
+            });
+        }
+        Ok(plan)
     }
+}
+
+/// One layer of a model before its parameters exist.
+struct Planned {
+    name: String,
+    spec: LayerSpec,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    param_shapes: Option<(Vec<usize>, Vec<usize>)>,
+}
+
+impl Planned {
+    fn into_layer(self, params: Option<(Tensor, Tensor)>) -> Layer {
+        Layer {
+            name: self.name,
+            spec: self.spec,
+            input_shape: self.input_shape,
+            output_shape: self.output_shape,
+            params,
+        }
+    }
+}
+
+/// Refuses a per-input shape above [`Limits::max_values_per_input`].
+fn check_values(subject: &str, shape: &[usize], limits: &Limits) -> Result<()> {
+    let values = product(shape).unwrap_or(u64::MAX);
+    if values > limits.max_values_per_input {
+        return Err(Error::TooLarge {
+            subject: subject.to_string(),
+            what: format!(
+                "its output for one input, {shape:?}, has {} values",
+                thousands(values)
+            ),
+            limit: format!(
+                "{} values per input",
+                thousands(limits.max_values_per_input)
+            ),
+            raise: None,
+        });
+    }
+    Ok(())
 }
 
 /// Keras's automatic names: the first of a kind is `conv2d`, then `conv2d_1`,

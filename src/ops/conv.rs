@@ -99,7 +99,8 @@ fn out_len(len: usize, k: usize, s: usize, padding: Padding) -> Option<(usize, u
         Padding::Valid => (len >= k).then(|| ((len - k) / s + 1, 0)),
         Padding::Same => {
             let out = len.div_ceil(s);
-            let total = ((out.max(1) - 1) * s + k).saturating_sub(len);
+            let span = (out.max(1) - 1).saturating_mul(s).saturating_add(k);
+            let total = span.saturating_sub(len);
             (out > 0).then_some((out, total / 2))
         }
     }

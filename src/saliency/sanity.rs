@@ -66,7 +66,7 @@ pub fn cascading_randomization(
             continue;
         };
         let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, l as u64));
-        *w = glorot_uniform(w.shape(), &mut rng);
+        *w = glorot_uniform(w.shape(), &mut rng)?;
         b.fill(0.0);
         let name = layer.name.clone();
         let after = attribute(

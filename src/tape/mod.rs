@@ -50,17 +50,29 @@ pub enum Kernels {
     Winograd,
 }
 
-/// A handle to a value on a [`Tape`]: its position. Cheap to copy.
+/// A handle to a value on a [`Tape`]: which tape, and the value's position on
+/// it. Cheap to copy.
 ///
-/// A `Var` is only meaningful on the tape that made it.
+/// A `Var` knows its tape: given to another tape, or to its own after
+/// [`Tape::clear`], it is refused with an error rather than read as whatever
+/// that tape holds at the same position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Var(usize);
+pub struct Var {
+    tape: u64,
+    index: usize,
+}
 
 impl Var {
     /// The value's position on its tape.
     pub fn index(self) -> usize {
-        self.0
+        self.index
     }
+}
+
+/// A fresh tape identity for every tape (and for every clearing of one).
+fn next_tape_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What an op's backward rule is given.
@@ -109,6 +121,7 @@ struct Node {
 /// [`with_pool`](Tape::with_pool). The tape has no global state: tapes in
 /// different threads are independent.
 pub struct Tape<'a> {
+    id: u64,
     values: Vec<Cow<'a, Tensor>>,
     nodes: Vec<Node>,
     pool: Pool,
@@ -131,6 +144,7 @@ impl<'a> Tape<'a> {
     /// A recording tape that takes its buffers from `pool`.
     pub fn with_pool(pool: Pool) -> Self {
         Tape {
+            id: next_tape_id(),
             values: Vec::new(),
             nodes: Vec::new(),
             pool,
@@ -176,8 +190,10 @@ impl<'a> Tape<'a> {
         self.pool
     }
 
-    /// Forgets every value and rule, keeping their buffers in the pool.
+    /// Forgets every value and rule, keeping their buffers in the pool. The
+    /// tape's earlier vars are refused from then on.
     pub fn clear(&mut self) {
+        self.id = next_tape_id();
         for value in self.values.drain(..) {
             if let Cow::Owned(t) = value {
                 self.pool.give(t);
@@ -236,37 +252,51 @@ impl<'a> Tape<'a> {
             rule: None,
             requires_grad,
         });
-        Var(self.values.len() - 1)
+        self.var(self.values.len() - 1)
+    }
+
+    /// The var at `index` of this tape.
+    fn var(&self, index: usize) -> Var {
+        Var {
+            tape: self.id,
+            index,
+        }
+    }
+
+    /// Whether `v` was made by this tape (since its last clearing).
+    fn owns(&self, v: Var) -> bool {
+        v.tape == self.id && v.index < self.values.len()
     }
 
     /// The value of `v`.
     pub fn value(&self, v: Var) -> Result<&Tensor> {
-        self.values
-            .get(v.0)
-            .map(|c| c.as_ref())
-            .ok_or_else(|| self.foreign(v))
+        match self.owns(v) {
+            true => Ok(self.values[v.index].as_ref()),
+            false => Err(self.foreign(v)),
+        }
     }
 
     /// Whether a gradient will flow to `v` (it is, or depends on, a
     /// differentiated leaf, and the tape is recording).
     pub fn requires_grad(&self, v: Var) -> bool {
-        self.recording && self.nodes.get(v.0).is_some_and(|n| n.requires_grad)
+        self.recording && self.owns(v) && self.nodes[v.index].requires_grad
     }
 
     fn foreign(&self, v: Var) -> Error {
+        let whose = if v.tape == self.id {
+            format!("it holds {} values", self.values.len())
+        } else {
+            "it was made by another tape, or before this one was cleared".to_string()
+        };
         Error::invalid(
             "tape",
-            format!(
-                "variable #{} is not on this tape (it holds {} values)",
-                v.0,
-                self.values.len()
-            ),
+            format!("variable #{} is not on this tape ({whose})", v.index),
         )
     }
 
     /// Checks that every var is on this tape.
     pub(crate) fn check(&self, vars: &[Var]) -> Result<()> {
-        match vars.iter().find(|v| v.0 >= self.values.len()) {
+        match vars.iter().find(|&&v| !self.owns(v)) {
             Some(&v) => Err(self.foreign(v)),
             None => Ok(()),
         }
@@ -280,7 +310,7 @@ impl<'a> Tape<'a> {
         f: impl FnOnce(&[&Tensor], &mut Pool) -> Result<R>,
     ) -> Result<R> {
         self.check(vars)?;
-        let inputs: Vec<&Tensor> = vars.iter().map(|v| self.values[v.0].as_ref()).collect();
+        let inputs: Vec<&Tensor> = vars.iter().map(|v| self.values[v.index].as_ref()).collect();
         f(&inputs, &mut self.pool)
     }
 
@@ -288,7 +318,8 @@ impl<'a> Tape<'a> {
     /// input needs a gradient; otherwise its saved state goes straight back to
     /// the pool.
     pub(crate) fn push(&mut self, value: Tensor, inputs: &[Var], rule: Box<dyn Backward>) -> Var {
-        let requires_grad = self.recording && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
+        let requires_grad =
+            self.recording && inputs.iter().any(|v| self.nodes[v.index].requires_grad);
         let rule = if requires_grad {
             Some(rule)
         } else {
@@ -301,7 +332,7 @@ impl<'a> Tape<'a> {
             rule,
             requires_grad,
         });
-        Var(self.values.len() - 1)
+        self.var(self.values.len() - 1)
     }
 
     /// Reverse-mode pass: the gradient of `Σ seed ⊙ output` with respect to
@@ -345,7 +376,7 @@ impl<'a> Tape<'a> {
                 "this tape was made with Tape::inference() and recorded no backward rules",
             ));
         }
-        let out_shape = self.values[output.0].shape();
+        let out_shape = self.values[output.index].shape();
         if seed.shape() != out_shape {
             return Err(crate::tensor::shape_error(
                 "backward",
@@ -356,6 +387,7 @@ impl<'a> Tape<'a> {
                 seed.shape(),
             ));
         }
+        let id = self.id;
         let Tape {
             values,
             nodes,
@@ -367,15 +399,17 @@ impl<'a> Tape<'a> {
         // the gradient of the max pooling at that position (and its spec).
         let kept: Vec<bool> = match keep {
             None => vec![true; values.len()],
-            Some(keep) => (0..values.len()).map(|i| keep.contains(&Var(i))).collect(),
+            Some(keep) => (0..values.len())
+                .map(|index| keep.contains(&Var { tape: id, index }))
+                .collect(),
         };
         let mut grads: Vec<Option<Tensor>> = (0..values.len()).map(|_| None).collect();
         // The output's gradient is the seed: copied only if the caller keeps
         // it (nothing recorded after the output adds to it), else read in
         // place (a convolution's seed is tens of megabytes).
-        let seed_in_place = nodes[output.0].requires_grad && !kept[output.0];
-        if nodes[output.0].requires_grad && kept[output.0] {
-            grads[output.0] = Some(pool.copy_of(seed));
+        let seed_in_place = nodes[output.index].requires_grad && !kept[output.index];
+        if nodes[output.index].requires_grad && kept[output.index] {
+            grads[output.index] = Some(pool.copy_of(seed));
         }
         let owned = |dy: Cow<'_, Tensor>, pool: &mut Pool| match dy {
             Cow::Owned(t) => t,
@@ -383,32 +417,36 @@ impl<'a> Tape<'a> {
         };
         // Walk backwards: every consumer of value i sits after i on the tape, so
         // by the time we reach i its gradient is complete.
-        for i in (0..=output.0).rev() {
+        for i in (0..=output.index).rev() {
             // Leaves keep their gradient; only ops pass it on.
             let Some(rule) = nodes[i].rule.as_ref() else {
                 continue;
             };
             let dy = match grads[i].take() {
                 Some(g) => Cow::Owned(g),
-                None if seed_in_place && i == output.0 => Cow::Borrowed(seed),
+                None if seed_in_place && i == output.index => Cow::Borrowed(seed),
                 None => continue,
             };
             let node = &nodes[i];
             let input_grads = rule.backward(GradArgs {
-                inputs: node.inputs.iter().map(|v| values[v.0].as_ref()).collect(),
+                inputs: node
+                    .inputs
+                    .iter()
+                    .map(|v| values[v.index].as_ref())
+                    .collect(),
                 output: values[i].as_ref(),
                 dy: &dy,
                 wants: node
                     .inputs
                     .iter()
-                    .map(|v| nodes[v.0].requires_grad)
+                    .map(|v| nodes[v.index].requires_grad)
                     .collect(),
                 relu,
                 pool,
             });
             for (v, dx) in node.inputs.iter().zip(input_grads) {
                 let Some(dx) = dx else { continue };
-                match &mut grads[v.0] {
+                match &mut grads[v.index] {
                     Some(acc) => {
                         *acc += &dx;
                         pool.give(dx);
@@ -428,7 +466,7 @@ impl<'a> Tape<'a> {
                 pool.give(g);
             }
         }
-        Ok(Gradients { grads })
+        Ok(Gradients { tape: id, grads })
     }
 
     /// [`backward`](Tape::backward) from a scalar loss, seeded with 1.
@@ -468,17 +506,24 @@ impl<'a> Tape<'a> {
 /// values that depend on a differentiated leaf.
 #[derive(Debug)]
 pub struct Gradients {
+    tape: u64,
     grads: Vec<Option<Tensor>>,
 }
 
 impl Gradients {
     /// `∂L/∂v`, if a gradient reached `v`.
     pub fn get(&self, v: Var) -> Option<&Tensor> {
-        self.grads.get(v.0).and_then(Option::as_ref)
+        if v.tape != self.tape {
+            return None;
+        }
+        self.grads.get(v.index).and_then(Option::as_ref)
     }
 
     /// Takes `∂L/∂v` out, leaving `None`.
     pub fn take(&mut self, v: Var) -> Option<Tensor> {
-        self.grads.get_mut(v.0).and_then(Option::take)
+        if v.tape != self.tape {
+            return None;
+        }
+        self.grads.get_mut(v.index).and_then(Option::take)
     }
 }

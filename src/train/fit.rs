@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layers::{mix, Mode};
-use crate::model::{argmax, Head, Sequential};
+use crate::model::{argmax, loss_and_accuracy, Head, Sequential};
 use crate::ops::one_hot;
 use crate::tape::{Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
@@ -139,20 +139,9 @@ pub fn split_validation(
     Ok((order, validation))
 }
 
-/// Copies the chosen images into `out` (`[indices.len(), C, H, W]`).
-fn gather(images: &Tensor, indices: &[usize], out: &mut Tensor) {
-    let per: usize = images.shape()[1..].iter().product();
-    let src = images.as_slice().expect("data sets are contiguous");
-    let dst = out.as_slice_mut().expect("pooled");
-    for (d, &i) in dst.chunks_mut(per).zip(indices) {
-        d.copy_from_slice(&src[i * per..(i + 1) * per]);
-    }
-}
-
 fn batch_shape(data: &Dataset, n: usize) -> Vec<usize> {
-    let mut shape = data.images.shape().to_vec();
-    shape[0] = n;
-    shape
+    let [c, h, w] = data.shape();
+    vec![n, c, h, w]
 }
 
 /// One optimisation step at a time: the optimiser's state and the buffers that
@@ -231,6 +220,28 @@ impl TrainStep {
     }
 }
 
+/// Mean softmax cross-entropy and accuracy of `model` on a data set, with
+/// dropout off (Keras's `evaluate`), converting `batch_size` images at a time.
+pub fn evaluate(model: &Sequential, data: &Dataset, batch_size: usize) -> Result<(f32, f32)> {
+    if batch_size == 0 {
+        return Err(Error::invalid(
+            "evaluate",
+            "the batch size must be at least 1",
+        ));
+    }
+    let mut logits = Tensor::zeros(IxDyn(&[data.len(), model.num_classes()]));
+    let mut start = 0;
+    for (images, labels) in data.batches(batch_size) {
+        let rows = model.predict(&images, batch_size, Head::Linear)?;
+        let end = start + labels.len();
+        logits
+            .slice_axis_mut(Axis(0), ndarray::Slice::from(start..end))
+            .assign(&rows);
+        start = end;
+    }
+    loss_and_accuracy(&logits, &data.labels)
+}
+
 /// Trains `model` on `data` with Adam, softmax cross-entropy and the options'
 /// settings, telling `observer` how it goes. Returns each epoch's figures.
 pub fn fit(
@@ -245,7 +256,25 @@ pub fn fit(
             "batch size and epochs must be at least 1",
         ));
     }
-    model.check_input(&data.images)?;
+    if data.shape() != model.input_shape() {
+        return Err(Error::invalid(
+            "fit",
+            format!(
+                "the model takes images of {:?} (channels, height, width) but the data holds {:?}",
+                model.input_shape(),
+                data.shape()
+            ),
+        ));
+    }
+    if !(opts.learning_rate.is_finite() && opts.learning_rate > 0.0) {
+        return Err(Error::invalid(
+            "fit",
+            format!(
+                "the learning rate must be a positive number, got {}",
+                opts.learning_rate
+            ),
+        ));
+    }
     if data.num_classes() > model.num_classes() {
         return Err(Error::invalid(
             "fit",
@@ -257,12 +286,7 @@ pub fn fit(
         ));
     }
     let (mut train, validation) = split_validation(data, opts.validation_split, opts.seed)?;
-    let val_images = {
-        let mut t = Tensor::zeros(IxDyn(&batch_shape(data, validation.len())));
-        gather(&data.images, &validation, &mut t);
-        t
-    };
-    let val_labels: Vec<usize> = validation.iter().map(|&i| data.labels[i]).collect();
+    let validation = data.select(&validation)?;
     let batches = train.len().div_ceil(opts.batch_size);
     observer.on_train_begin(train.len(), validation.len(), batches);
 
@@ -276,7 +300,7 @@ pub fn fit(
         for (b, indices) in train.chunks(opts.batch_size).enumerate() {
             let labels: Vec<usize> = indices.iter().map(|&i| data.labels[i]).collect();
             let mut x = step.pool.to_overwrite(&batch_shape(data, indices.len()));
-            gather(&data.images, indices, &mut x);
+            data.batch_into(indices, &mut x)?;
             let dropout_seed = mix(mix(opts.seed, epoch as u64), b as u64);
             let (loss_value, batch_correct) = step.step(model, x, &labels, dropout_seed)?;
             if !loss_value.is_finite() {
@@ -299,7 +323,7 @@ pub fn fit(
         let (val_loss, val_accuracy) = if validation.is_empty() {
             (None, None)
         } else {
-            let (l, a) = model.evaluate(&val_images, &val_labels, opts.batch_size)?;
+            let (l, a) = evaluate(model, &validation, opts.batch_size)?;
             (Some(l), Some(a))
         };
         let stats = EpochStats {

@@ -5,5 +5,5 @@ mod fit;
 mod progress;
 
 pub use adam::Adam;
-pub use fit::{fit, split_validation, EpochStats, FitOptions, Observer, TrainStep};
+pub use fit::{evaluate, fit, split_validation, EpochStats, FitOptions, Observer, TrainStep};
 pub use progress::KerasProgress;
