@@ -8,7 +8,7 @@
 //!
 //! The limits are process-wide, like rayon's thread pool: [`Limits::current`]
 //! reads them and [`Limits::set`] changes them (the command line's
-//! `--max-pixels` and `--max-params` do). The defaults let every real photo,
+//! `--max-pixels`, `--max-params` and `--max-dataset-bytes` do). The defaults let every real photo,
 //! data set and model of the tutorial's size through:
 //!
 //! | limit | default | what it bounds |
@@ -16,7 +16,7 @@
 //! | [`max_pixels`](Limits::max_pixels) | 64 million | one image (a 61 MP camera's photos pass) |
 //! | [`max_params`](Limits::max_params) | 64 million | one model's weights (256 MB of `f32`) |
 //! | [`max_values_per_input`](Limits::max_values_per_input) | 16 million | one layer's output for one input |
-//! | [`max_dataset_bytes`](Limits::max_dataset_bytes) | 1 GiB | one split's pixels, kept as bytes |
+//! | [`max_dataset_bytes`](Limits::max_dataset_bytes) | 256 MiB | one split's pixels, kept as bytes (CIFAR-10's training split takes 150 MB) |
 //! | [`max_layers`](Limits::max_layers) | 1,000 | layers in one model |
 
 use std::sync::RwLock;
@@ -43,6 +43,8 @@ pub struct Limits {
 pub const MAX_PIXELS_FLAG: &str = "--max-pixels";
 /// The flag that raises [`Limits::max_params`].
 pub const MAX_PARAMS_FLAG: &str = "--max-params";
+/// The flag that raises [`Limits::max_dataset_bytes`].
+pub const MAX_DATASET_FLAG: &str = "--max-dataset-bytes";
 
 /// Bytes a checkpoint's safetensors header may take. A model at
 /// [`Limits::max_layers`] needs about 1.2 MB (the architecture and two tensor
@@ -58,7 +60,7 @@ impl Limits {
         max_pixels: 64_000_000,
         max_params: 64_000_000,
         max_values_per_input: 1 << 24,
-        max_dataset_bytes: 1 << 30,
+        max_dataset_bytes: 256 << 20,
         max_layers: 1000,
     };
 

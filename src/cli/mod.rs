@@ -48,6 +48,9 @@ pub struct Cli {
     /// The largest model accepted, in parameters (weights and biases).
     #[arg(long, global = true, default_value_t = Limits::DEFAULT.max_params, value_parser = at_least_one_u64)]
     pub max_params: u64,
+    /// The largest split of a data set accepted, in bytes of pixels (one per pixel and channel).
+    #[arg(long, global = true, default_value_t = Limits::DEFAULT.max_dataset_bytes, value_parser = at_least_one_u64)]
+    pub max_dataset_bytes: u64,
 }
 
 /// The subcommands.
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
     Limits::set(Limits {
         max_pixels: cli.max_pixels,
         max_params: cli.max_params,
+        max_dataset_bytes: cli.max_dataset_bytes,
         ..Limits::current()
     });
     match cli.command {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use super::{folder, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::limits::{thousands, Limits};
+use crate::limits::{thousands, Limits, MAX_DATASET_FLAG};
 
 /// The classes in label order, as in the official `batches.meta.txt`.
 pub const CLASS_NAMES: [&str; 10] = [
@@ -113,7 +113,7 @@ fn load_batches(batch_dir: &Path, split: Split) -> Result<Dataset> {
                     thousands((all.pixels.len() + batch.pixels.len()) as u64)
                 ),
                 limit: format!("{} bytes for one split", thousands(limit)),
-                raise: None,
+                raise: Some(MAX_DATASET_FLAG),
             });
         }
         all.labels.extend(batch.labels);

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::decode::read_image;
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
-use crate::limits::{thousands, Limits};
+use crate::limits::{thousands, Limits, MAX_DATASET_FLAG};
 
 pub use super::decode::load_image;
 
@@ -76,7 +76,7 @@ pub fn load_folder(dir: &Path) -> Result<Dataset> {
                 thousands(total)
             ),
             limit: format!("{} bytes for one split", thousands(limit)),
-            raise: None,
+            raise: Some(MAX_DATASET_FLAG),
         });
     }
     let mut pixels = vec![0u8; per * files.len()];

@@ -21,7 +21,7 @@ use flate2::{Compression, GzBuilder};
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::limits::{thousands, Limits};
+use crate::limits::{thousands, Limits, MAX_DATASET_FLAG};
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -159,7 +159,7 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
                     "{} bytes for one split",
                     thousands(limits.max_dataset_bytes)
                 ),
-                raise: None,
+                raise: Some(MAX_DATASET_FLAG),
             });
         }
         Ok(total)
@@ -188,7 +188,7 @@ pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
                 subject: path.display().to_string(),
                 what: format!("the header declares {} labels", thousands(count)),
                 limit: format!("{} labels", thousands(limit)),
-                raise: None,
+                raise: Some(MAX_DATASET_FLAG),
             });
         }
         Ok(count)

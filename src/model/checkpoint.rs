@@ -129,6 +129,12 @@ pub fn load(path: &Path) -> Result<Sequential> {
             thousands(limits.max_params)
         ),
     )?;
+    load_bytes(&bytes, path)
+}
+
+/// [`load`] for a checkpoint's bytes already in memory; `path` is only used
+/// in errors.
+pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Sequential> {
     let bad =
         |field: &str, expected: &str, found: String| Error::format(path, field, expected, found);
     // The first 8 bytes are the header's length (little-endian u64).
@@ -142,7 +148,7 @@ pub fn load(path: &Path) -> Result<Sequential> {
             format!("{} bytes", thousands(n)),
         ));
     }
-    let (_, metadata) = SafeTensors::read_metadata(&bytes)
+    let (_, metadata) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad("header", "a safetensors file", e.to_string()))?;
     let json = metadata
         .metadata()
@@ -172,7 +178,7 @@ pub fn load(path: &Path) -> Result<Sequential> {
             e.to_string(),
         )
     })?;
-    let tensors = SafeTensors::deserialize(&bytes)
+    let tensors = SafeTensors::deserialize(bytes)
         .map_err(|e| bad("tensors", "valid safetensors data", e.to_string()))?;
 
     let mut builder = Sequential::builder(arch.input_shape);

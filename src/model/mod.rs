@@ -36,7 +36,7 @@ use crate::ops::{softmax_cross_entropy_forward, Padding};
 use crate::tape::{Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
 
-pub use checkpoint::{load, save, Architecture, LayerRecord};
+pub use checkpoint::{load, load_bytes, save, Architecture, LayerRecord};
 
 /// What the model's last layer does in a forward pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -498,7 +498,6 @@ impl SequentialBuilder {
         let mut plan = Vec::with_capacity(self.layers.len());
         for ((spec, _), name) in self.layers.into_iter().zip(names) {
             let output_shape = spec.output_shape(&name, &shape)?;
-            check_values(&format!("layer {name}"), &output_shape, &limits)?;
             let param_shapes = spec.param_shapes(&shape)?;
             if let Some((w, b)) = &param_shapes {
                 let count = product(w)
@@ -519,6 +518,7 @@ impl SequentialBuilder {
                     });
                 }
             }
+            check_values(&format!("layer {name}"), &output_shape, &limits)?;
             plan.push(Planned {
                 name,
                 spec,
