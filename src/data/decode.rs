@@ -23,6 +23,16 @@ use crate::fsutil;
 use crate::limits::Limits;
 use crate::tensor::Tensor;
 
+/// The most bytes of pixels a PNG file can hold per byte of file: deflate's
+/// largest expansion, 1032 to 1 (zlib's technical details), with room for
+/// filter bytes.
+const PNG_MAX_EXPANSION: usize = 1100;
+
+/// The most pixels a JPEG file can hold per byte: each 8x8 block of a
+/// component costs at least one bit of Huffman code (its DC difference), so
+/// one byte covers at most eight blocks of 64 pixels.
+const JPEG_MAX_PIXELS_PER_BYTE: u64 = 512;
+
 /// One decoded image: 8-bit pixels, one plane per channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodedImage {
@@ -110,6 +120,20 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
             "too large",
         )
     })?;
+    // Deflate expands at most 1032 to 1, so the file cannot hold more pixels
+    // than this: a header that claims more is refused before the buffer exists.
+    let holds = bytes.len().saturating_mul(PNG_MAX_EXPANSION);
+    if size > holds {
+        return Err(Error::format(
+            path,
+            "PNG size",
+            format!(
+                "at most {holds} bytes of pixels in a file of {} bytes",
+                bytes.len()
+            ),
+            format!("{width}x{height}, {size} bytes"),
+        ));
+    }
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(png_error)?;
     let samples = match info.color_type {
@@ -150,6 +174,18 @@ fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
     decoder.decode_headers().map_err(jpeg_error)?;
     if let Some((width, height)) = decoder.dimensions() {
         Limits::current().check_pixels(&path.display().to_string(), width as u64, height as u64)?;
+        // Every 8x8 block of a JPEG costs at least one bit, so a file holds
+        // at most 512 pixels per byte.
+        let holds = (bytes.len() as u64).saturating_mul(JPEG_MAX_PIXELS_PER_BYTE);
+        let pixels = width as u64 * height as u64;
+        if pixels > holds {
+            return Err(Error::format(
+                path,
+                "JPEG size",
+                format!("at most {holds} pixels in a file of {} bytes", bytes.len()),
+                format!("{width}x{height}"),
+            ));
+        }
     }
     // One-component JPEGs decode to grey (Luma); everything else to RGB.
     let pixels = decoder.decode().map_err(jpeg_error)?;
