@@ -183,36 +183,41 @@ fn probe_folder(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-/// Temporary files being written now, for the signal handler to remove.
-static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The files being written now, for the signal handler to remove their
+/// temporary files. A target is registered before its temporary file is
+/// created, so no temporary file exists unregistered.
+static LIVE: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 
-/// Registers a temporary file with [`LIVE`] while it exists.
-struct Live(PathBuf);
+/// Registers a file being written with [`LIVE`] while the write lasts.
+struct Live((PathBuf, String));
 
 impl Live {
-    fn new(path: &Path) -> Self {
+    fn new(dir: &Path, name: &str) -> Self {
+        let entry = (dir.to_path_buf(), name.to_string());
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(path.to_path_buf());
-        Live(path.to_path_buf())
+            .push(entry.clone());
+        Live(entry)
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|p| p != &self.0);
+        if let Some(i) = live.iter().position(|e| e == &self.0) {
+            live.swap_remove(i);
+        }
     }
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: removes the temporary files being written,
-/// says so, and exits with status 130. Files already written are untouched.
-/// The command line installs this; a library user may.
+/// On SIGINT, SIGTERM or SIGHUP: removes the temporary files of the files
+/// being written, says so, and exits with status 130. Files already written
+/// are untouched. The command line installs this; a library user may.
 pub fn remove_temp_files_on_signal() -> Result<()> {
     ctrlc::set_handler(|| {
         let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        for path in live.iter() {
-            let _ = std::fs::remove_file(path);
+        for (dir, name) in live.iter() {
+            remove_stale_temp_files(dir, name);
         }
         eprintln!("salient: interrupted");
         std::process::exit(130);
@@ -220,8 +225,9 @@ pub fn remove_temp_files_on_signal() -> Result<()> {
     .map_err(|e| Error::invalid("signals", e.to_string()))
 }
 
-/// Removes the temporary files that an earlier write of `name` in `dir` left
-/// (only a SIGKILL or a power cut can).
+/// Removes the temporary files of `name` in `dir`: those an earlier write left
+/// (only a SIGKILL or a power cut can), or, from the signal handler, the one
+/// being written.
 fn remove_stale_temp_files(dir: &Path, name: &str) {
     let prefix = format!(".{name}.");
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -270,8 +276,8 @@ pub fn write_atomic(
     builder.prefix(&prefix).suffix(TEMP_SUFFIX);
     #[cfg(unix)]
     builder.permissions(new_file_permissions(&target));
+    let live = Live::new(dir, &name);
     let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
-    let live = Live::new(tmp.path());
     {
         let mut buffered = std::io::BufWriter::new(tmp.as_file_mut());
         write(&mut buffered).map_err(|e| Error::io(path, e))?;

@@ -95,7 +95,7 @@ impl Limits {
     /// Refuses a `width x height` image above [`max_pixels`](Self::max_pixels);
     /// `subject` names the file.
     pub fn check_pixels(&self, subject: &str, width: u64, height: u64) -> Result<()> {
-        let pixels = width.checked_mul(height).unwrap_or(u64::MAX);
+        let pixels = width.saturating_mul(height);
         if pixels > self.max_pixels {
             return Err(Error::TooLarge {
                 subject: subject.to_string(),

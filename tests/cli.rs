@@ -628,3 +628,45 @@ fn errors_are_one_line_naming_the_problem() {
     assert!(help.status.success());
     assert!(stdout(&help).contains("--samples"));
 }
+
+/// `train` with the same seed twice, in two processes (whose hash maps are
+/// seeded differently): the same bytes. The file's mode follows the umask, and
+/// a symlink given as `--out` is written through.
+#[test]
+fn checkpoints_are_reproducible_follow_the_umask_and_keep_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp();
+    let data = sample_dir();
+    let train = |out: &str, umask: &str| {
+        let script = format!("umask {umask}; exec \"$0\" \"$@\"");
+        let status = Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_salient")])
+            .args(["train", "--dataset", "mnist", "--data"])
+            .arg(&data)
+            .args([
+                "--limit", "100", "--epochs", "1", "--seed", "9", "--out", out,
+            ])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    train("a.safetensors", "022");
+    std::os::unix::fs::symlink("real.safetensors", dir.path().join("link.safetensors")).unwrap();
+    train("link.safetensors", "027");
+    let a = std::fs::read(dir.path().join("a.safetensors")).unwrap();
+    let b = std::fs::read(dir.path().join("real.safetensors")).unwrap();
+    assert!(a == b, "the same seed gave different checkpoints");
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("a.safetensors"), 0o644);
+    assert_eq!(mode("real.safetensors"), 0o640);
+    let link = std::fs::symlink_metadata(dir.path().join("link.safetensors")).unwrap();
+    assert!(link.file_type().is_symlink(), "--out replaced the symlink");
+}

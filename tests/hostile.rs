@@ -49,6 +49,9 @@ struct Run {
 fn run(dir: &Path, args: &[String]) -> Run {
     let out = dir.join(".stdout");
     let err = dir.join(".stderr");
+    // Waited for below with wait4, which std's Child cannot do (it gives no
+    // resource usage).
+    #[allow(clippy::zombie_processes)]
     let child = Command::new("sh")
         .arg("-c")
         .arg(format!("ulimit -v {ADDRESS_SPACE_KB}; exec \"$0\" \"$@\""))
@@ -352,8 +355,14 @@ fn idx_labels(labels: &[u8]) -> Vec<u8> {
     b
 }
 
-/// A safetensors file with `tensors` (name, shape, f32 values) and the given
-/// metadata, written with the `safetensors` crate.
+/// Tensors as (name, shape, values).
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A change to a checkpoint's tensors, named, with what the error must say.
+type TensorEdit = (&'static str, Box<dyn Fn(&mut Tensors)>, &'static str);
+
+/// A safetensors file with `tensors` and the given metadata, written with the
+/// `safetensors` crate.
 fn safetensors_file(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &[(&str, &str)],
@@ -386,7 +395,7 @@ fn safetensors_file(
 }
 
 /// A small valid model's architecture JSON and tensors, to edit.
-fn small_model() -> (serde_json::Value, Vec<(String, Vec<usize>, Vec<f32>)>) {
+fn small_model() -> (serde_json::Value, Tensors) {
     let model = Sequential::builder([1, 6, 6])
         .conv2d(2, 3, Activation::Relu)
         .max_pooling2d(2)
@@ -657,11 +666,7 @@ fn checkpoints() {
 
     // Tensors that do not match the architecture, or hold no numbers.
     let json = serde_json::to_string(&arch).unwrap();
-    let edits: Vec<(
-        &str,
-        Box<dyn Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)>,
-        &str,
-    )> = vec![
+    let edits: Vec<TensorEdit> = vec![
         ("NaN weight", Box::new(|t| t[0].2[3] = f32::NAN), "finite"),
         (
             "+inf weight",
@@ -1593,4 +1598,52 @@ fn options_and_outputs() {
             .push("corrupt test split: the checkpoint was not saved".into());
     }
     s.finish("options and outputs");
+}
+
+/// The library's entry points answer bad arguments with typed errors.
+#[test]
+fn library_calls_with_bad_arguments_return_errors() {
+    use salient::layers::{glorot_uniform, LayerSpec};
+    use salient::{Tape, Tensor};
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    assert!(glorot_uniform(&[5], &mut rng).is_err());
+    assert!(glorot_uniform(&[], &mut rng).is_err());
+    let dense = LayerSpec::Dense {
+        units: 3,
+        activation: Activation::Linear,
+    };
+    assert!(dense.param_shapes(&[]).is_err());
+    assert!(dense.param_shapes(&[2, 2]).is_err());
+    let logits = Tensor::zeros(ndarray::IxDyn(&[4]));
+    assert!(model::loss_and_accuracy(&logits, &[0]).is_err());
+    let logits = Tensor::zeros(ndarray::IxDyn(&[2, 3]));
+    assert!(model::loss_and_accuracy(&logits, &[0]).is_err());
+    assert!(
+        Sequential::builder([1, 4, 4]).build(0).is_err(),
+        "a model with no layers"
+    );
+
+    // A Var knows its tape.
+    let mut one = Tape::new();
+    let mut other = Tape::new();
+    let x = one.input(Tensor::ones(ndarray::IxDyn(&[1, 2])));
+    let _ = other.input(Tensor::zeros(ndarray::IxDyn(&[1, 2])));
+    let err = other.value(x).unwrap_err().to_string();
+    assert!(err.contains("another tape"), "{err}");
+    assert!(other.relu(x).is_err());
+    let y = one.relu(x).unwrap();
+    let grads = one
+        .backward(
+            y,
+            &Tensor::ones(ndarray::IxDyn(&[1, 2])),
+            salient::ReluRule::Gradient,
+        )
+        .unwrap();
+    let z = other.input(Tensor::zeros(ndarray::IxDyn(&[1, 2])));
+    assert!(
+        grads.get(z).is_none(),
+        "a gradient read with another tape's var"
+    );
+    one.clear();
+    assert!(one.value(x).is_err(), "a var outlived its tape's clearing");
 }

@@ -76,6 +76,7 @@ fn killed_saves_leave_the_old_checkpoint_or_the_new_one() {
         } else {
             libc::SIGINT
         };
+        let before = temp_files(dir.path());
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -111,8 +112,12 @@ fn killed_saves_leave_the_old_checkpoint_or_the_new_one() {
         if signal == libc::SIGINT {
             interrupted += 1;
             assert_eq!(status.status.code(), Some(130), "round {round}");
-            assert!(left.is_empty(), "round {round}: SIGINT left {left:?}");
-        } else if !left.is_empty() {
+            // The handler removes the temporary file of a save under way. One
+            // that the SIGKILL before left stays if the signal came before
+            // the first save began (the next save removes it).
+            let new: Vec<_> = left.iter().filter(|p| !before.contains(p)).collect();
+            assert!(new.is_empty(), "round {round}: SIGINT left {new:?}");
+        } else if left.iter().any(|p| !before.contains(p)) {
             killed_mid_save += 1;
         }
     }
