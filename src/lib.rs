@@ -6,7 +6,9 @@
 //! The modules read in the order data flows:
 //! [`tensor`] → [`tape`] → [`ops`] → [`layers`] → [`model`] → [`train`] /
 //! [`saliency`] → [`images`]. [`data`] loads the images a model learns from, and
-//! [`cli`] is the `salient` command line built on all of them.
+//! [`cli`] is the `salient` command line built on all of them. Files are read
+//! within the [`Limits`] on what they may declare and written atomically by
+//! [`fsutil`].
 //!
 //! [`ops`] is the reference: plain loops and one matrix product per image that
 //! define what each op computes. The speed machinery (an AVX-512 kernel,

@@ -303,13 +303,31 @@ impl Sequential {
     /// time on an inference tape. With [`Head::AsBuilt`] and a softmax head, the
     /// rows are class probabilities.
     pub fn predict(&self, images: &Tensor, batch_size: usize, head: Head) -> Result<Tensor> {
+        self.predict_with_pool(images, batch_size, head, &mut Pool::new())
+    }
+
+    /// [`predict`](Self::predict) with buffers from `pool`, left in it for
+    /// the next call (evaluating a data set batch by batch).
+    pub fn predict_with_pool(
+        &self,
+        images: &Tensor,
+        batch_size: usize,
+        head: Head,
+        pool: &mut Pool,
+    ) -> Result<Tensor> {
         self.check_input(images)?;
+        if batch_size == 0 {
+            return Err(Error::invalid(
+                "predict",
+                "the batch size must be at least 1",
+            ));
+        }
         let n = images.shape()[0];
         let mut out = Tensor::zeros(IxDyn(&[n, self.num_classes()]));
-        let mut pool = Pool::new();
-        for start in (0..n).step_by(batch_size.max(1)) {
-            let end = (start + batch_size.max(1)).min(n);
-            let mut tape = Tape::inference_with_pool(pool).with_kernels(Kernels::Winograd);
+        for start in (0..n).step_by(batch_size) {
+            let end = (start + batch_size).min(n);
+            let mut tape =
+                Tape::inference_with_pool(std::mem::take(pool)).with_kernels(Kernels::Winograd);
             let batch = images
                 .slice_axis(Axis(0), Slice::from(start..end))
                 .to_owned();
@@ -322,7 +340,7 @@ impl Sequential {
             let rows = rows.map_err(|e| Error::invalid("predict", e.to_string()))?;
             out.slice_axis_mut(Axis(0), Slice::from(start..end))
                 .assign(&rows);
-            pool = tape.into_pool();
+            *pool = tape.into_pool();
         }
         Ok(out)
     }

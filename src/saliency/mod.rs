@@ -559,7 +559,7 @@ pub fn targets_and_scores(
     targets: Option<&[usize]>,
     batch_size: usize,
 ) -> Result<(Vec<usize>, Vec<f32>)> {
-    let logits = model.predict(inputs, batch_size.max(1), Head::Linear)?;
+    let logits = model.predict(inputs, batch_size, Head::Linear)?;
     let targets = match targets {
         Some(t) => t.to_vec(),
         None => predicted(&logits),

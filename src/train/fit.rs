@@ -230,14 +230,17 @@ pub fn evaluate(model: &Sequential, data: &Dataset, batch_size: usize) -> Result
         ));
     }
     let mut logits = Tensor::zeros(IxDyn(&[data.len(), model.num_classes()]));
-    let mut start = 0;
-    for (images, labels) in data.batches(batch_size) {
-        let rows = model.predict(&images, batch_size, Head::Linear)?;
-        let end = start + labels.len();
+    let mut pool = Pool::new();
+    let all: Vec<usize> = (0..data.len()).collect();
+    for (b, indices) in all.chunks(batch_size).enumerate() {
+        let mut x = pool.to_overwrite(&batch_shape(data, indices.len()));
+        data.batch_into(indices, &mut x)?;
+        let rows = model.predict_with_pool(&x, batch_size, Head::Linear, &mut pool)?;
+        pool.give(x);
+        let start = b * batch_size;
         logits
-            .slice_axis_mut(Axis(0), ndarray::Slice::from(start..end))
+            .slice_axis_mut(Axis(0), ndarray::Slice::from(start..start + indices.len()))
             .assign(&rows);
-        start = end;
     }
     loss_and_accuracy(&logits, &data.labels)
 }
