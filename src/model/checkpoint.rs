@@ -185,10 +185,33 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Sequential> {
     for record in &arch.layers {
         builder = builder.layer(record.spec.clone()).name(&record.name);
     }
+    // Every shape and limit, then every stored tensor's name, type and shape,
+    // before anything is allocated for a layer.
+    let plan = builder.plan().map_err(|e| match e {
+        e @ Error::TooLarge { .. } => e,
+        other => bad(
+            "metadata.architecture",
+            "a consistent architecture",
+            other.to_string(),
+        ),
+    })?;
     let mut expected_names = Vec::new();
-    let model = builder.build_with(|layer, weight_shape, bias_shape| {
-        let mut read = |suffix: &str, shape: &[usize]| -> Result<Tensor> {
-            let name = format!("{layer}.{suffix}");
+    for (planned, record) in plan.iter().zip(&arch.layers) {
+        if planned.output_shape != record.output_shape {
+            return Err(bad(
+                &format!("layer {} output_shape", record.name),
+                &format!(
+                    "{:?} (computed from the architecture)",
+                    planned.output_shape
+                ),
+                format!("{:?}", record.output_shape),
+            ));
+        }
+        let Some((w, b)) = &planned.param_shapes else {
+            continue;
+        };
+        for (suffix, shape) in [("weight", w), ("bias", b)] {
+            let name = format!("{}.{suffix}", planned.name);
             let view = tensors.tensor(&name).map_err(|_| {
                 bad(
                     &name,
@@ -196,46 +219,14 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Sequential> {
                     "no such tensor".into(),
                 )
             })?;
-            if view.dtype() != Dtype::F32 || view.shape() != shape {
+            if view.dtype() != Dtype::F32 || view.shape() != &shape[..] {
                 return Err(bad(
                     &name,
                     &format!("F32 of shape {shape:?}"),
                     format!("{:?} of shape {:?}", view.dtype(), view.shape()),
                 ));
             }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(bad(
-                    &name,
-                    "finite weights",
-                    format!("{v} at flat index {i}"),
-                ));
-            }
             expected_names.push(name);
-            Tensor::from_shape_vec(shape.to_vec(), values)
-                .map_err(|e| Error::invalid("checkpoint", e.to_string()))
-        };
-        Ok((read("weight", weight_shape)?, read("bias", bias_shape)?))
-    });
-    let mut model = model.map_err(|e| match e {
-        e @ (Error::Format { .. } | Error::TooLarge { .. }) => e,
-        other => bad(
-            "metadata.architecture",
-            "a consistent architecture",
-            other.to_string(),
-        ),
-    })?;
-    for (layer, record) in model.layers().iter().zip(&arch.layers) {
-        if layer.output_shape != record.output_shape {
-            return Err(bad(
-                &format!("layer {} output_shape", record.name),
-                &format!("{:?} (computed from the architecture)", layer.output_shape),
-                format!("{:?}", record.output_shape),
-            ));
         }
     }
     if let Some(extra) = tensors
@@ -249,6 +240,35 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Sequential> {
             "a tensor no layer owns".into(),
         ));
     }
+    // The weights as stored, each checked to be a number.
+    let read = |name: String, shape: &[usize]| -> Result<Tensor> {
+        let view = tensors
+            .tensor(&name)
+            .map_err(|e| bad(&name, "a readable tensor", e.to_string()))?;
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(bad(
+                &name,
+                "finite weights",
+                format!("{v} at flat index {i}"),
+            ));
+        }
+        Tensor::from_shape_vec(shape.to_vec(), values)
+            .map_err(|e| Error::invalid("checkpoint", e.to_string()))
+    };
+    let mut model = Sequential::from_plan(arch.input_shape, plan, |_, planned| {
+        let Some((w, b)) = &planned.param_shapes else {
+            return Ok(None);
+        };
+        Ok(Some((
+            read(format!("{}.weight", planned.name), w)?,
+            read(format!("{}.bias", planned.name), b)?,
+        )))
+    })?;
     if !arch.class_names.is_empty() {
         model.set_class_names(arch.class_names).map_err(|e| {
             bad(

@@ -122,14 +122,24 @@ impl Sequential {
             .build(seed)
     }
 
-    /// A model of layers whose shapes are already checked.
-    fn from_layers(input_shape: [usize; 3], layers: Vec<Layer>) -> Self {
+    /// The model of a checked plan, with the parameters `params(index,
+    /// layer)` gives each layer (`None` for layers without any).
+    pub(crate) fn from_plan(
+        input_shape: [usize; 3],
+        plan: Vec<Planned>,
+        mut params: impl FnMut(usize, &Planned) -> Result<Option<(Tensor, Tensor)>>,
+    ) -> Result<Self> {
+        let mut layers = Vec::with_capacity(plan.len());
+        for (i, planned) in plan.into_iter().enumerate() {
+            let tensors = params(i, &planned)?;
+            layers.push(planned.into_layer(tensors));
+        }
         let classes: usize = layers.last().map_or(0, |l| l.output_shape.iter().product());
-        Sequential {
+        Ok(Sequential {
             input_shape,
             layers,
             class_names: (0..classes).map(|i| i.to_string()).collect(),
-        }
+        })
     }
 
     /// Per-sample input shape `[C, H, W]`.
@@ -454,41 +464,21 @@ impl SequentialBuilder {
     pub fn build(self, seed: u64) -> Result<Sequential> {
         let input_shape = self.input_shape;
         let plan = self.plan()?;
-        let mut layers = Vec::with_capacity(plan.len());
-        for (i, planned) in plan.into_iter().enumerate() {
+        Sequential::from_plan(input_shape, plan, |i, planned| {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));
-            let params = match &planned.param_shapes {
-                Some((w, b)) => Some((glorot_uniform(w, &mut rng)?, Tensor::zeros(b.clone()))),
-                None => None,
-            };
-            layers.push(planned.into_layer(params));
-        }
-        Ok(Sequential::from_layers(input_shape, layers))
-    }
-
-    /// Builds the model with the parameters `params(name, kernel shape, bias
-    /// shape)` gives for each layer that has them: how a checkpoint is loaded,
-    /// with every shape and limit checked before the first tensor is asked for.
-    pub(crate) fn build_with(
-        self,
-        mut params: impl FnMut(&str, &[usize], &[usize]) -> Result<(Tensor, Tensor)>,
-    ) -> Result<Sequential> {
-        let input_shape = self.input_shape;
-        let plan = self.plan()?;
-        let mut layers = Vec::with_capacity(plan.len());
-        for planned in plan {
-            let tensors = match &planned.param_shapes {
-                Some((w, b)) => Some(params(&planned.name, w, b)?),
-                None => None,
-            };
-            layers.push(planned.into_layer(tensors));
-        }
-        Ok(Sequential::from_layers(input_shape, layers))
+            match &planned.param_shapes {
+                Some((w, b)) => Ok(Some((
+                    glorot_uniform(w, &mut rng)?,
+                    Tensor::zeros(b.clone()),
+                ))),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Names the layers and checks every shape against the layers and against
     /// the [`Limits`] in force, allocating nothing for the parameters.
-    fn plan(self) -> Result<Vec<Planned>> {
+    pub(crate) fn plan(self) -> Result<Vec<Planned>> {
         let limits = Limits::current();
         let names = layer_names(&self.layers)?;
         let [c, h, w] = self.input_shape;
@@ -549,13 +539,14 @@ impl SequentialBuilder {
     }
 }
 
-/// One layer of a model before its parameters exist.
-struct Planned {
-    name: String,
-    spec: LayerSpec,
-    input_shape: Vec<usize>,
-    output_shape: Vec<usize>,
-    param_shapes: Option<(Vec<usize>, Vec<usize>)>,
+/// One layer of a model before its parameters exist: named, its shapes checked.
+pub(crate) struct Planned {
+    pub(crate) name: String,
+    pub(crate) spec: LayerSpec,
+    pub(crate) input_shape: Vec<usize>,
+    pub(crate) output_shape: Vec<usize>,
+    /// The kernel's and the bias's shapes, for layers that have them.
+    pub(crate) param_shapes: Option<(Vec<usize>, Vec<usize>)>,
 }
 
 impl Planned {
