@@ -178,6 +178,9 @@ pub fn eval(args: &EvalArgs) -> Result<(f32, f32)> {
 /// Prints the `top` classes of each image with their probabilities, after
 /// saying how the image was converted to fit the model.
 pub fn predict(args: &PredictArgs) -> Result<()> {
+    if args.top == 0 {
+        return Err(Error::invalid("top", "must be at least 1"));
+    }
     let model = model::load(&args.model)?;
     let inputs = Inputs::from_files(&model, &args.image)?;
     let probs = inputs::probabilities(&model, &inputs.images, 250)?;

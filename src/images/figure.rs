@@ -320,6 +320,12 @@ pub fn read_png_rgb(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
     let mut decoder = png::Decoder::new(open(path)?);
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(|e| png_read_error(path, e))?;
+    let (width, height) = reader.info().size();
+    crate::limits::Limits::current().check_pixels(
+        &path.display().to_string(),
+        u64::from(width),
+        u64::from(height),
+    )?;
     let size = reader.output_buffer_size().ok_or_else(|| {
         Error::format(
             path,
@@ -328,6 +334,16 @@ pub fn read_png_rgb(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
             "a larger one",
         )
     })?;
+    // As `data::decode` checks: deflate expands at most 1032 to 1.
+    let holds = crate::fsutil::regular_file_len(path)?.saturating_mul(1100);
+    if size as u64 > holds {
+        return Err(Error::format(
+            path,
+            "PNG size",
+            format!("at most {holds} bytes of pixels in this file"),
+            format!("{width}x{height}"),
+        ));
+    }
     let mut buf = vec![0; size];
     let info = reader
         .next_frame(&mut buf)
@@ -408,7 +424,9 @@ fn check_size(height: usize, width: usize) -> Result<()> {
     Ok(())
 }
 
+/// Opens a regular file (a FIFO would block) for reading.
 fn open(path: &Path) -> Result<BufReader<File>> {
+    crate::fsutil::regular_file_len(path)?;
     File::open(path)
         .map(BufReader::new)
         .map_err(|e| Error::io(path, e))
