@@ -108,18 +108,9 @@ impl MethodArgs {
                 "--noise must be finite and not negative, --fill and --baseline finite",
             ));
         }
-        let [_, h, w] = model.input_shape();
         if methods.contains(&Method::Occlusion) {
-            let side = h.min(w);
-            if let Some(patch) = self.patch.filter(|&p| p == 0 || p > side) {
-                return Err(Error::invalid(
-                    "patch",
-                    format!("the patch size must be between 1 and {side} (the image is {w}x{h}), got {patch}"),
-                ));
-            }
-            if self.stride == Some(0) {
-                return Err(Error::invalid("stride", "must be at least 1"));
-            }
+            let [_, h, w] = model.input_shape();
+            saliency::occlusion::patch_geometry(h, w, self.patch, self.stride)?;
         }
         if methods.iter().any(|m| m.uses_layer()) {
             saliency::cam::cam_layer(model, self.layer.as_deref())?;

@@ -26,7 +26,7 @@ use crate::tensor::Tensor;
 /// The most bytes of pixels a PNG file can hold per byte of file: deflate's
 /// largest expansion, 1032 to 1 (zlib's technical details), with room for
 /// filter bytes.
-const PNG_MAX_EXPANSION: usize = 1100;
+pub const PNG_MAX_EXPANSION: usize = 1100;
 
 /// The most pixels a JPEG file can hold per byte: each 8x8 block of a
 /// component costs at least one bit of Huffman code (its DC difference), so

@@ -234,19 +234,6 @@ impl Dataset {
         out
     }
 
-    /// The images `batch_size` at a time, in order, each with its labels.
-    pub fn batches(&self, batch_size: usize) -> impl Iterator<Item = (Tensor, &[usize])> + '_ {
-        let batch_size = batch_size.max(1);
-        (0..self.len()).step_by(batch_size).map(move |start| {
-            let end = (start + batch_size).min(self.len());
-            let indices: Vec<usize> = (start..end).collect();
-            let images = self
-                .batch(&indices)
-                .unwrap_or_else(|_| Tensor::zeros(IxDyn(&[0])));
-            (images, &self.labels[start..end])
-        })
-    }
-
     fn check_indices(&self, indices: &[usize]) -> Result<()> {
         let n = self.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
@@ -460,14 +447,6 @@ mod tests {
         assert_eq!(d.take(1).labels, vec![1]);
         assert!(d.batch(&[2]).is_err());
         assert!(Dataset::from_bytes(vec![0; 7], [1, 2, 2], vec![0, 0], vec!["a".into()]).is_err());
-        let batches: Vec<_> = d
-            .batches(1)
-            .map(|(x, l)| (x.shape().to_vec(), l.to_vec()))
-            .collect();
-        assert_eq!(
-            batches,
-            vec![(vec![1, 1, 2, 2], vec![1]), (vec![1, 1, 2, 2], vec![0])]
-        );
     }
 
     #[test]

@@ -334,8 +334,8 @@ pub fn read_png_rgb(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
             "a larger one",
         )
     })?;
-    // As `data::decode` checks: deflate expands at most 1032 to 1.
-    let holds = crate::fsutil::regular_file_len(path)?.saturating_mul(1100);
+    let expansion = crate::data::decode::PNG_MAX_EXPANSION as u64;
+    let holds = crate::fsutil::regular_file_len(path)?.saturating_mul(expansion);
     if size as u64 > holds {
         return Err(Error::format(
             path,

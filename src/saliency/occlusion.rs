@@ -55,6 +55,31 @@ pub fn default_size(h: usize, w: usize) -> usize {
     ((h.min(w) as f64 / 7.0).round() as usize).max(1)
 }
 
+/// The patch side and stride for an `h × w` image: the given ones, checked,
+/// or the defaults (see the module docs).
+pub fn patch_geometry(
+    h: usize,
+    w: usize,
+    size: Option<usize>,
+    stride: Option<usize>,
+) -> Result<(usize, usize)> {
+    let size = size.unwrap_or_else(|| default_size(h, w));
+    if size == 0 || size > h.min(w) {
+        return Err(Error::invalid(
+            "occlusion",
+            format!(
+                "the patch size must be between 1 and {} (the image is {w}x{h}), got {size}",
+                h.min(w)
+            ),
+        ));
+    }
+    let stride = stride.unwrap_or((size / 2).max(1));
+    if stride == 0 {
+        return Err(Error::invalid("occlusion", "the stride must be at least 1"));
+    }
+    Ok((size, stride))
+}
+
 /// Occlusion maps `[N, H, W]` for `targets` (see the module docs for the
 /// defaults taken when `size` or `stride` is `None`).
 pub fn occlusion(
@@ -69,20 +94,7 @@ pub fn occlusion(
     let op = "occlusion";
     check_inputs(model, inputs, Some(targets))?;
     let (h, w) = (inputs.shape()[2], inputs.shape()[3]);
-    let size = size.unwrap_or_else(|| default_size(h, w));
-    if size == 0 || size > h.min(w) {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "the patch size must be between 1 and {} (the image is {w}x{h}), got {size}",
-                h.min(w)
-            ),
-        ));
-    }
-    let stride = stride.unwrap_or((size / 2).max(1));
-    if stride == 0 {
-        return Err(Error::invalid(op, "the stride must be at least 1"));
-    }
+    let (size, stride) = patch_geometry(h, w, size, stride)?;
     if !fill.is_finite() {
         return Err(Error::invalid(
             op,
