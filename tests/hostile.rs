@@ -1263,18 +1263,7 @@ fn cifar_batches_and_folders() {
         ("a truncated image", good[..good.len() / 2].to_vec()),
     ] {
         k += 1;
-        for class in [
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck",
-        ] {
+        for class in salient::data::cifar::CLASS_NAMES {
             s.write(&format!("folders{k}/test/{class}/0001.png"), &good);
         }
         s.write(&format!("folders{k}/test/cat/0002.png"), &odd);
@@ -1323,54 +1312,47 @@ fn options_and_outputs() {
     for (name, extra, needle) in [
         (
             "learning rate 0",
-            vec!["--learning-rate", "0", "--out", out],
+            vec!["--learning-rate", "0"],
             "learning-rate",
         ),
         (
             "learning rate -1",
-            vec!["--learning-rate=-1", "--out", out],
+            vec!["--learning-rate=-1"],
             "learning-rate",
         ),
         (
             "learning rate NaN",
-            vec!["--learning-rate", "NaN", "--out", out],
+            vec!["--learning-rate", "NaN"],
             "learning-rate",
         ),
         (
             "learning rate inf",
-            vec!["--learning-rate", "inf", "--out", out],
+            vec!["--learning-rate", "inf"],
             "learning-rate",
         ),
         (
             "learning rate 1e40",
-            vec!["--learning-rate", "1e40", "--out", out],
+            vec!["--learning-rate", "1e40"],
             "learning-rate",
         ),
-        (
-            "batch size 0",
-            vec!["--batch-size", "0", "--out", out],
-            "batch-size",
-        ),
-        ("epochs 0", vec!["--epochs", "0", "--out", out], "epochs"),
-        ("limit 0", vec!["--limit", "0", "--out", out], "limit"),
+        ("batch size 0", vec!["--batch-size", "0"], "batch-size"),
+        ("epochs 0", vec!["--epochs", "0"], "epochs"),
+        ("limit 0", vec!["--limit", "0"], "limit"),
         (
             "validation split 1",
-            vec!["--validation-split", "1", "--out", out],
+            vec!["--validation-split", "1"],
             "validation-split",
         ),
         (
             "validation split NaN",
-            vec!["--validation-split", "NaN", "--out", out],
+            vec!["--validation-split", "NaN"],
             "validation-split",
         ),
     ] {
-        s.case_with(
-            "options: train",
-            name,
-            &train(&extra),
-            Expect::Error,
-            Some(needle),
-        );
+        let mut extra = extra;
+        extra.extend(["--out", out]);
+        let args = train(&extra);
+        s.case_with("options: train", name, &args, Expect::Error, Some(needle));
     }
     // Outputs that cannot be written are refused before training.
     let folder = s.path("a-folder");

@@ -227,7 +227,8 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
         .transpose()?;
     let options = args.options.options();
     let method = args.method;
-    // Tried before the method runs; made only once the inputs are known good.
+    // The output folder is tried after the inputs load (a bad input leaves no
+    // folder behind) and before the method runs.
     fsutil::check_output_dir(&args.out)?;
 
     let probs = inputs::probabilities(&model, &inputs.images, options.batch_size)?;
