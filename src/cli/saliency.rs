@@ -227,8 +227,8 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
         .transpose()?;
     let options = args.options.options();
     let method = args.method;
-    // The output folder is tried after the inputs load (a bad input leaves no
-    // folder behind) and before the method runs.
+    // Between loading the inputs and running the method: a bad input makes no
+    // folder, and a folder that cannot be written costs no method run.
     fsutil::check_output_dir(&args.out)?;
 
     let probs = inputs::probabilities(&model, &inputs.images, options.batch_size)?;
