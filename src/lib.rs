@@ -5,7 +5,7 @@
 //!
 //! The modules read in the order data flows:
 //! [`tensor`] → [`tape`] → [`ops`] → [`layers`] → [`model`] → [`train`] /
-//! [`saliency`] → [`images`]. [`data`] loads the images a model learns from, and
+//! [`saliency`] → [`trust`] → [`images`]. [`data`] loads the images a model learns from, and
 //! [`cli`] is the `salient` command line built on all of them. Files are read
 //! within the [`Limits`] on what they may declare and written atomically by
 //! [`fsutil`].
@@ -34,6 +34,7 @@ pub mod saliency;
 pub mod tape;
 pub mod tensor;
 pub mod train;
+pub mod trust;
 
 pub use error::{Error, Result};
 pub use limits::Limits;

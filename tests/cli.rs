@@ -441,11 +441,13 @@ fn report_links_existing_pictures_of_each_method() {
             "0,12",
             "--methods",
             "vanilla,grad-cam,integrated-gradients",
+            "--no-trust",
             "--out",
             "report",
         ],
     );
     assert!(printed.contains("Wrote report/index.html"), "{printed}");
+    assert!(!printed.contains("trust scores"), "{printed}");
     let html = std::fs::read_to_string(dir.path().join("report/index.html")).unwrap();
     let srcs = sources(&html);
     assert_eq!(srcs.len(), 2 * (1 + 3), "an input and three maps per row");
@@ -499,6 +501,137 @@ fn report_defaults_to_every_method_on_the_tutorials_digits() {
     for src in sources(&html) {
         assert!(dir.path().join("r").join(&src).is_file(), "{src}");
     }
+    // The trust section: a row per method and the random order, the curves
+    // and the sanity grid.
+    for text in [
+        "Trust: faithfulness of each method on these inputs",
+        "<td>random order</td>",
+        "Trust: sanity check, cascading randomisation of the weights",
+        "src=\"curves.png\"",
+        "src=\"sanity-grid.png\"",
+        "deletion AUC",
+    ] {
+        assert!(html.contains(text), "{text:?} is not in the page");
+    }
+    assert_eq!(html.matches("<td>Integrated gradients</td>").count(), 1);
+}
+
+/// Masks of the digits' own strokes (pixels above one half), as `<index>.png`.
+fn digit_masks(dir: &Path, indices: &[usize]) {
+    let test = data::load(DatasetKind::Mnist, &sample_dir(), Split::Test).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for &i in indices {
+        let image = test.batch(&[i]).unwrap();
+        let mut png = salient::images::RgbImage::filled(28, 28, [0, 0, 0]);
+        for (k, &v) in image.iter().enumerate() {
+            if v > 0.5 {
+                png.pixels[3 * k..3 * k + 3].copy_from_slice(&[255, 255, 255]);
+            }
+        }
+        png.write_png(&dir.join(format!("{i}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn sanity_and_faithfulness_write_their_pages_and_tables() {
+    let dir = tmp();
+    let data = sample_dir();
+    let data = data.to_str().unwrap();
+    let printed = ok(
+        dir.path(),
+        &[
+            "sanity",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data,
+            "--count",
+            "3",
+            "--methods",
+            "vanilla,guided",
+            "--label-epochs",
+            "1",
+            "--label-limit",
+            "300",
+            "--out",
+            "sanity",
+        ],
+    );
+    assert!(printed.contains("Mean rank correlation"), "{printed}");
+    let csv = std::fs::read_to_string(dir.path().join("sanity/sanity.csv")).unwrap();
+    // 4 cascading + 4 independent + 1 label stage, 2 methods, 3 inputs.
+    assert_eq!(csv.lines().count(), 1 + 9 * 2 * 3, "{csv}");
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("cascading to visualized_layer,Cascading,"));
+    let html = std::fs::read_to_string(dir.path().join("sanity/index.html")).unwrap();
+    assert!(html.contains("permuted labels") && html.contains("src=\"sanity-grid.png\""));
+
+    digit_masks(&dir.path().join("masks"), &[0, 1, 2, 3]);
+    let printed = ok(
+        dir.path(),
+        &[
+            "faithfulness",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data,
+            "--count",
+            "4",
+            "--methods",
+            "vanilla,occlusion",
+            "--masks",
+            "masks",
+            "--sensitivity-samples",
+            "2",
+            "--out",
+            "faith",
+        ],
+    );
+    assert!(printed.contains("random order"), "{printed}");
+    let csv = std::fs::read_to_string(dir.path().join("faith/faithfulness.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 4, "{csv}");
+    for line in csv.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 11, "{line}");
+        let energy: f64 = fields[9].parse().unwrap();
+        assert!((0.0..=1.0).contains(&energy), "{line}");
+        assert!(fields[10] == "0" || fields[10] == "1", "{line}");
+    }
+    let summary = std::fs::read_to_string(dir.path().join("faith/summary.csv")).unwrap();
+    assert!(summary.contains("random order,deletion AUC,"), "{summary}");
+    let (w, h, _) = read_png_rgb(&dir.path().join("faith/curves.png")).unwrap();
+    assert!(w > 600 && h > 400);
+    // A missing mask is one clear error naming the file.
+    std::fs::remove_file(dir.path().join("masks/3.png")).unwrap();
+    fails(
+        dir.path(),
+        &[
+            "faithfulness",
+            "--model",
+            model_arg(),
+            "--dataset",
+            "mnist",
+            "--data",
+            data,
+            "--count",
+            "4",
+            "--methods",
+            "vanilla",
+            "--masks",
+            "masks",
+            "--out",
+            "faith2",
+        ],
+        1,
+        &["3.png"],
+    );
 }
 
 #[test]
@@ -530,7 +663,8 @@ fn demo_trains_and_writes_the_report() {
     );
     assert!(dir.path().join("demo/mnist-sample.safetensors").is_file());
     let html = std::fs::read_to_string(dir.path().join("demo/report/index.html")).unwrap();
-    assert_eq!(sources(&html).len(), 7 * 3);
+    // Seven rows of an input and two maps, then the trust section's curves and sanity grid.
+    assert_eq!(sources(&html).len(), 7 * 3 + 2);
 }
 
 #[test]

@@ -3,62 +3,22 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::OnceLock;
-
 use common::*;
 use ndarray::{array, s, Array2, Axis, Ix2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use salient::data::{self, Dataset, DatasetKind, Split};
+use salient::data::Dataset;
 use salient::layers::Activation;
 use salient::model::{Head, Sequential};
 use salient::saliency::{self, attribute, cam, Method, Options};
-use salient::train::{fit, FitOptions};
 use salient::{Error, Tensor};
 
 // ---------------------------------------------------------------------------
 // Fixtures.
 
-/// A small CNN trained briefly on the bundled MNIST sample, shared by the tests
-/// of this file (training once takes a few seconds in release).
-///
-/// Conv2D 8 3x3 relu [8, 26, 26] → MaxPool 2 [8, 13, 13] → Conv2D 16 3x3 relu
-/// [16, 11, 11] → MaxPool 2 [16, 5, 5] → Flatten [400] → Dense 32 relu → Dense
-/// 10 softmax.
+/// The small CNN of [`small_trained_mnist`], trained once for this file.
 fn trained() -> &'static (Sequential, Dataset) {
-    static MODEL: OnceLock<(Sequential, Dataset)> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist-sample");
-        let train = data::load(DatasetKind::Mnist, &dir, Split::Train)
-            .unwrap()
-            .take(2000);
-        let test = data::load(DatasetKind::Mnist, &dir, Split::Test)
-            .unwrap()
-            .take(200);
-        let mut model = Sequential::builder([1, 28, 28])
-            .conv2d(8, 3, Activation::Relu)
-            .max_pooling2d(2)
-            .conv2d(16, 3, Activation::Relu)
-            .max_pooling2d(2)
-            .flatten()
-            .dense(32, Activation::Relu)
-            .dense(10, Activation::Softmax)
-            .build(3)
-            .unwrap();
-        let opts = FitOptions {
-            epochs: 3,
-            batch_size: 32,
-            validation_split: 0.0,
-            seed: 3,
-            learning_rate: 2e-3,
-        };
-        fit(&mut model, &train, &opts, &mut ()).unwrap();
-        let (_, accuracy) = model.evaluate(&test.images(), &test.labels, 200).unwrap();
-        // Far above chance (0.1): the model has learnt something worth explaining.
-        assert!(accuracy >= 0.7, "accuracy {accuracy}");
-        (model, test)
-    })
+    small_trained_mnist()
 }
 
 /// The first `n` test digits as a batch.
@@ -839,9 +799,15 @@ fn cascading_randomization_decorrelates_the_gradient_but_not_the_model() {
     let (model, _) = trained();
     let before = params(model);
     let x = digits(3);
-    let steps =
-        saliency::cascading_randomization(model, &x, None, Method::Vanilla, &Options::default(), 1)
-            .unwrap();
+    let steps = salient::trust::cascading_randomization(
+        model,
+        &x,
+        None,
+        Method::Vanilla,
+        &Options::default(),
+        1,
+    )
+    .unwrap();
     let layers: Vec<&str> = steps.iter().map(|s| s.layer.as_str()).collect();
     assert_eq!(layers, ["dense_1", "dense", "conv2d_1", "conv2d"]);
     // Once every layer is random, the gradient map has little to do with the
@@ -854,9 +820,9 @@ fn cascading_randomization_decorrelates_the_gradient_but_not_the_model() {
     // the top layer is randomised (here 0.87 against 0.77), Grad-CAM much more
     // (about −0.4: its map moves elsewhere).
     let top = |method| {
-        saliency::cascading_randomization(model, &x, None, method, &Options::default(), 1).unwrap()
-            [0]
-        .mean()
+        salient::trust::cascading_randomization(model, &x, None, method, &Options::default(), 1)
+            .unwrap()[0]
+            .mean()
     };
     assert!(top(Method::Guided) > steps[0].mean(), "{steps:?}");
     assert!(top(Method::GradCam) < 0.5);

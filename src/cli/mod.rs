@@ -9,6 +9,9 @@
 //! | `predict` | [`train`] | top classes of image files, converted to the model's input |
 //! | `saliency` | [`mod@saliency`] | one method's figure per input, optionally the numbers as `.npy` |
 //! | `report` | [`report`] | every method side by side in an HTML page |
+//! | `sanity` | [`trust`] | the sanity checks: maps of randomised models against the trained one's |
+//! | `faithfulness` | [`trust`] | deletion, insertion, ROAD, infidelity, max-sensitivity, object masks |
+//! | `shortcut` | [`shortcut`] | trains a model with a planted shortcut and shows which methods reveal it |
 //! | `demo` | [`demo`] | trains on the bundled MNIST sample and writes the report |
 //!
 //! Every command prints what it does on standard output and returns a typed
@@ -18,7 +21,9 @@ pub mod demo;
 pub mod inputs;
 pub mod report;
 pub mod saliency;
+pub mod shortcut;
 pub mod train;
+pub mod trust;
 
 use clap::{Parser, Subcommand};
 
@@ -66,6 +71,12 @@ pub enum Command {
     Saliency(SaliencyArgs),
     /// Draw every saliency method for some inputs, side by side in an HTML report.
     Report(ReportArgs),
+    /// Sanity checks: how the maps change when the model is randomised (Adebayo et al.).
+    Sanity(trust::SanityArgs),
+    /// Faithfulness scores: deletion, insertion, ROAD, infidelity, max-sensitivity, masks.
+    Faithfulness(trust::FaithfulnessArgs),
+    /// Train a cat/dog model with a planted shortcut and show which methods reveal it.
+    Shortcut(shortcut::ShortcutArgs),
     /// Train on the bundled MNIST sample and write the report: the main job.
     Demo(DemoArgs),
 }
@@ -84,6 +95,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => train::predict(&args),
         Command::Saliency(args) => saliency::run(&args).map(drop),
         Command::Report(args) => report::run(&args).map(drop),
+        Command::Sanity(args) => trust::sanity(&args).map(drop),
+        Command::Faithfulness(args) => trust::faithfulness(&args).map(drop),
+        Command::Shortcut(args) => shortcut::run(&args).map(drop),
         Command::Demo(args) => demo::run(&args).map(drop),
     }
 }
@@ -125,6 +139,15 @@ pub fn finite_f32(text: &str) -> std::result::Result<f32, String> {
     match text.trim().parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
         Ok(v) => Err(format!("must be a finite number, got {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses a number that must be finite and not negative (`--tolerance`).
+pub fn non_negative_f64(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("must be a finite number, not negative, got {v}")),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -10,7 +10,7 @@
 //! input's own size: the page enlarges them with every pixel kept square.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
@@ -19,15 +19,17 @@ use ndarray::Axis;
 use super::class_label;
 use super::inputs::{self, Inputs, TUTORIAL_INDICES};
 use super::saliency::{describe_model, split_notes, MethodArgs};
+use super::trust;
 use crate::data::{DatasetKind, Split};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::images::{
     write_heatmap_png, write_image_png, write_overlay_png, write_report, Colormap, FigureStyle,
-    Normalize, Prediction, Report, ReportCell, ReportMethod, ReportRow, Scale,
+    Normalize, Prediction, Report, ReportCell, ReportMethod, ReportRow, Scale, Section,
 };
 use crate::model;
 use crate::saliency::{self, Attribution, Method, Options};
+use crate::trust::{sanity_check, FaithfulnessOptions, SanityOptions};
 
 /// The longest note about one input shown under its picture, in characters.
 pub const MAX_CAPTION_CHARS: usize = 40;
@@ -78,6 +80,13 @@ pub struct ReportArgs {
     /// The folder for index.html and its PNGs (created if needed).
     #[arg(long)]
     pub out: PathBuf,
+    /// Leave out the trust section (sanity and faithfulness scores of each method).
+    #[arg(long)]
+    pub no_trust: bool,
+    /// A folder of object masks, one PNG per input named by its index (12.png): the trust
+    /// section then says how much of each map falls on the object.
+    #[arg(long)]
+    pub masks: Option<PathBuf>,
     #[command(flatten)]
     pub options: MethodArgs,
 }
@@ -97,6 +106,8 @@ impl ReportArgs {
             normalize: Normalize::default(),
             panel: Panel::default(),
             out,
+            no_trust: false,
+            masks: None,
             options: MethodArgs::default(),
         }
     }
@@ -207,6 +218,19 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
         });
     }
 
+    let sections = if args.no_trust {
+        Vec::new()
+    } else {
+        trust_sections(
+            args,
+            &model,
+            &inputs,
+            &targets,
+            &methods,
+            &options,
+            &mut explainer,
+        )?
+    };
     let report = Report {
         title: format!(
             "Where the model looks: {} {} images",
@@ -222,6 +246,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
         colormap: Some(args.colormap),
         methods: columns,
         rows,
+        sections,
     };
     let path = write_report(dir, &report)?;
     println!(
@@ -232,6 +257,75 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
         total.elapsed().as_secs_f64()
     );
     Ok(path)
+}
+
+/// The trust section: every method's faithfulness scores on the report's
+/// inputs, and its cascading sanity check; writes `curves.png` and
+/// `sanity-grid.png`.
+fn trust_sections(
+    args: &ReportArgs,
+    model: &model::Sequential,
+    inputs: &Inputs,
+    targets: &[usize],
+    methods: &[Method],
+    options: &Options,
+    explainer: &mut crate::saliency::Explainer<'_>,
+) -> Result<Vec<Section>> {
+    let start = Instant::now();
+    let masks = args
+        .masks
+        .as_deref()
+        .map(|d| trust::read_masks(d, inputs))
+        .transpose()?;
+    let mut settings = FaithfulnessOptions::default();
+    settings.curves.batch_size = options.batch_size;
+    settings.road.batch_size = options.batch_size;
+    settings.robustness.batch_size = options.batch_size;
+    let (random, scores) = trust::score_methods(
+        &inputs.images,
+        targets,
+        methods,
+        options,
+        &settings,
+        masks.as_ref(),
+        explainer,
+    )?;
+    trust::curve_plots(&random, &scores)?.write_png(&args.out.join("curves.png"))?;
+    let sanity = sanity_check(
+        model,
+        &inputs.images,
+        targets,
+        methods,
+        options,
+        &SanityOptions {
+            independent: false,
+            ..SanityOptions::default()
+        },
+        None,
+        &mut |_| {},
+    )?;
+    trust::sanity_grid(&sanity, 0)?.write_png(&args.out.join("sanity-grid.png"))?;
+    let mut sections =
+        trust::faithfulness_sections(&random, &scores, Some(Path::new("curves.png")), &settings);
+    for s in &mut sections {
+        s.heading = "Trust: faithfulness of each method on these inputs".into();
+    }
+    let mut sanity_part =
+        trust::sanity_sections(&sanity, methods, Path::new("sanity-grid.png"), inputs);
+    for s in &mut sanity_part {
+        s.heading = "Trust: sanity check, cascading randomisation of the weights".into();
+        s.paragraphs.push(
+            "salient sanity adds the independent (one layer at a time) and permuted-label checks."
+                .into(),
+        );
+    }
+    sections.extend(sanity_part);
+    println!(
+        "  {:<22} {:>6.2} s",
+        "trust scores",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(sections)
 }
 
 /// The facts at the top of the page.

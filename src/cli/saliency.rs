@@ -46,6 +46,12 @@ pub struct MethodArgs {
     /// integrated-gradients: points on the path from the baseline.
     #[arg(long, default_value_t = Options::default().steps, value_parser = super::at_least_one)]
     pub steps: usize,
+    /// integrated-gradients: the relative completeness error each input must reach by doubling its steps; 0 keeps --steps.
+    #[arg(long, default_value_t = 0.01, value_parser = super::non_negative_f64)]
+    pub tolerance: f64,
+    /// integrated-gradients: the most steps one input may take.
+    #[arg(long, default_value_t = Options::default().max_steps, value_parser = super::at_least_one)]
+    pub max_steps: usize,
     /// integrated-gradients: the baseline's value in every pixel [default: 0, black].
     #[arg(long, value_parser = super::finite_f32)]
     pub baseline: Option<f32>,
@@ -80,6 +86,8 @@ impl MethodArgs {
             noise_level: self.noise,
             seed: self.seed,
             steps: self.steps,
+            tolerance: (self.tolerance > 0.0).then_some(self.tolerance),
+            max_steps: self.max_steps,
             baseline: self.baseline.map_or(Baseline::Black, Baseline::Constant),
             layer: self.layer.clone(),
             patch: self.patch,
@@ -92,10 +100,19 @@ impl MethodArgs {
     /// on `model`: counts at least 1, finite values, an occlusion patch that
     /// fits the image, a CAM layer that exists.
     pub fn check(&self, model: &Sequential, methods: &[Method]) -> Result<()> {
-        if self.samples == 0 || self.steps == 0 || self.batch_size == 0 {
+        if self.samples == 0 || self.steps == 0 || self.batch_size == 0 || self.max_steps == 0 {
             return Err(Error::invalid(
                 "options",
-                "--samples, --steps and --batch-size must be at least 1",
+                "--samples, --steps, --max-steps and --batch-size must be at least 1",
+            ));
+        }
+        if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
+            return Err(Error::invalid(
+                "options",
+                format!(
+                    "--tolerance must be finite and not negative, got {}",
+                    self.tolerance
+                ),
             ));
         }
         let finite = self.noise.is_finite()
@@ -137,6 +154,8 @@ impl Default for MethodArgs {
             noise: o.noise_level,
             seed: o.seed,
             steps: o.steps,
+            tolerance: o.tolerance.unwrap_or(0.0),
+            max_steps: o.max_steps,
             baseline: None,
             layer: o.layer,
             patch: o.patch,

@@ -29,6 +29,7 @@
 mod colormap;
 mod figure;
 mod npy;
+pub mod plot;
 mod postprocess;
 mod report;
 
@@ -40,6 +41,6 @@ pub use figure::{
 pub use npy::{read_npy, write_attributions, write_maps, write_npy};
 pub use postprocess::{normalize_maps, saliency_maps, Normalize, NORMALIZE_EPS};
 pub use report::{
-    write_report, Prediction, Report, ReportCell, ReportMethod, ReportRow, DISPLAY_PX,
-    MIN_DISPLAY_PX, REPORT_FILE, TABLE_PX,
+    write_report, Cell, Prediction, Report, ReportCell, ReportMethod, ReportRow, Section, Table,
+    DISPLAY_PX, MIN_DISPLAY_PX, REPORT_FILE, TABLE_PX,
 };

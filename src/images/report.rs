@@ -53,8 +53,49 @@ pub struct Report {
     pub colormap: Option<Colormap>,
     /// The columns, one per saliency method, in order.
     pub methods: Vec<ReportMethod>,
-    /// The rows, one per input.
+    /// The rows, one per input; with no row and no method there is no table.
     pub rows: Vec<ReportRow>,
+    /// Sections after the table, such as the trust scores.
+    pub sections: Vec<Section>,
+}
+
+/// A part of the page after the main table: a heading, paragraphs, tables of
+/// text or pictures, and figures.
+#[derive(Debug, Clone, Default)]
+pub struct Section {
+    /// The section's heading.
+    pub heading: String,
+    /// Paragraphs under the heading.
+    pub paragraphs: Vec<String>,
+    /// Tables, each with its caption.
+    pub tables: Vec<Table>,
+    /// PNGs (relative to the report's folder) shown at their own size, with a caption.
+    pub figures: Vec<(PathBuf, String)>,
+    /// Labelled definitions, e.g. `("deletion AUC", "the area under ...")`.
+    pub definitions: Vec<(String, String)>,
+}
+
+/// A table of text or pictures.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// A line above the table.
+    pub caption: String,
+    /// The heading of each column.
+    pub header: Vec<String>,
+    /// The rows, each with one cell per column.
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// One cell of a [`Table`].
+#[derive(Debug, Clone)]
+pub enum Cell {
+    /// Plain text.
+    Text(String),
+    /// Text drawn as good (green) or bad (red) news.
+    Marked(String, bool),
+    /// A PNG relative to the report's folder, enlarged like the main table's,
+    /// with an optional caption under it.
+    Picture(PathBuf, Option<String>),
 }
 
 /// A saliency method: the heading of a column.
@@ -160,7 +201,31 @@ fn render(dir: &Path, report: &Report) -> Result<String> {
             map
         );
     }
-    h.push_str("</header>\n<main>\n<table>\n<thead>\n<tr><th>#</th><th>Input</th>");
+    h.push_str("</header>\n<main>\n");
+    if !(report.rows.is_empty() && report.methods.is_empty()) {
+        render_table(&mut h, dir, report, side, has_truth)?;
+    }
+    for section in &report.sections {
+        render_section(&mut h, dir, section)?;
+    }
+    h.push_str("</main>\n");
+    let _ = writeln!(
+        h,
+        "<footer class=\"muted\">Made by salient {}.</footer>\n</body>\n</html>",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(h)
+}
+
+/// The main table: a row per input, a column per method.
+fn render_table(
+    h: &mut String,
+    dir: &Path,
+    report: &Report,
+    side: u32,
+    has_truth: bool,
+) -> Result<()> {
+    h.push_str("<table>\n<thead>\n<tr><th>#</th><th>Input</th>");
     if has_truth {
         h.push_str("<th>True</th>");
     }
@@ -222,13 +287,88 @@ fn render(dir: &Path, report: &Report) -> Result<String> {
         }
         h.push_str("</tr>\n");
     }
-    h.push_str("</tbody>\n</table>\n</main>\n");
-    let _ = writeln!(
-        h,
-        "<footer class=\"muted\">Made by salient {}.</footer>\n</body>\n</html>",
-        env!("CARGO_PKG_VERSION")
-    );
-    Ok(h)
+    h.push_str("</tbody>\n</table>\n");
+    Ok(())
+}
+
+/// A [`Section`]: heading, paragraphs, definitions, tables, figures.
+fn render_section(h: &mut String, dir: &Path, section: &Section) -> Result<()> {
+    let _ = writeln!(h, "<section>\n<h2>{}</h2>", escape(&section.heading));
+    for p in &section.paragraphs {
+        let _ = writeln!(h, "<p>{}</p>", escape(p));
+    }
+    if !section.definitions.is_empty() {
+        h.push_str("<dl>\n");
+        for (term, meaning) in &section.definitions {
+            let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", escape(term), escape(meaning));
+        }
+        h.push_str("</dl>\n");
+    }
+    for table in &section.tables {
+        let side = picture_side(table.header.len());
+        let _ = writeln!(
+            h,
+            "<table class=\"scores\">\n<caption>{}</caption>\n<thead><tr>",
+            escape(&table.caption)
+        );
+        for head in &table.header {
+            let _ = write!(h, "<th>{}</th>", escape(head));
+        }
+        h.push_str("</tr></thead>\n<tbody>\n");
+        for (r, row) in table.rows.iter().enumerate() {
+            if row.len() != table.header.len() {
+                return Err(Error::invalid(
+                    "report",
+                    format!(
+                        "row {r} of table {:?} has {} cells for {} columns",
+                        table.caption,
+                        row.len(),
+                        table.header.len()
+                    ),
+                ));
+            }
+            h.push_str("<tr>");
+            for cell in row {
+                match cell {
+                    Cell::Text(t) => {
+                        let _ = write!(h, "<td>{}</td>", escape(t));
+                    }
+                    Cell::Marked(t, good) => {
+                        let class = if *good { "good" } else { "bad" };
+                        let _ = write!(h, "<td class=\"{class}\">{}</td>", escape(t));
+                    }
+                    Cell::Picture(path, caption) => {
+                        let (picture, width) = img(dir, path, &path.display().to_string(), side)?;
+                        let _ = write!(h, "<td>{picture}");
+                        if let Some(c) = caption {
+                            let _ = write!(
+                                h,
+                                "<div class=\"muted cap\" style=\"width: {width}px\">{}</div>",
+                                escape(c)
+                            );
+                        }
+                        h.push_str("</td>");
+                    }
+                }
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    for (path, caption) in &section.figures {
+        let src = relative_url(path)?;
+        let (w, hgt) = png_size(&dir.join(path))?;
+        let _ = writeln!(
+            h,
+            "<figure><img class=\"plot\" src=\"{}\" width=\"{w}\" height=\"{hgt}\" alt=\"{}\">\
+             <figcaption class=\"muted\">{}</figcaption></figure>",
+            escape(&src),
+            escape(caption),
+            escape(caption)
+        );
+    }
+    h.push_str("</section>\n");
+    Ok(())
 }
 
 /// An `<img>` for a PNG in `dir`, sized so that its pixels stay whole squares on screen
@@ -346,6 +486,14 @@ th, td { padding: 6px 4px; border-bottom: 1px solid var(--line); text-align: cen
 td.num, td.cls { vertical-align: middle; padding: 6px 8px; }
 thead th { position: sticky; top: 0; z-index: 1; background: var(--head); border-bottom: 2px solid var(--line);
   white-space: nowrap; }
+section { margin-top: 28px; max-width: 110em; }
+h2 { font-size: 18px; margin: 12px 0 6px; }
+section p { max-width: 70em; }
+table.scores td { padding: 4px 10px; font-variant-numeric: tabular-nums; }
+table.scores caption { text-align: left; font-weight: 600; padding: 4px 0; }
+td.good { color: #1a7f37; font-weight: 600; }
+td.bad { color: #cf222e; font-weight: 600; }
+img.plot { image-rendering: auto; max-width: 100%; height: auto; }
 thead th.method { white-space: normal; font-size: 13px; line-height: 1.2; vertical-align: bottom; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
 td.cls { font-size: 16px; font-weight: 600; }
@@ -408,6 +556,7 @@ mod tests {
                 })
                 .collect(),
             rows,
+            sections: Vec::new(),
         }
     }
 

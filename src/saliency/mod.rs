@@ -41,7 +41,6 @@ pub mod cam;
 pub mod gradient;
 pub mod integrated;
 pub mod occlusion;
-pub mod sanity;
 pub mod smooth;
 
 use std::fmt;
@@ -58,8 +57,7 @@ use crate::tape::Kernels;
 use crate::tensor::{Pool, Tensor};
 
 pub use cam::Cam;
-pub use integrated::{Baseline, Completeness};
-pub use sanity::{cascading_randomization, spearman, Randomized};
+pub use integrated::{Baseline, Completeness, StepRule};
 pub use smooth::Aggregate;
 
 /// A saliency method, by its command-line name.
@@ -205,9 +203,15 @@ pub struct Options {
     /// SmoothGrad family: seed of the noise (0). Input `i` of the batch draws
     /// from its own stream, seeded with `(seed, i)`.
     pub seed: u64,
-    /// Integrated gradients: points on the path from the baseline (50). Raise it
-    /// if the reported completeness error is large.
+    /// Integrated gradients: points on the path from the baseline that every
+    /// input starts with (50).
     pub steps: usize,
+    /// Integrated gradients: the relative completeness error each input must
+    /// reach, by doubling its steps up to `max_steps` (1%); `None` keeps
+    /// `steps` for every input.
+    pub tolerance: Option<f64>,
+    /// Integrated gradients: the most steps an input may take (1600).
+    pub max_steps: usize,
     /// Integrated gradients: the baseline `x′` (black, all zeros).
     pub baseline: Baseline,
     /// CAM methods: the layer whose output `A` is explained; `None` is the last
@@ -230,11 +234,25 @@ impl Default for Options {
             noise_level: 0.15,
             seed: 0,
             steps: 50,
+            tolerance: Some(0.01),
+            max_steps: 1600,
             baseline: Baseline::Black,
             layer: None,
             patch: None,
             stride: None,
             fill: 0.0,
+        }
+    }
+}
+
+impl Options {
+    /// Integrated gradients' steps per input, from `steps`, `tolerance` and
+    /// `max_steps`.
+    pub fn step_rule(&self) -> StepRule {
+        StepRule {
+            steps: self.steps,
+            tolerance: self.tolerance,
+            max_steps: self.max_steps,
         }
     }
 }
@@ -406,15 +424,16 @@ impl<'m> Explainer<'m> {
             }
             Method::IntegratedGradients => {
                 let (targets, scores) = resolve()?;
+                let rule = options.step_rule();
                 let (raw, report) = integrated::integrated_gradients(
                     self,
                     inputs,
                     &targets,
                     &options.baseline,
-                    options.steps,
+                    rule,
                     bs,
                 )?;
-                notes.extend(integrated::completeness_notes(&report, options.steps));
+                notes.extend(integrated::completeness_notes(&report, rule));
                 completeness = Some(report);
                 (raw, targets, scores)
             }

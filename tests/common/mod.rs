@@ -11,7 +11,12 @@ use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use salient::data::{self, Dataset, DatasetKind, Split};
+use salient::layers::Activation;
+use salient::model::Sequential;
+use salient::train::{fit, FitOptions};
 use salient::{Kernels, ReluRule, Tape, Tensor, Var};
+use std::sync::OnceLock;
 
 pub type T64 = ArrayD<f64>;
 
@@ -329,4 +334,45 @@ pub fn shared_data(sub: &str) -> Option<std::path::PathBuf> {
         );
         None
     }
+}
+
+/// A small CNN trained briefly on the bundled MNIST sample, trained once per
+/// test binary (a few seconds in release).
+///
+/// Conv2D 8 3x3 relu [8, 26, 26] → MaxPool 2 [8, 13, 13] → Conv2D 16 3x3 relu
+/// [16, 11, 11] → MaxPool 2 [16, 5, 5] → Flatten [400] → Dense 32 relu → Dense
+/// 10 softmax.
+pub fn small_trained_mnist() -> &'static (Sequential, Dataset) {
+    static MODEL: OnceLock<(Sequential, Dataset)> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mnist-sample");
+        let train = data::load(DatasetKind::Mnist, &dir, Split::Train)
+            .unwrap()
+            .take(2000);
+        let test = data::load(DatasetKind::Mnist, &dir, Split::Test)
+            .unwrap()
+            .take(200);
+        let mut model = Sequential::builder([1, 28, 28])
+            .conv2d(8, 3, Activation::Relu)
+            .max_pooling2d(2)
+            .conv2d(16, 3, Activation::Relu)
+            .max_pooling2d(2)
+            .flatten()
+            .dense(32, Activation::Relu)
+            .dense(10, Activation::Softmax)
+            .build(3)
+            .unwrap();
+        let opts = FitOptions {
+            epochs: 3,
+            batch_size: 32,
+            validation_split: 0.0,
+            seed: 3,
+            learning_rate: 2e-3,
+        };
+        fit(&mut model, &train, &opts, &mut ()).unwrap();
+        let (_, accuracy) = model.evaluate(&test.images(), &test.labels, 200).unwrap();
+        // Far above chance (0.1): the model has learnt something worth explaining.
+        assert!(accuracy >= 0.7, "accuracy {accuracy}");
+        (model, test)
+    })
 }
