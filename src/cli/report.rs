@@ -422,19 +422,30 @@ fn describe_attribution(
             parts.insert(
                 0,
                 format!(
-                    "{} steps from a {} baseline; completeness error at most {:.2}%",
-                    options.steps,
+                    "{} to {} steps from a {} baseline (starting at {}, doubled until within {}); completeness error at most {:.2}%",
+                    report.iter().map(|c| c.steps).min().unwrap_or(options.steps),
+                    report.iter().map(|c| c.steps).max().unwrap_or(options.steps),
                     match options.baseline {
                         saliency::Baseline::Black => "black".to_string(),
                         saliency::Baseline::Constant(v) => format!("constant {v}"),
                         saliency::Baseline::Image(_) => "given".to_string(),
                     },
+                    options.steps,
+                    options
+                        .tolerance
+                        .map_or("no tolerance".to_string(), |t| format!("{}%", 100.0 * t)),
                     100.0 * worst
                 ),
             );
             report
                 .iter()
-                .map(|c| Some(format!("error {:.2}%", 100.0 * c.rel_error)))
+                .map(|c| {
+                    Some(format!(
+                        "error {:.2}%, {} steps",
+                        100.0 * c.rel_error,
+                        c.steps
+                    ))
+                })
                 .collect()
         }
         None => {

@@ -294,8 +294,9 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
         if let Some(c) = attribution.completeness.as_ref().and_then(|c| c.get(i)) {
             // Integrated gradients: the per-input notes say the same at length.
             println!(
-                "  completeness error {:.2}% (sum of attributions {:.4}, f(x) - f(baseline) = {:.4})",
+                "  completeness error {:.2}% with {} steps (sum of attributions {:.4}, f(x) - f(baseline) = {:.4})",
                 100.0 * c.rel_error,
+                c.steps,
                 c.attribution_sum,
                 f64::from(c.score) - f64::from(c.baseline_score)
             );

@@ -282,7 +282,10 @@ pub fn sanity_sections(
                             .map(|r| Spread::of(r.similarity.iter().map(f)))
                             .unwrap_or(Spread::of([]));
                         // Still above 0.5 once the model is destroyed: the map barely changed.
-                        Cell::Marked(format!("{spread:.2}"), spread.mean.is_nan() || spread.mean <= 0.5)
+                        Cell::Marked(
+                            format!("{spread:.2}"),
+                            spread.mean.is_nan() || spread.mean <= 0.5,
+                        )
                     }));
                     row
                 })

@@ -15,6 +15,21 @@
 //! [`shortcut`] builds the data for a model that has learnt a spurious cue,
 //! where the right answer is known: the map should fall on the cue.
 //!
+//! ```
+//! use salient::model::Sequential;
+//! use salient::saliency::{Explainer, Method, Options};
+//! use salient::trust::{faithfulness, FaithfulnessOptions};
+//! use salient::Tensor;
+//!
+//! let model = Sequential::tutorial([1, 28, 28], 10, 0)?;
+//! let images = Tensor::from_elem(vec![2, 1, 28, 28], 0.5);
+//! let mut explainer = Explainer::new(&model);
+//! let (scores, _maps) = faithfulness(&mut explainer, &images, &[3, 7], Method::Guided,
+//!                                    &Options::default(), &FaithfulnessOptions::default())?;
+//! println!("deletion AUC {:.3}", scores.summary()[0]); // mean ± std over the inputs
+//! # Ok::<(), salient::Error>(())
+//! ```
+//!
 //! The scores read a map `[H, W]` per input, made from a method's raw
 //! attributions `[N, C, H, W]` by [`drawn_maps`] (what is drawn, before
 //! normalisation) or [`signed_maps`].
