@@ -24,7 +24,7 @@ use crate::data::{self, DatasetKind, Split};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::images::plot::{self, LinePlot, Series};
-use crate::images::{write_report, Cell, Colormap, Normalize, Report, RgbImage, Section, Table};
+use crate::images::{write_report, Cell, Colormap, Report, RgbImage, Section, Table};
 use crate::layers::mix;
 use crate::model::{self, Sequential};
 use crate::saliency::{Method, Options};
@@ -853,6 +853,3 @@ pub fn progress_bar(len: u64, unit: &str) -> ProgressBar {
     }
     bar
 }
-
-/// The saliency normalisation used for the trust figures.
-pub const TRUST_NORMALIZE: Normalize = Normalize::PerInput;

@@ -9,7 +9,7 @@
 //! (its accuracy collapses when the cue is swapped between classes), a clean
 //! model's do not.
 
-use ndarray::{Array3, Axis};
+use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -150,14 +150,15 @@ pub fn with_cue(
 
 /// How many images of `images: [N, C, H, W]` are unchanged outside `masks`
 /// compared with `original` (a check that stamping touched only the square).
-pub fn untouched_outside(original: &Tensor, images: &Tensor, masks: &Array3<bool>) -> usize {
+#[cfg(test)]
+fn untouched_outside(original: &Tensor, images: &Tensor, masks: &Array3<bool>) -> usize {
     original
         .outer_iter()
         .zip(images.outer_iter())
         .zip(masks.outer_iter())
         .filter(|((a, b), m)| {
-            a.axis_iter(Axis(0))
-                .zip(b.axis_iter(Axis(0)))
+            a.axis_iter(ndarray::Axis(0))
+                .zip(b.axis_iter(ndarray::Axis(0)))
                 .all(|(a, b)| {
                     a.iter()
                         .zip(b.iter())
