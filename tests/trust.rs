@@ -202,6 +202,7 @@ fn max_sensitivity_is_zero_for_a_linear_model_and_positive_otherwise() {
         &[0, 0],
         Method::Vanilla,
         &Options::default(),
+        None,
         &o,
     )
     .unwrap();
@@ -214,6 +215,7 @@ fn max_sensitivity_is_zero_for_a_linear_model_and_positive_otherwise() {
         &[0, 0],
         Method::GradientXInput,
         &Options::default(),
+        None,
         &o,
     )
     .unwrap();

@@ -140,12 +140,15 @@ pub fn run(args: &ShortcutArgs) -> Result<ShortcutOutput> {
     fsutil::check_output_dir(dir)?;
 
     // The data: two classes, with and without the cue.
-    let train = data::load(args.dataset, &args.data, Split::Train)?;
-    let (a, b) = (
-        class_index(&train, &args.classes[0])?,
-        class_index(&train, &args.classes[1])?,
-    );
-    let train = two_classes(&train, a, b)?;
+    // The full training split is dropped as soon as its two classes are taken.
+    let (train, a, b) = {
+        let all = data::load(args.dataset, &args.data, Split::Train)?;
+        let (a, b) = (
+            class_index(&all, &args.classes[0])?,
+            class_index(&all, &args.classes[1])?,
+        );
+        (two_classes(&all, a, b)?, a, b)
+    };
     let test = two_classes(&data::load(args.dataset, &args.data, Split::Test)?, a, b)?;
     let cue = Cue {
         size: args.cue_size,
@@ -217,11 +220,12 @@ pub fn run(args: &ShortcutArgs) -> Result<ShortcutOutput> {
     let bar = progress_bar(2 * methods.len() as u64, "maps");
     let mut shares = Vec::new();
     let mut maps_of = [Vec::new(), Vec::new()];
+    let mut explainers: Vec<Explainer> = models.iter().map(Explainer::new).collect();
     for &method in &methods {
         let mut found = Vec::new();
-        for (k, m) in models.iter().enumerate() {
+        for (k, explainer) in explainers.iter_mut().enumerate() {
             bar.set_message(format!("{method} ({})", ["clean", "cue"][k]));
-            let raw = Explainer::new(m)
+            let raw = explainer
                 .attribute(&images, Some(&labels), method, &options)?
                 .raw;
             let maps = drawn_maps(method, &raw)?;
@@ -313,7 +317,6 @@ pub fn run(args: &ShortcutArgs) -> Result<ShortcutOutput> {
     settings.curves.seed = args.shortcut_seed;
     settings.road.seed = args.shortcut_seed;
     settings.robustness.seed = args.shortcut_seed;
-    let mut explainer = Explainer::new(cued);
     let (random, scores) = score_methods(
         &few,
         few_targets,
@@ -321,7 +324,7 @@ pub fn run(args: &ShortcutArgs) -> Result<ShortcutOutput> {
         &options,
         &settings,
         Some(&select_masks(&cue_masks, &(0..n).collect::<Vec<_>>())),
-        &mut explainer,
+        &mut explainers[1],
     )?;
     println!("{}", summary_text(&random, &scores));
     curve_plots(&random, &scores)?.write_png(&dir.join("curves.png"))?;

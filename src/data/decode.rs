@@ -10,10 +10,14 @@
 //!   the exact value;
 //! - CMYK and YCbCr JPEGs come out as RGB, one-component JPEGs as grey.
 
+use std::cell::Cell;
 use std::io::Cursor;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Once;
 
 use ndarray::Array3;
+
 use zune_jpeg::errors::DecodeErrors;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::JpegDecoder;
@@ -171,7 +175,17 @@ fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
             jpeg_message(&e),
         )
     };
-    decoder.decode_headers().map_err(jpeg_error)?;
+    let decoder_panicked = || {
+        Error::format(
+            path,
+            "JPEG data",
+            "a decodable JPEG image",
+            "the decoder failed on an inconsistent file",
+        )
+    };
+    without_panics(|| decoder.decode_headers())
+        .ok_or_else(decoder_panicked)?
+        .map_err(jpeg_error)?;
     if let Some((width, height)) = decoder.dimensions() {
         Limits::current().check_pixels(&path.display().to_string(), width as u64, height as u64)?;
         // Every 8x8 block of a JPEG costs at least one bit, so a file holds
@@ -188,7 +202,9 @@ fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
         }
     }
     // One-component JPEGs decode to grey (Luma); everything else to RGB.
-    let pixels = decoder.decode().map_err(jpeg_error)?;
+    let pixels = without_panics(|| decoder.decode())
+        .ok_or_else(decoder_panicked)?
+        .map_err(jpeg_error)?;
     let (width, height) = decoder.dimensions().unwrap_or((0, 0));
     let samples = match decoder.get_output_colorspace() {
         Some(ColorSpace::Luma) => 1,
@@ -203,6 +219,35 @@ fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
         }
     };
     to_planar(&pixels, samples, width, height, width * samples, path)
+}
+
+thread_local! {
+    /// Set while a decoder runs under [`without_panics`] on this thread.
+    static IN_DECODER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a third-party decoder, turning a panic inside it into `None`.
+///
+/// zune-jpeg still fails assertions in its upsampler on some corrupt files
+/// (upstream issues etemesi254/zune-image #236 and #281; `tests/fuzz.rs`
+/// found one), and a hostile file must give an error, not a crash. The
+/// decoder's state is dropped with the panic. The panic hook, wrapped once,
+/// stays silent for a panic inside a decoder on this thread and prints every
+/// other panic as before.
+fn without_panics<T>(decode: impl FnOnce() -> T) -> Option<T> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !IN_DECODER.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    IN_DECODER.with(|flag| flag.set(true));
+    let out = panic::catch_unwind(AssertUnwindSafe(decode));
+    IN_DECODER.with(|flag| flag.set(false));
+    out.ok()
 }
 
 /// zune-jpeg's error text, without the quotes and line breaks of its `Debug` form.
@@ -258,6 +303,15 @@ fn to_planar(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_decoder_becomes_none_and_the_next_call_works() {
+        assert_eq!(without_panics(|| 7), Some(7));
+        let failed: Option<u8> = without_panics(|| panic!("a decoder assertion"));
+        assert_eq!(failed, None);
+        assert!(!IN_DECODER.with(Cell::get), "the flag is cleared after a panic");
+        assert_eq!(without_panics(|| "still fine"), Some("still fine"));
+    }
 
     /// Encodes a PNG in memory with the `png` crate.
     fn png_bytes(

@@ -87,6 +87,7 @@ pub fn faithfulness(
             targets,
             method,
             method_options,
+            Some(&raw),
             &options.robustness,
         )?
     } else {

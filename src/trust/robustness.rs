@@ -153,16 +153,18 @@ fn score(a: &[f64], b: &[f64]) -> Infidelity {
     Infidelity { raw, normalized }
 }
 
-/// The max-sensitivity of `method` for `targets` on `inputs`: the method runs
-/// once on the inputs and once per sample on perturbed copies, each input
-/// keeping its place in the batch (so SmoothGrad's noise stream, seeded per
-/// place, is the same and only the input moves).
+/// The max-sensitivity of `method` for `targets` on `inputs`, whose
+/// attributions are `original` (or, if `None`, computed here): the method runs
+/// once per sample on perturbed copies, each input keeping its place in the
+/// batch (so SmoothGrad's noise stream, seeded per place, is the same and only
+/// the input moves).
 pub fn max_sensitivity(
     explainer: &mut Explainer<'_>,
     inputs: &Tensor,
     targets: &[usize],
     method: Method,
     method_options: &Options,
+    original: Option<&Tensor>,
     options: &RobustnessOptions,
 ) -> Result<Vec<f64>> {
     let r = options.sensitivity_radius;
@@ -172,9 +174,26 @@ pub fn max_sensitivity(
             "samples must be at least 1 and the radius finite and not negative",
         ));
     }
-    let original = explainer
-        .attribute(inputs, Some(targets), method, method_options)?
-        .raw;
+    let computed;
+    let original = match original {
+        Some(raw) if raw.shape() == inputs.shape() => raw,
+        Some(raw) => {
+            return Err(Error::invalid(
+                "max-sensitivity",
+                format!(
+                    "attributions {:?} must have the inputs' shape {:?}",
+                    raw.shape(),
+                    inputs.shape()
+                ),
+            ))
+        }
+        None => {
+            computed = explainer
+                .attribute(inputs, Some(targets), method, method_options)?
+                .raw;
+            &computed
+        }
+    };
     let norms: Vec<f64> = original.outer_iter().map(|a| norm(a.iter())).collect();
     let mut worst = vec![0.0f64; targets.len()];
     let mut rng = ChaCha8Rng::seed_from_u64(mix(options.seed, 0x5e45));

@@ -112,6 +112,12 @@ impl Cue {
 /// The images of classes `a` and `b` of `data`, labelled 0 and 1 and named
 /// after them.
 pub fn two_classes(data: &Dataset, a: usize, b: usize) -> Result<Dataset> {
+    if a == b {
+        return Err(Error::invalid(
+            "shortcut",
+            format!("the two classes must differ, got {a} twice"),
+        ));
+    }
     let chosen: Vec<usize> = (0..data.len())
         .filter(|&i| data.labels[i] == a || data.labels[i] == b)
         .collect();
