@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Axis, IxDyn};
 
-use crate::data::{self, DatasetKind, Split};
+use crate::data::{self, Dataset, DatasetKind, Split};
 use crate::error::{Error, Result};
 use crate::model::{argmax, Head, Sequential};
 use crate::ops::softmax_rows;
@@ -51,6 +51,35 @@ impl Inputs {
         split: Split,
         indices: &[usize],
     ) -> Result<Inputs> {
+        let set = data::load(kind, dir, split)?;
+        Self::from_set(model, &set, dir, split, indices)
+    }
+
+    /// `count` images spread evenly over one split, at indices `k·n / count`:
+    /// a split stored class by class (CIFAR-10's folders) still gives every
+    /// class its share.
+    pub fn spread_over(
+        model: &Sequential,
+        kind: DatasetKind,
+        dir: &Path,
+        split: Split,
+        count: usize,
+    ) -> Result<Inputs> {
+        let set = data::load(kind, dir, split)?;
+        let n = set.len();
+        let count = count.min(n);
+        let indices: Vec<usize> = (0..count).map(|k| k * n / count).collect();
+        Self::from_set(model, &set, dir, split, &indices)
+    }
+
+    /// The images at `indices` of `set`, loaded from `dir`'s `split`.
+    fn from_set(
+        model: &Sequential,
+        set: &Dataset,
+        dir: &Path,
+        split: Split,
+        indices: &[usize],
+    ) -> Result<Inputs> {
         if indices.is_empty() {
             return Err(Error::invalid("indices", "no index given"));
         }
@@ -62,7 +91,6 @@ impl Inputs {
                 format!("index {twice} is given twice; give each image once"),
             ));
         }
-        let set = data::load(kind, dir, split)?;
         let n = set.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
             return Err(Error::invalid(

@@ -49,7 +49,7 @@ pub struct DataArgs {
     /// Which split the inputs come from.
     #[arg(long, default_value = "test")]
     pub split: Split,
-    /// Indices into the split, comma-separated [default: the first --count].
+    /// Indices into the split, comma-separated [default: --count images spread evenly over the split].
     #[arg(long, value_delimiter = ',')]
     pub indices: Vec<usize>,
     /// `all`, or a comma-separated list of methods.
@@ -67,12 +67,11 @@ impl DataArgs {
         let methods = parse_methods(&self.methods)?;
         let model = model::load(&self.model)?;
         fsutil::check_output_dir(&self.out)?;
-        let indices: Vec<usize> = if self.indices.is_empty() {
-            (0..count).collect()
+        let inputs = if self.indices.is_empty() {
+            Inputs::spread_over(&model, self.dataset, &self.data, self.split, count)?
         } else {
-            self.indices.clone()
+            Inputs::from_dataset(&model, self.dataset, &self.data, self.split, &self.indices)?
         };
-        let inputs = Inputs::from_dataset(&model, self.dataset, &self.data, self.split, &indices)?;
         let probs = inputs::probabilities(&model, &inputs.images, 250)?;
         let targets = inputs::targets(&inputs.items, &inputs::top_classes(&probs), None);
         Ok((model, methods, inputs, targets))
@@ -87,7 +86,7 @@ impl DataArgs {
 pub struct SanityArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Inputs to check when no --indices are given: the first N of the split.
+    /// Inputs to check when no --indices are given, spread evenly over the split.
     #[arg(long, default_value_t = 16, value_parser = super::at_least_one)]
     pub count: usize,
     /// A checkpoint of the same network trained on permuted labels [default: train one].
@@ -413,7 +412,7 @@ fn labelled_grid(
 pub struct FaithfulnessArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Inputs to score when no --indices are given: the first N of the split.
+    /// Inputs to score when no --indices are given, spread evenly over the split.
     #[arg(long, default_value_t = 100, value_parser = super::at_least_one)]
     pub count: usize,
     /// A folder of masks, one PNG per input named by its index (12.png): white marks the object.
@@ -570,7 +569,7 @@ fn describe_inputs(args: &DataArgs, inputs: &Inputs) -> String {
     let first = inputs.items.first().map_or(0, |i| i.index);
     let last = inputs.items.last().map_or(0, |i| i.index);
     format!(
-        "{} {} split of {}: {} inputs ({first} to {last}); the class explained is the true one",
+        "{} {} split of {}: {} inputs (indices {first} to {last}); the class explained is the true one",
         args.dataset,
         args.split,
         args.data.display(),

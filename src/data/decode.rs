@@ -309,7 +309,10 @@ mod tests {
         assert_eq!(without_panics(|| 7), Some(7));
         let failed: Option<u8> = without_panics(|| panic!("a decoder assertion"));
         assert_eq!(failed, None);
-        assert!(!IN_DECODER.with(Cell::get), "the flag is cleared after a panic");
+        assert!(
+            !IN_DECODER.with(Cell::get),
+            "the flag is cleared after a panic"
+        );
         assert_eq!(without_panics(|| "still fine"), Some("still fine"));
     }
 
