@@ -329,8 +329,8 @@ pub fn run(args: &ShortcutArgs) -> Result<ShortcutOutput> {
     println!("{}", summary_text(&random, &scores));
     curve_plots(&random, &scores)?.write_png(&dir.join("curves.png"))?;
 
-    // Example rows: the images where the cue model's maps put most on the square.
-    let examples = examples(&maps_of[1], &cue_masks, 4);
+    // Example rows: per class, the images where the cue model's maps put most on the square.
+    let examples = examples(&maps_of[1], &cue_masks, &labels, 2);
     let style = FigureStyle {
         colormap: Colormap::Viridis,
         scale: Scale::Factor(1),
@@ -460,7 +460,7 @@ pub fn run(args: &ShortcutArgs) -> Result<ShortcutOutput> {
         },
         Section {
             heading: "Examples".into(),
-            paragraphs: vec!["The test images on which the cue model's maps put the most on the square; each image twice, explained by the cue model and by the clean model.".into()],
+            paragraphs: vec!["For each class, the two test images on which the cue model's maps put the most on the square; each image twice, explained by the cue model and by the clean model.".into()],
             tables: vec![Table {
                 caption: "Maps (viridis, normalised per map)".into(),
                 header,
@@ -541,10 +541,15 @@ fn select_masks(masks: &Array3<bool>, order: &[usize]) -> Array3<bool> {
     masks.select(Axis(0), order)
 }
 
-/// The `k` images whose maps, summed over methods, put the most on the cue.
-fn examples(maps: &[Tensor], masks: &Array3<bool>, k: usize) -> Vec<usize> {
-    let n = masks.shape()[0];
-    let mut score: Vec<(f64, usize)> = (0..n)
+/// For each class, the `per_class` images whose maps, summed over methods,
+/// put the most on the cue.
+fn examples(
+    maps: &[Tensor],
+    masks: &Array3<bool>,
+    labels: &[usize],
+    per_class: usize,
+) -> Vec<usize> {
+    let mut score: Vec<(f64, usize)> = (0..masks.shape()[0])
         .map(|i| {
             let total: f64 = maps
                 .iter()
@@ -558,5 +563,15 @@ fn examples(maps: &[Tensor], masks: &Array3<bool>, k: usize) -> Vec<usize> {
         })
         .collect();
     score.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    score.into_iter().take(k).map(|(_, i)| i).collect()
+    let mut chosen = Vec::new();
+    for class in 0..=labels.iter().copied().max().unwrap_or(0) {
+        chosen.extend(
+            score
+                .iter()
+                .filter(|(_, i)| labels[*i] == class)
+                .take(per_class)
+                .map(|(_, i)| *i),
+        );
+    }
+    chosen
 }

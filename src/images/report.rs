@@ -489,7 +489,7 @@ thead th { position: sticky; top: 0; z-index: 1; background: var(--head); border
 section { margin-top: 28px; max-width: 110em; }
 h2 { font-size: 18px; margin: 12px 0 6px; }
 section p { max-width: 70em; }
-table.scores td { padding: 4px 10px; font-variant-numeric: tabular-nums; }
+table.scores td { padding: 4px 10px; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.scores caption { text-align: left; font-weight: 600; padding: 4px 0; }
 td.good { color: #1a7f37; font-weight: 600; }
 td.bad { color: #cf222e; font-weight: 600; }
