@@ -572,9 +572,9 @@ fn sanity_and_faithfulness_write_their_pages_and_tables() {
     assert!(html.contains("permuted labels") && html.contains("src=\"sanity-grid.png\""));
 
     digit_masks(&dir.path().join("masks"), &[0, 1, 2, 3]);
-    let printed = ok(
-        dir.path(),
-        &[
+    // The four digits with their masks; each run adds its methods and output.
+    let faithfulness = |more: &[&str]| -> Vec<String> {
+        let common = [
             "faithfulness",
             "--model",
             model_arg(),
@@ -584,15 +584,22 @@ fn sanity_and_faithfulness_write_their_pages_and_tables() {
             data,
             "--indices",
             "0,1,2,3",
-            "--methods",
-            "vanilla,occlusion",
             "--masks",
             "masks",
-            "--sensitivity-samples",
-            "2",
-            "--out",
-            "faith",
-        ],
+        ];
+        common.iter().chain(more).map(|s| s.to_string()).collect()
+    };
+    let args = faithfulness(&[
+        "--methods",
+        "vanilla,occlusion",
+        "--sensitivity-samples",
+        "2",
+        "--out",
+        "faith",
+    ]);
+    let printed = ok(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(printed.contains("random order"), "{printed}");
     let csv = std::fs::read_to_string(dir.path().join("faith/faithfulness.csv")).unwrap();
@@ -610,25 +617,10 @@ fn sanity_and_faithfulness_write_their_pages_and_tables() {
     assert!(w > 600 && h > 400);
     // A missing mask is one clear error naming the file.
     std::fs::remove_file(dir.path().join("masks/3.png")).unwrap();
+    let args = faithfulness(&["--methods", "vanilla", "--out", "faith2"]);
     fails(
         dir.path(),
-        &[
-            "faithfulness",
-            "--model",
-            model_arg(),
-            "--dataset",
-            "mnist",
-            "--data",
-            data,
-            "--indices",
-            "0,1,2,3",
-            "--methods",
-            "vanilla",
-            "--masks",
-            "masks",
-            "--out",
-            "faith2",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         1,
         &["3.png"],
     );
