@@ -1,5 +1,5 @@
 //! Speed benchmarks: convolution layers of the tutorial network, a training
-//! step, and saliency.
+//! step, saliency, and one update of the explorer.
 //!
 //! Run them all with `cargo bench --bench speed` (3 to 4 minutes on 2 cores),
 //! or pick some:
@@ -170,5 +170,37 @@ fn saliency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv2d, train_step, saliency);
+/// One update of `salient explore`: the class scores, the eight default maps,
+/// the traced backward pass with every pixel's path, and the answer written as
+/// JSON, for one image; on the tutorial's models at their initialisation.
+fn explore(c: &mut Criterion) {
+    use salient::explore::api::{ExplainRequest, Explorer, DEFAULT_METHODS};
+    let mut group = c.benchmark_group("explore");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    for (name, shape) in [("mnist", [1, 28, 28]), ("cifar10", [3, 32, 32])] {
+        let model = Sequential::tutorial(shape, 10, 0).unwrap();
+        let explorer = Explorer::new(model, name.into(), None).unwrap();
+        let pixels = random(&[shape.iter().product()], 8)
+            .mapv(|v| (v + 1.0) / 2.0)
+            .into_raw_vec_and_offset()
+            .0;
+        let request = ExplainRequest {
+            pixels,
+            class: None,
+            methods: DEFAULT_METHODS.iter().map(|m| m.name().into()).collect(),
+            rule: Some("gradient".into()),
+        };
+        group.bench_function(BenchmarkId::new("update", name), |bench| {
+            bench.iter(|| {
+                let answer = explorer.explain(&request).unwrap();
+                black_box(serde_json::to_vec(&answer).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv2d, train_step, saliency, explore);
 criterion_main!(benches);

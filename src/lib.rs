@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod explore;
 mod fast;
 pub mod fsutil;
 pub mod images;

@@ -627,15 +627,22 @@ fn sanity_and_faithfulness_write_their_pages_and_tables() {
 }
 
 #[test]
-fn demo_trains_and_writes_the_report() {
+fn demo_trains_and_writes_the_report_and_explore_serves_its_model() {
     let dir = tmp();
+    // Before the demo, explore has no model and says how to make one.
+    fails(
+        dir.path(),
+        &["explore", "--port", "0"],
+        1,
+        &["salient demo", "--model"],
+    );
     let data = sample_dir();
     let printed = ok(
         dir.path(),
         &[
             "demo",
             "--out",
-            "demo",
+            "out/demo",
             "--data",
             data.to_str().unwrap(),
             "--epochs",
@@ -650,13 +657,50 @@ fn demo_trains_and_writes_the_report() {
     assert!(
         printed
             .trim_end()
-            .ends_with("Open demo/report/index.html in a browser."),
+            .ends_with("Open out/demo/report/index.html in a browser."),
         "{printed}"
     );
-    assert!(dir.path().join("demo/mnist-sample.safetensors").is_file());
-    let html = std::fs::read_to_string(dir.path().join("demo/report/index.html")).unwrap();
+    assert!(dir
+        .path()
+        .join("out/demo/mnist-sample.safetensors")
+        .is_file());
+    let html = std::fs::read_to_string(dir.path().join("out/demo/report/index.html")).unwrap();
     // Seven rows of an input and two maps, then the trust section's curves and sanity grid.
     assert_eq!(sources(&html).len(), 7 * 3 + 2);
+
+    // Then `salient explore` finds the demo's model and the bundled test digits.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_salient"))
+        .args(["explore", "--port", "0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    assert!(
+        first.starts_with("Exploring mnist-sample.safetensors at "),
+        "{first}"
+    );
+    let body = ureq::get(format!("{url}api/model"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(info["model"], "mnist-sample.safetensors");
+    assert_eq!(info["samples"]["count"], 1000);
 }
 
 #[test]
@@ -716,6 +760,37 @@ fn errors_are_one_line_naming_the_problem() {
         vec!["saliency".into(), "--model".into(), model_arg().into()],
         2,
         &["--method", "--out"],
+    );
+    let explore = |extra: &[&str]| -> Vec<String> {
+        ["explore", "--port", "0"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    run(
+        explore(&["--model", "missing.safetensors"]),
+        1,
+        &["missing.safetensors", "No such file"],
+    );
+    run(explore(&["--dataset", "mnist"]), 2, &["--data"]);
+    run(
+        explore(&["--bind", "localhost"]),
+        2,
+        &["--bind", "IP address"],
+    );
+    // A data folder that is not there.
+    run(
+        explore(&[
+            "--model",
+            model_arg(),
+            "--dataset",
+            "folder",
+            "--data",
+            "nowhere",
+        ]),
+        1,
+        &["nowhere"],
     );
     run(
         vec![

@@ -102,7 +102,7 @@ pub fn run(args: &DemoArgs) -> Result<DemoOutput> {
 
 /// `fixtures/mnist-sample` under the working folder, else in the source tree
 /// this binary was built from.
-fn sample_dir() -> Result<PathBuf> {
+pub(crate) fn sample_dir() -> Result<PathBuf> {
     let here = Path::new(SAMPLE_DIR);
     if here.is_dir() {
         return Ok(here.to_path_buf());

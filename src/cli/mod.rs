@@ -13,11 +13,13 @@
 //! | `faithfulness` | [`trust`] | deletion, insertion, ROAD, infidelity, max-sensitivity, object masks |
 //! | `shortcut` | [`shortcut`] | trains a model with a planted shortcut and shows which methods reveal it |
 //! | `demo` | [`demo`] | trains on the bundled MNIST sample and writes the report |
+//! | `explore` | [`explore`] | a page in the browser: draw a digit, watch the gradient flow back |
 //!
 //! Every command prints what it does on standard output and returns a typed
 //! [`Error`](crate::Error) instead of panicking.
 
 pub mod demo;
+pub mod explore;
 pub mod inputs;
 pub mod report;
 pub mod saliency;
@@ -79,6 +81,8 @@ pub enum Command {
     Shortcut(shortcut::ShortcutArgs),
     /// Train on the bundled MNIST sample and write the report: the main job.
     Demo(DemoArgs),
+    /// Serve a page where you draw a digit and watch the gradient flow back, layer by layer.
+    Explore(explore::ExploreArgs),
 }
 
 /// Runs one parsed command line, with its limits put in force.
@@ -99,6 +103,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Faithfulness(args) => trust::faithfulness(&args).map(drop),
         Command::Shortcut(args) => shortcut::run(&args).map(drop),
         Command::Demo(args) => demo::run(&args).map(drop),
+        Command::Explore(args) => explore::run(&args),
     }
 }
 

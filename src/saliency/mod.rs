@@ -21,6 +21,10 @@
 //! | `guided-grad-cam` | `cam.rs` | guided backprop ⊙ upsampled Grad-CAM |
 //! | `occlusion` | `occlusion.rs` | mean over patches covering a pixel of `y_c(x) − y_c(x occluded)` |
 //!
+//! [`trace`] runs one input's backward pass on the reference ops and keeps the
+//! gradient at every node of the tape, with the ReLU gates and pooling winners
+//! the pass applied: what `salient explore` draws layer by layer.
+//!
 //! `y_c` is always the *linear* class score: a softmax head is made linear for the
 //! pass with [`Head::Linear`], without touching the
 //! model (whose weights the tape reads in place). Dropout is off.
@@ -42,6 +46,7 @@ pub mod gradient;
 pub mod integrated;
 pub mod occlusion;
 pub mod smooth;
+pub mod trace;
 
 use std::fmt;
 use std::ops::Range;

@@ -276,6 +276,16 @@ impl<'a> Tape<'a> {
         }
     }
 
+    /// Every value a backward pass reaches, in tape order: the differentiated
+    /// leaves and every op output that depends on one (none on an inference
+    /// tape).
+    pub fn differentiated(&self) -> Vec<Var> {
+        (0..self.values.len())
+            .filter(|&i| self.recording && self.nodes[i].requires_grad)
+            .map(|i| self.var(i))
+            .collect()
+    }
+
     /// Whether a gradient will flow to `v` (it is, or depends on, a
     /// differentiated leaf, and the tape is recording).
     pub fn requires_grad(&self, v: Var) -> bool {

@@ -376,3 +376,24 @@ pub fn small_trained_mnist() -> &'static (Sequential, Dataset) {
         (model, test)
     })
 }
+
+/// An HTTP client that hands back 4xx and 5xx answers instead of failing.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// The status and body of an HTTP answer (bodies up to 64 MiB).
+pub fn http_answer(mut response: ureq::http::Response<ureq::Body>) -> (u16, Vec<u8>) {
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    (status, body)
+}
