@@ -9,7 +9,8 @@
 //!   `.<name>.<random>.salient-tmp`, flushes it to disk, renames it over the
 //!   target and flushes the folder. Readers see the old file or the new one,
 //!   never a part. The temporary file is removed on every error path, on
-//!   SIGINT and SIGTERM once [`remove_temp_files_on_signal`] is installed, and,
+//!   SIGINT and SIGTERM once `remove_temp_files_on_signal` is installed (with
+//!   the `cli` feature), and,
 //!   if a SIGKILL left one, by the next write of the same file.
 //! - A new file's mode follows the umask (`0666 & !umask`, as `touch` would
 //!   make it); a file written over keeps its mode. A symlink is written
@@ -213,6 +214,7 @@ impl Drop for Live {
 /// On SIGINT, SIGTERM or SIGHUP: removes the temporary files of the files
 /// being written, says so, and exits with status 130. Files already written
 /// are untouched. The command line installs this; a library user may.
+#[cfg(feature = "cli")]
 pub fn remove_temp_files_on_signal() -> Result<()> {
     ctrlc::set_handler(|| {
         let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());

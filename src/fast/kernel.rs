@@ -24,6 +24,7 @@
 /// A multiple of every tile's rows (8 and 6): where to split a product's rows.
 const ROWS: usize = 24;
 /// Steps of `k` per block, so that the rows of `B` a tile streams stay in cache.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub const KC: usize = 288;
 
 /// Whether the AVX-512 code runs: the CPU has it, and `SALIENT_PORTABLE` is
@@ -128,6 +129,7 @@ impl<'a> From<Gapped<'a>> for Operand<'a> {
 
 impl Operand<'_> {
     /// Whether every element of the `rows × cols` matrix lies in the buffer.
+    #[cfg(target_arch = "x86_64")]
     fn fits(&self, rows: usize, cols: usize) -> bool {
         if rows == 0 || cols == 0 {
             return true;
@@ -146,6 +148,7 @@ impl Operand<'_> {
     }
 
     /// Whether each row's columns are contiguous.
+    #[cfg(target_arch = "x86_64")]
     fn unit_columns(&self) -> bool {
         match self {
             Operand::Strided(s) => s.cs == 1,
@@ -293,6 +296,7 @@ pub fn matmul_add_at<'a, 'b>(
 }
 
 /// How the kernel steps along the rows of `A`: `s·d`, or from a table.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug)]
 enum Walk<'a> {
     By(usize),
@@ -318,6 +322,7 @@ impl Out<'_> {
 }
 
 /// An AVX-512 lane mask with the low `n` of 16 lanes set.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn lanes(n: usize) -> u16 {
     if n >= 16 {
@@ -328,6 +333,7 @@ pub(crate) fn lanes(n: usize) -> u16 {
 }
 
 /// The low `n` bits set (all 64 for `n ≥ 64`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn low_bits(n: usize) -> u64 {
     if n >= 64 {
         !0
@@ -339,6 +345,7 @@ fn low_bits(n: usize) -> u64 {
 /// Bit `l` set for each column `j + l`, `l < cols ≤ 64`, that `keep` stores.
 /// Kept columns come in runs of `first` every `row`, so this ORs a few runs
 /// together rather than testing lane by lane: it runs once per panel.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn kept_lanes(keep: Keep, j: usize, cols: usize) -> u64 {
     let run = |from: usize, len: usize| low_bits(len) << from;
     let pos = j % keep.row;
@@ -359,6 +366,7 @@ fn kept_lanes(keep: Keep, j: usize, cols: usize) -> u64 {
 /// `keep`: worked out once per panel, not per row and vector (a popcount alone
 /// is a dozen instructions without the `popcnt` feature, and the first
 /// layers' tiles are short). Plain integers, so that it lives in registers.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Kept {
     /// Bit `16·v + l`: lane `l` of vector `v` is kept.
@@ -374,6 +382,7 @@ struct Kept {
     compress: u8,
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Kept {
     /// From the lane bits of [`kept_lanes`].
     fn new(lanes: u64) -> Self {
@@ -485,6 +494,27 @@ fn matmul_on(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    matmul_tiled(m, n, k, a, b, c, out, ep, keep);
+    // `available()` is false off x86_64, so `fast` never is.
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the AVX-512 kernel runs on x86_64 only");
+}
+
+/// [`matmul_on`] on the AVX-512 kernel, in blocks of [`KC`] steps.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn matmul_tiled(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &mut [f32],
+    out: Out<'_>,
+    ep: Epilogue<'_>,
+    keep: Option<Keep>,
+) {
     assert!(b.unit_columns(), "B must have contiguous columns");
     assert!(a.fits(m, k), "A is too short");
     assert!(b.fits(k, n), "B is too short");
@@ -544,6 +574,7 @@ fn matmul_on(
 
 /// The tile shapes the kernel runs: rows of `A` × 16-lane vectors of `B`,
 /// each with 24 accumulators (16 for `Narrow`).
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TileShape {
     /// 8 × 48: the default.
@@ -555,6 +586,7 @@ enum TileShape {
     Square,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl TileShape {
     fn vecs(self) -> usize {
         match self {
@@ -568,6 +600,7 @@ impl TileShape {
 /// The shape for a product `n` columns wide: the one that pads the fewest
 /// lanes, with 8 × 32 charged 13% more per lane (16 FMAs per 10 loads
 /// saturate the load ports).
+#[cfg(target_arch = "x86_64")]
 fn tile_shape(n: usize) -> TileShape {
     let used = |v: usize| n as f64 / (n.div_ceil(16 * v) * 16 * v) as f64;
     let (wide, square) = (used(3), used(4));
@@ -581,6 +614,7 @@ fn tile_shape(n: usize) -> TileShape {
 }
 
 /// One block of steps of a product, for [`tiles`].
+#[cfg(target_arch = "x86_64")]
 struct Block<'a> {
     m: usize,
     /// Columns to run as tiles (the rest go column by column).
@@ -597,6 +631,7 @@ struct Block<'a> {
 /// `$run!(rows)` with `rows` the kernel's view of `B`'s rows from column `$j`
 /// and step `$k0` on, of the operand's own kind (each kind its own
 /// instantiation of the kernel).
+#[cfg(target_arch = "x86_64")]
 macro_rules! with_rows_of_b {
     ($b:expr, $j:expr, $k0:expr, $run:ident) => {
         match $b {
@@ -614,6 +649,7 @@ macro_rules! with_rows_of_b {
 }
 
 /// Columns `0..blk.n` of one block of steps, tile by tile, in `R × 16·V` tiles.
+#[cfg(target_arch = "x86_64")]
 fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
     let Block {
         m,
@@ -722,8 +758,10 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
 }
 
 /// Widest last panel [`matmul_on`] runs column by column.
+#[cfg(target_arch = "x86_64")]
 const NARROW: usize = 8;
 /// Rows per call of the column kernel: four vectors.
+#[cfg(target_arch = "x86_64")]
 const COLUMN: usize = 64;
 
 /// Columns `cols` of one block of steps of the product, one column at a
@@ -736,6 +774,7 @@ const COLUMN: usize = 64;
 /// panel of one column (193 = 4·48 + 1 on CIFAR's second layer) would cost 40%
 /// of a full panel of 48; this way it costs a sixteenth of a tile's lanes.
 /// Columns `keep` drops are skipped, and the epilogue runs per value.
+#[cfg(target_arch = "x86_64")]
 fn narrow_columns(blk: &Block<'_>, a: Strided<'_>, cols: std::ops::Range<usize>, c: &mut [f32]) {
     debug_assert_eq!(a.rs, 1);
     let ep = blk.ep;

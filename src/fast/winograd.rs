@@ -255,6 +255,8 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// # Panics
 /// If an operand is too short for the sizes given, or without AVX-512.
 #[allow(clippy::too_many_arguments)]
+// The transforms exist on x86_64 only (asserted through `kernel::available()`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(crate) fn conv3x3(
     x: Planes<'_>,
     images: usize,

@@ -85,6 +85,8 @@ pub(crate) fn filters(w: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
 /// If an operand's length does not match, if `cin` is not 1 to 4, or
 /// without AVX-512.
 #[allow(clippy::too_many_arguments)]
+// The transforms exist on x86_64 only (the caller checks `kernel::available()`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(crate) fn conv3x3(
     x: &[f32],
     cin: usize,
