@@ -373,3 +373,292 @@ fn conv2d_relu_by_hand_in_all_three_rules() {
         close(g.get(w).unwrap(), &t(array![[[[2.0, 5.0], [1.0, 1.0]]]]));
     }
 }
+
+#[test]
+fn broadcasting_arithmetic_by_hand() {
+    // a = [[1, 2, 3], [4, 5, 6]], b = [10, 20, 30] (one row, repeated for both rows).
+    let mut tape = Tape::new();
+    let a = tape.input(t(array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]));
+    let b = tape.input(t(array![10.0, 20.0, 30.0]));
+    let y = tape.mul(a, b).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[10.0, 40.0, 90.0], [40.0, 100.0, 180.0]]),
+    );
+    // Seed 1 everywhere: ∂/∂a = b in each row; ∂/∂b = the column sums of a.
+    let g = tape
+        .backward(y, &Tensor::ones(vec![2, 3]), ReluRule::Gradient)
+        .unwrap();
+    close(
+        g.get(a).unwrap(),
+        &t(array![[10.0, 20.0, 30.0], [10.0, 20.0, 30.0]]),
+    );
+    close(g.get(b).unwrap(), &t(array![5.0, 7.0, 9.0]));
+
+    // a / b at one element: 6 / 3 = 2; ∂/∂a = 1/3, ∂/∂b = −6/9.
+    let mut tape = Tape::new();
+    let a = tape.input(t(array![6.0]));
+    let b = tape.input(t(array![3.0]));
+    let y = tape.div(a, b).unwrap();
+    let g = tape
+        .backward(y, &Tensor::ones(vec![1]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(a).unwrap(), &t(array![1.0 / 3.0]));
+    close(g.get(b).unwrap(), &t(array![-6.0 / 9.0]));
+    // a − b: ∂/∂b = −1.
+    let y = tape.sub(a, b).unwrap();
+    let g = tape
+        .backward(y, &Tensor::ones(vec![1]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(b).unwrap(), &t(array![-1.0]));
+}
+
+#[test]
+fn unary_functions_by_hand() {
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![0.0, 1.0, 4.0]));
+    let one = Tensor::ones(vec![3]);
+    let grad = |tape: &mut Tape, y| {
+        let g = tape.backward(y, &one, ReluRule::Gradient).unwrap();
+        g.get(x).unwrap().clone()
+    };
+    // exp: y = [1, e, e⁴] and y′ = y.
+    let y = tape.exp(x).unwrap();
+    let e = std::f32::consts::E;
+    close(tape.value(y).unwrap(), &t(array![1.0, e, e.powi(4)]));
+    close(&grad(&mut tape, y), &t(array![1.0, e, e.powi(4)]));
+    // sqrt at 1 and 4: 1 and 2; derivative 1/(2√x) = 1/2 and 1/4 (∞ at 0, as in PyTorch).
+    let y = tape.sqrt(x).unwrap();
+    let g = grad(&mut tape, y);
+    assert!(g[0].is_infinite());
+    assert_eq!((g[1], g[2]), (0.5, 0.25));
+    // x³: derivative 3x² = 0, 3, 48.
+    let y = tape.powf(x, 3.0).unwrap();
+    close(&grad(&mut tape, y), &t(array![0.0, 3.0, 48.0]));
+    // tanh′(0) = 1, sigmoid(0) = 1/2 with σ′(0) = 1/4.
+    let y = tape.tanh(x).unwrap();
+    assert_eq!(grad(&mut tape, y)[0], 1.0);
+    let y = tape.sigmoid(x).unwrap();
+    assert_eq!(tape.value(y).unwrap()[0], 0.5);
+    assert_eq!(grad(&mut tape, y)[0], 0.25);
+    // log at 1 and 4: 0 and ln 4; derivative 1/x = 1 and 1/4.
+    let y = tape.log(x).unwrap();
+    let g = grad(&mut tape, y);
+    assert_eq!((g[1], g[2]), (1.0, 0.25));
+    // −x: −1.
+    let y = tape.neg(x).unwrap();
+    close(&grad(&mut tape, y), &t(array![-1.0, -1.0, -1.0]));
+}
+
+#[test]
+fn reductions_by_hand() {
+    // x = [[1, 5, 5], [7, 2, 0]]: row sums 11, 9; row means 11/3, 3; row maxima 5 (first at
+    // column 1: the tie with column 2 goes to the first), 7.
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[1.0, 5.0, 5.0], [7.0, 2.0, 0.0]]));
+    let seed = t(array![1.0, 2.0]);
+    let s = tape.sum(x, &[1], false).unwrap();
+    close(tape.value(s).unwrap(), &t(array![11.0, 9.0]));
+    let g = tape.backward(s, &seed, ReluRule::Gradient).unwrap();
+    close(
+        g.get(x).unwrap(),
+        &t(array![[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]),
+    );
+    let m = tape.mean(x, &[1], false).unwrap();
+    let g = tape.backward(m, &seed, ReluRule::Gradient).unwrap();
+    let third = 1.0 / 3.0;
+    close(
+        g.get(x).unwrap(),
+        &t(array![
+            [third, third, third],
+            [2.0 * third, 2.0 * third, 2.0 * third]
+        ]),
+    );
+    let mx = tape.max(x, &[1], true).unwrap();
+    close(tape.value(mx).unwrap(), &t(array![[5.0], [7.0]]));
+    let g = tape
+        .backward(mx, &t(array![[1.0], [2.0]]), ReluRule::Gradient)
+        .unwrap();
+    close(
+        g.get(x).unwrap(),
+        &t(array![[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]]),
+    );
+}
+
+#[test]
+fn a_users_own_op_joins_the_tape() {
+    use salient::tape::{Backward, GradArgs};
+    // y = 2x, defined outside the crate: ∂L/∂x = 2·∂L/∂y.
+    struct Double;
+    impl Backward for Double {
+        fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+            vec![Some(a.dy.mapv(|g| 2.0 * g))]
+        }
+    }
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![1.0, -3.0]));
+    let doubled = tape.value(x).unwrap().mapv(|v| 2.0 * v);
+    let y = tape.record(doubled, &[x], Box::new(Double)).unwrap();
+    // Then a crate op on top of it: the chain rule runs through both.
+    let z = tape.mul(y, y).unwrap();
+    let g = tape
+        .backward(z, &Tensor::ones(vec![2]), ReluRule::Gradient)
+        .unwrap();
+    // z = 4x², ∂z/∂x = 8x.
+    close(g.get(x).unwrap(), &t(array![8.0, -24.0]));
+    // A var of another tape is refused.
+    let mut other = Tape::new();
+    assert!(other
+        .record(Tensor::zeros(vec![2]), &[x], Box::new(Double))
+        .is_err());
+}
+
+#[test]
+fn matmul_by_hand() {
+    // A = [[1, 2], [3, 4]], B = [[5, 6], [7, 8]]: AB = [[19, 22], [43, 50]].
+    let mut tape = Tape::new();
+    let a = tape.input(t(array![[1.0, 2.0], [3.0, 4.0]]));
+    let b = tape.input(t(array![[5.0, 6.0], [7.0, 8.0]]));
+    let y = tape.matmul(a, b).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[19.0, 22.0], [43.0, 50.0]]),
+    );
+    // Seed 1 at (0, 1) only: y₀₁ = Σₛ a₀ₛ·bₛ₁, so ∂y₀₁/∂a₀ₛ = bₛ₁ = (6, 8) in A's
+    // row 0, and ∂y₀₁/∂bₛ₁ = a₀ₛ = (1, 2) in B's column 1.
+    let seed = t(array![[0.0, 1.0], [0.0, 0.0]]);
+    let g = tape.backward(y, &seed, ReluRule::Gradient).unwrap();
+    close(g.get(a).unwrap(), &t(array![[6.0, 8.0], [0.0, 0.0]]));
+    close(g.get(b).unwrap(), &t(array![[0.0, 1.0], [0.0, 2.0]]));
+}
+
+#[test]
+fn moving_values_by_hand() {
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]));
+    // Transpose: the gradient at yᵀ[2][1] (x[1][2]) comes back to x[1][2].
+    let y = tape.transpose(x).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]]),
+    );
+    let seed = t(array![[0.0, 0.0], [0.0, 0.0], [0.0, 7.0]]);
+    let g = tape.backward(y, &seed, ReluRule::Gradient).unwrap();
+    close(
+        g.get(x).unwrap(),
+        &t(array![[0.0, 0.0, 0.0], [0.0, 0.0, 7.0]]),
+    );
+    // Slice columns 1..3, then pad one column of 9 on the left: [[9, 2, 3], [9, 5, 6]].
+    let s = tape.slice(x, 1, 1, 3).unwrap();
+    let p = tape.pad(s, &[(0, 0), (1, 0)], 9.0).unwrap();
+    close(
+        tape.value(p).unwrap(),
+        &t(array![[9.0, 2.0, 3.0], [9.0, 5.0, 6.0]]),
+    );
+    let seed = t(array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]);
+    let g = tape.backward(p, &seed, ReluRule::Gradient).unwrap();
+    // The padding's gradient is dropped; column 0 of x was sliced away.
+    close(
+        g.get(x).unwrap(),
+        &t(array![[0.0, 2.0, 3.0], [0.0, 5.0, 6.0]]),
+    );
+    // Concatenating x with itself along rows: each copy gets its half of dy.
+    let c = tape.concat(&[x, x], 0).unwrap();
+    assert_eq!(tape.value(c).unwrap().shape(), &[4, 3]);
+    let seed = t(array![
+        [1.0, 1.0, 1.0],
+        [1.0, 1.0, 1.0],
+        [2.0, 2.0, 2.0],
+        [2.0, 2.0, 2.0]
+    ]);
+    let g = tape.backward(c, &seed, ReluRule::Gradient).unwrap();
+    close(
+        g.get(x).unwrap(),
+        &t(array![[3.0, 3.0, 3.0], [3.0, 3.0, 3.0]]),
+    );
+    // Bad arguments are errors.
+    assert!(tape.permute(x, &[0, 0]).is_err());
+    assert!(tape.slice(x, 1, 2, 5).is_err());
+    assert!(tape.concat(&[x, y], 0).is_err());
+    assert!(tape.pad(x, &[(1, 1)], 0.0).is_err());
+}
+
+#[test]
+fn log_softmax_by_hand() {
+    // Scores [0, ln 3]: softmax [1/4, 3/4], log-softmax [−ln 4, ln 3 − ln 4].
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[0.0, 3.0f32.ln()]]));
+    let y = tape.log_softmax(x).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[-(4.0f32.ln()), 3.0f32.ln() - 4.0f32.ln()]]),
+    );
+    // Seed [1, 0]: dx = dy − softmax·Σdy = [1 − 1/4, −3/4].
+    let g = tape
+        .backward(y, &t(array![[1.0, 0.0]]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(x).unwrap(), &t(array![[0.75, -0.75]]));
+}
+
+#[test]
+fn average_pooling_by_hand() {
+    use salient::ops::AvgPool2dSpec;
+    // x = [[1, 2], [3, 4]], a 2x2 window with stride 2 and one row of padding on top:
+    // the padded input has windows rows {pad, 0} (then nothing more fits).
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[[[1.0, 2.0], [3.0, 4.0]]]]));
+    let spec = |include| AvgPool2dSpec {
+        pool: (2, 2),
+        stride: (2, 2),
+        pads: (1, 0, 0, 0),
+        count_include_pad: include,
+    };
+    // Window over the pad row and row 0: (1 + 2) / 4 counting the padding, / 2 without.
+    let y = tape.avg_pool2d(x, spec(true)).unwrap();
+    close(tape.value(y).unwrap(), &t(array![[[[0.75]]]]));
+    let g = tape
+        .backward(y, &t(array![[[[1.0]]]]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(x).unwrap(), &t(array![[[[0.25, 0.25], [0.0, 0.0]]]]));
+    let y = tape.avg_pool2d(x, spec(false)).unwrap();
+    close(tape.value(y).unwrap(), &t(array![[[[1.5]]]]));
+    // Global average: the mean of all four, each getting a quarter of the gradient.
+    let y = tape.global_avg_pool2d(x).unwrap();
+    close(tape.value(y).unwrap(), &t(array![[2.5]]));
+    let g = tape
+        .backward(y, &t(array![[1.0]]), ReluRule::Gradient)
+        .unwrap();
+    close(
+        g.get(x).unwrap(),
+        &t(array![[[[0.25, 0.25], [0.25, 0.25]]]]),
+    );
+}
+
+#[test]
+fn batch_norm_by_hand() {
+    // One channel, values [1, 3]: batch mean 2, biased variance 1, x̂ = [−1, 1]
+    // (ε = 0 to keep the numbers round). With γ = 2, β = 0.5: y = [−1.5, 2.5].
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[1.0], [3.0]]));
+    let gamma = tape.input(t(array![2.0]));
+    let beta = tape.input(t(array![0.5]));
+    let y = tape.batch_norm_train(x, gamma, beta, 0.0).unwrap();
+    close(tape.value(y).unwrap(), &t(array![[-1.5], [2.5]]));
+    // Seed [1, 1]: shifting every value moves the mean with them, so dx = 0;
+    // dγ = Σ g·x̂ = 0 and dβ = Σ g = 2.
+    let g = tape
+        .backward(y, &t(array![[1.0], [1.0]]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(x).unwrap(), &t(array![[0.0], [0.0]]));
+    close(g.get(gamma).unwrap(), &t(array![0.0]));
+    close(g.get(beta).unwrap(), &t(array![2.0]));
+    // At inference with μ = 2, σ² = 1 as constants, the same seed gives dx = γ·g = [2, 2].
+    let mean = tape.constant(t(array![2.0]));
+    let var = tape.constant(t(array![1.0]));
+    let y = tape.batch_norm(x, gamma, beta, mean, var, 0.0).unwrap();
+    close(tape.value(y).unwrap(), &t(array![[-1.5], [2.5]]));
+    let g = tape
+        .backward(y, &t(array![[1.0], [1.0]]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(x).unwrap(), &t(array![[2.0], [2.0]]));
+}

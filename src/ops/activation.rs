@@ -5,6 +5,7 @@
 //! | ReLU | `y = max(x, 0)` | `dx = 1[x > 0] · dy` (or a [`ReluRule`]) |
 //! | identity | `y = x` | `dx = dy` |
 //! | softmax | `yᵢ = e^{xᵢ} / Σⱼ e^{xⱼ}` | `dx = y ⊙ (dy − Σⱼ dyⱼ yⱼ)` |
+//! | log-softmax | `yᵢ = xᵢ − log Σⱼ e^{xⱼ}` | `dx = dy − softmax(x) · Σⱼ dyⱼ` |
 
 use ndarray::{Axis, Zip};
 
@@ -138,6 +139,37 @@ pub fn softmax_rows(x: &Tensor, out: &mut Tensor) {
     }
 }
 
+struct LogSoftmax;
+
+impl Backward for LogSoftmax {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        // softmax(x) = e^y, read off the output.
+        let mut dx = a.pool.to_overwrite(a.dy.shape());
+        for ((mut dx, y), dy) in dx
+            .axis_iter_mut(Axis(0))
+            .zip(a.output.axis_iter(Axis(0)))
+            .zip(a.dy.axis_iter(Axis(0)))
+        {
+            let total: f32 = dy.sum();
+            Zip::from(&mut dx)
+                .and(&y)
+                .and(&dy)
+                .for_each(|d, &y, &g| *d = g - y.exp() * total);
+        }
+        vec![Some(dx)]
+    }
+}
+
+/// Row-wise log-softmax of a `[N, K]` tensor, `x − max − log Σ e^{x − max}`:
+/// stable for any finite scores.
+pub fn log_softmax_rows(x: &Tensor, out: &mut Tensor) {
+    for (x, mut y) in x.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0))) {
+        let max = x.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let lse = max + x.fold(0.0, |s, &v| s + (v - max).exp()).ln();
+        Zip::from(&mut y).and(&x).for_each(|y, &x| *y = x - lse);
+    }
+}
+
 impl Tape<'_> {
     /// Rectified linear unit, `y = max(x, 0)`. Its backward rule is chosen per
     /// pass with [`ReluRule`].
@@ -166,5 +198,16 @@ impl Tape<'_> {
             Ok(y)
         })?;
         Ok(self.push(y, &[x], Box::new(Softmax)))
+    }
+
+    /// Log-softmax over the last axis of a `[N, K]` tensor.
+    pub fn log_softmax(&mut self, x: Var) -> Result<Var> {
+        let y = self.compute(&[x], |v, pool| {
+            expect_rank(v[0], 2, "log_softmax", "input")?;
+            let mut y = pool.to_overwrite(v[0].shape());
+            log_softmax_rows(v[0], &mut y);
+            Ok(y)
+        })?;
+        Ok(self.push(y, &[x], Box::new(LogSoftmax)))
     }
 }

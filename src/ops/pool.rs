@@ -1,4 +1,6 @@
-//! 2-D max pooling: the reference, and the op on the tape.
+//! 2-D pooling: max pooling (the reference, and the op on the tape), and
+//! average pooling with stride and padding. Max pooling with padding is a
+//! [`pad`](crate::Tape::pad) with −∞ before it: a padded position never wins.
 //!
 //! ```text
 //! y[n, c, oy, ox] = max_{i < ph, j < pw} x[n, c, oy·sh + i, ox·sw + j]
@@ -18,6 +20,8 @@
 //! holds `relu(bias)`, and identical patches of a saturated stroke give
 //! identical sums. Which tied input wins decides which pixels a saliency map
 //! lights up, so the fast paths (`crate::fast::pool`) follow this rule exactly.
+
+use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::fast;
@@ -143,5 +147,148 @@ impl Tape<'_> {
             false => Ok((fast::pool::forward(v[0], spec, pool)?, None)),
         })?;
         Ok(self.push(y, &[x], Box::new(MaxPool2d { spec, winners })))
+    }
+}
+
+/// Window, stride and zero padding of an average pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AvgPool2dSpec {
+    /// Window height and width.
+    pub pool: (usize, usize),
+    /// Step between windows.
+    pub stride: (usize, usize),
+    /// Rows and columns of padding: `(top, left, bottom, right)`.
+    pub pads: (usize, usize, usize, usize),
+    /// Whether padded positions count in a window's divisor (PyTorch's
+    /// default), or only the input's own values do (TensorFlow's 'same',
+    /// ONNX's default).
+    pub count_include_pad: bool,
+}
+
+impl AvgPool2dSpec {
+    /// Output height and width for an `h × w` input.
+    pub fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let (ph, pw) = self.pool;
+        let (sh, sw) = self.stride;
+        let (top, left, bottom, right) = self.pads;
+        if ph == 0 || pw == 0 || sh == 0 || sw == 0 {
+            return Err(Error::invalid(
+                "avg_pool2d",
+                format!(
+                    "pool {:?} and stride {:?} must be at least 1",
+                    self.pool, self.stride
+                ),
+            ));
+        }
+        if top >= ph || bottom >= ph || left >= pw || right >= pw {
+            return Err(Error::invalid(
+                "avg_pool2d",
+                format!(
+                    "padding {:?} must be smaller than the window {:?}",
+                    self.pads, self.pool
+                ),
+            ));
+        }
+        let (hp, wp) = (h + top + bottom, w + left + right);
+        if hp < ph || wp < pw {
+            return Err(Error::invalid(
+                "avg_pool2d",
+                format!("a {ph}x{pw} window does not fit in a padded {hp}x{wp} input"),
+            ));
+        }
+        Ok(((hp - ph) / sh + 1, (wp - pw) / sw + 1))
+    }
+
+    /// For output `(oy, ox)`: the input rows and columns its window covers
+    /// (clipped to the input), and its divisor.
+    fn window(
+        &self,
+        oy: usize,
+        ox: usize,
+        h: usize,
+        w: usize,
+    ) -> (Range<usize>, Range<usize>, f32) {
+        let (top, left, ..) = self.pads;
+        let span = |o: usize, s: usize, k: usize, pad: usize, len: usize| {
+            let start = o * s;
+            start.saturating_sub(pad)..(start + k).saturating_sub(pad).min(len)
+        };
+        let rows = span(oy, self.stride.0, self.pool.0, top, h);
+        let cols = span(ox, self.stride.1, self.pool.1, left, w);
+        let count = match self.count_include_pad {
+            true => self.pool.0 * self.pool.1,
+            false => rows.len() * cols.len(),
+        };
+        (rows, cols, count as f32)
+    }
+}
+
+/// The reference forward: each output the mean of its window.
+pub fn avg_pool2d_reference(x: &Tensor, spec: AvgPool2dSpec) -> Result<Tensor> {
+    expect_rank(x, 4, "avg_pool2d", "input [N, C, H, W]")?;
+    let &[n, c, h, w] = x.shape() else {
+        unreachable!("rank checked")
+    };
+    let (ho, wo) = spec.output_size(h, w)?;
+    let mut y = Tensor::zeros(vec![n, c, ho, wo]);
+    for ((b, ch, oy, ox), out) in y
+        .indexed_iter_mut()
+        .map(|(ix, v)| ((ix[0], ix[1], ix[2], ix[3]), v))
+    {
+        let (rows, cols, count) = spec.window(oy, ox, h, w);
+        let mut sum = 0.0;
+        for i in rows {
+            for j in cols.clone() {
+                sum += x[[b, ch, i, j]];
+            }
+        }
+        *out = sum / count;
+    }
+    Ok(y)
+}
+
+/// The reference backward: each output's gradient shared evenly (by its
+/// divisor) among the inputs of its window.
+pub fn avg_pool2d_reference_backward(
+    x_shape: &[usize],
+    spec: AvgPool2dSpec,
+    dy: &Tensor,
+) -> Tensor {
+    let (h, w) = (x_shape[2], x_shape[3]);
+    let mut dx = Tensor::zeros(x_shape);
+    for (ix, &g) in dy.indexed_iter() {
+        let (rows, cols, count) = spec.window(ix[2], ix[3], h, w);
+        for i in rows {
+            for j in cols.clone() {
+                dx[[ix[0], ix[1], i, j]] += g / count;
+            }
+        }
+    }
+    dx
+}
+
+struct AvgPool2d(AvgPool2dSpec);
+
+impl Backward for AvgPool2d {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        vec![Some(avg_pool2d_reference_backward(
+            a.inputs[0].shape(),
+            self.0,
+            a.dy,
+        ))]
+    }
+}
+
+impl Tape<'_> {
+    /// Average pooling of `x: [N, C, H, W]`.
+    pub fn avg_pool2d(&mut self, x: Var, spec: AvgPool2dSpec) -> Result<Var> {
+        let y = self.compute(&[x], |v, _| avg_pool2d_reference(v[0], spec))?;
+        Ok(self.push(y, &[x], Box::new(AvgPool2d(spec))))
+    }
+
+    /// Global average pooling, `[N, C, H, W]` → `[N, C]`: the mean of each channel.
+    pub fn global_avg_pool2d(&mut self, x: Var) -> Result<Var> {
+        expect_rank(self.value(x)?, 4, "global_avg_pool2d", "input [N, C, H, W]")?;
+        self.mean(x, &[2, 3], false)
     }
 }

@@ -1,11 +1,19 @@
-//! Reshape and flatten: the values stay, their shape changes; the backward
-//! reshapes the gradient back.
+//! Ops that move values without arithmetic: the backward moves the gradient
+//! back to where each value came from.
+//!
+//! | op | forward | backward |
+//! | --- | --- | --- |
+//! | `reshape`, `flatten` | same values, new shape | `dy` reshaped back |
+//! | `permute`, `transpose` | axes reordered | `dy` with the inverse order |
+//! | `concat` | inputs side by side along an axis | each input's part of `dy` |
+//! | `slice` | `x[start..end]` along an axis | `dy` in place, zeros elsewhere |
+//! | `pad` | `x` inside a border of a constant | the inside of `dy` |
 //!
 //! Tensors are row-major NCHW, so flattening `[N, C, H, W]` to `[N, C·H·W]`
 //! orders features by channel, then row, then column, as PyTorch does (Keras,
 //! being NHWC, orders them H, W, C; checkpoints are stored in PyTorch's order).
 
-use ndarray::IxDyn;
+use ndarray::{Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
 use crate::tape::{Backward, GradArgs, Tape, Var};
@@ -68,5 +76,225 @@ impl Tape<'_> {
             ));
         };
         self.reshape(x, &[n, rest.iter().product()])
+    }
+}
+
+/// Checks that `axes` orders every axis of a rank-`rank` tensor once.
+fn check_permutation(rank: usize, axes: &[usize]) -> Result<()> {
+    let mut seen = vec![false; rank];
+    let ok = axes.len() == rank
+        && axes
+            .iter()
+            .all(|&a| a < rank && !std::mem::replace(&mut seen[a], true));
+    match ok {
+        true => Ok(()),
+        false => Err(Error::invalid(
+            "permute",
+            format!(
+                "{axes:?} is not an order of the {rank} axes 0 to {}",
+                rank.saturating_sub(1)
+            ),
+        )),
+    }
+}
+
+/// The reference forward of `permute`: axis `i` of the result is axis
+/// `axes[i]` of `x`.
+pub fn permute_forward(x: &Tensor, axes: &[usize]) -> Result<Tensor> {
+    check_permutation(x.ndim(), axes)?;
+    Ok(x.view()
+        .permuted_axes(IxDyn(axes))
+        .as_standard_layout()
+        .into_owned())
+}
+
+struct Permute(Vec<usize>);
+
+impl Backward for Permute {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let mut inverse = vec![0; self.0.len()];
+        for (i, &axis) in self.0.iter().enumerate() {
+            inverse[axis] = i;
+        }
+        vec![Some(
+            permute_forward(a.dy, &inverse).expect("a permutation"),
+        )]
+    }
+}
+
+/// Checks `axis` against a rank.
+fn check_axis(op: &'static str, rank: usize, axis: usize) -> Result<()> {
+    match axis < rank {
+        true => Ok(()),
+        false => Err(Error::invalid(
+            op,
+            format!("axis {axis} is out of range for a tensor of rank {rank}"),
+        )),
+    }
+}
+
+/// The reference forward of `concat`: the inputs side by side along `axis`;
+/// every other axis must match.
+pub fn concat_forward(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
+    let Some(first) = xs.first() else {
+        return Err(Error::invalid("concat", "no tensor to concatenate"));
+    };
+    check_axis("concat", first.ndim(), axis)?;
+    for x in xs {
+        let same = x.ndim() == first.ndim()
+            && (0..x.ndim()).all(|a| a == axis || x.shape()[a] == first.shape()[a]);
+        if !same {
+            return Err(crate::tensor::shape_error(
+                "concat",
+                format!("every axis but {axis} must match"),
+                "first",
+                first.shape(),
+                "other",
+                x.shape(),
+            ));
+        }
+    }
+    let views: Vec<_> = xs.iter().map(|x| x.view()).collect();
+    ndarray::concatenate(Axis(axis), &views)
+        .map(|y| y.as_standard_layout().into_owned())
+        .map_err(|e| Error::invalid("concat", e.to_string()))
+}
+
+struct Concat(usize);
+
+impl Backward for Concat {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let mut start = 0;
+        a.inputs
+            .iter()
+            .zip(&a.wants)
+            .map(|(x, &want)| {
+                let len = x.shape()[self.0];
+                let part =
+                    a.dy.slice_axis(Axis(self.0), Slice::from(start..start + len));
+                start += len;
+                want.then(|| part.as_standard_layout().into_owned())
+            })
+            .collect()
+    }
+}
+
+/// The reference forward of `slice`: `x[start..end]` along `axis`.
+pub fn slice_forward(x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor> {
+    check_axis("slice", x.ndim(), axis)?;
+    let len = x.shape()[axis];
+    if start > end || end > len {
+        return Err(Error::invalid(
+            "slice",
+            format!("{start}..{end} does not lie in axis {axis} of length {len}"),
+        ));
+    }
+    Ok(x.slice_axis(Axis(axis), Slice::from(start..end))
+        .as_standard_layout()
+        .into_owned())
+}
+
+struct SliceOf {
+    axis: usize,
+    start: usize,
+}
+
+impl Backward for SliceOf {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let mut dx = Tensor::zeros(a.inputs[0].raw_dim());
+        let end = self.start + a.dy.shape()[self.axis];
+        dx.slice_axis_mut(Axis(self.axis), Slice::from(self.start..end))
+            .assign(a.dy);
+        vec![Some(dx)]
+    }
+}
+
+/// The reference forward of `pad`: `x` inside a border of `value`,
+/// `pads[a] = (before, after)` values along axis `a`.
+pub fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f32) -> Result<Tensor> {
+    if pads.len() != x.ndim() {
+        return Err(Error::invalid(
+            "pad",
+            format!(
+                "{} (before, after) pairs for a tensor of rank {}",
+                pads.len(),
+                x.ndim()
+            ),
+        ));
+    }
+    let shape: Vec<usize> = x
+        .shape()
+        .iter()
+        .zip(pads)
+        .map(|(&len, &(b, a))| len.checked_add(b).and_then(|l| l.checked_add(a)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::invalid("pad", "the padded size overflows"))?;
+    let mut y = Tensor::from_elem(IxDyn(&shape), value);
+    inside(&mut y, x.shape(), pads).assign(x);
+    Ok(y)
+}
+
+/// The part of a padded tensor that holds the input.
+fn inside<'t>(
+    y: &'t mut Tensor,
+    shape: &[usize],
+    pads: &[(usize, usize)],
+) -> ndarray::ArrayViewMutD<'t, f32> {
+    let mut view = y.view_mut();
+    for (axis, (&len, &(before, _))) in shape.iter().zip(pads).enumerate() {
+        view.slice_axis_inplace(Axis(axis), Slice::from(before..before + len));
+    }
+    view
+}
+
+struct Pad(Vec<(usize, usize)>);
+
+impl Backward for Pad {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let mut view = a.dy.view();
+        for (axis, (&len, &(before, _))) in a.inputs[0].shape().iter().zip(&self.0).enumerate() {
+            view.slice_axis_inplace(Axis(axis), Slice::from(before..before + len));
+        }
+        vec![Some(view.as_standard_layout().into_owned())]
+    }
+}
+
+impl Tape<'_> {
+    /// `x` with its axes reordered: axis `i` of the result is axis `axes[i]` of `x`.
+    pub fn permute(&mut self, x: Var, axes: &[usize]) -> Result<Var> {
+        let y = self.compute(&[x], |v, _| permute_forward(v[0], axes))?;
+        Ok(self.push(y, &[x], Box::new(Permute(axes.to_vec()))))
+    }
+
+    /// `x` with its last two axes swapped (a batch of matrices transposed).
+    pub fn transpose(&mut self, x: Var) -> Result<Var> {
+        let rank = self.value(x)?.ndim();
+        if rank < 2 {
+            return Err(Error::invalid(
+                "transpose",
+                format!("needs at least two axes, got rank {rank}"),
+            ));
+        }
+        let mut axes: Vec<usize> = (0..rank).collect();
+        axes.swap(rank - 2, rank - 1);
+        self.permute(x, &axes)
+    }
+
+    /// `xs` side by side along `axis`.
+    pub fn concat(&mut self, xs: &[Var], axis: usize) -> Result<Var> {
+        let y = self.compute(xs, |v, _| concat_forward(v, axis))?;
+        Ok(self.push(y, xs, Box::new(Concat(axis))))
+    }
+
+    /// `x[start..end]` along `axis`.
+    pub fn slice(&mut self, x: Var, axis: usize, start: usize, end: usize) -> Result<Var> {
+        let y = self.compute(&[x], |v, _| slice_forward(v[0], axis, start, end))?;
+        Ok(self.push(y, &[x], Box::new(SliceOf { axis, start })))
+    }
+
+    /// `x` inside a border of `value`: `pads[a] = (before, after)` along axis `a`.
+    pub fn pad(&mut self, x: Var, pads: &[(usize, usize)], value: f32) -> Result<Var> {
+        let y = self.compute(&[x], |v, _| pad_forward(v[0], pads, value))?;
+        Ok(self.push(y, &[x], Box::new(Pad(pads.to_vec()))))
     }
 }

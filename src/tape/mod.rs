@@ -76,7 +76,7 @@ fn next_tape_id() -> u64 {
 }
 
 /// What an op's backward rule is given.
-pub(crate) struct GradArgs<'b> {
+pub struct GradArgs<'b> {
     /// The op's inputs, in the order the op took them.
     pub inputs: Vec<&'b Tensor>,
     /// The op's forward output.
@@ -87,14 +87,43 @@ pub(crate) struct GradArgs<'b> {
     pub wants: Vec<bool>,
     /// The ReLU backward rule in force for this pass.
     pub relu: ReluRule,
-    /// Where to take buffers from.
+    /// Where to take buffers from (a rule may also allocate its own).
     pub pool: &'b mut Pool,
 }
 
-/// The backward half of an op: given `∂L/∂y`, return `∂L/∂x` for each input
-/// (`None` where `wants` is false). What the forward saved for this (a
-/// dropout mask, the softmax of a loss) lives in the implementing struct.
-pub(crate) trait Backward: Send + Sync {
+/// The backward half of an op: given `∂L/∂y`, return `∂L/∂x` for each input,
+/// of that input's shape (`None` where `wants` is false). What the forward
+/// saved for this (a dropout mask, the softmax of a loss) lives in the
+/// implementing struct.
+///
+/// Every op of [`crate::ops`] is one of these beside its forward; a user adds
+/// an op the same way, with [`Tape::record`]:
+///
+/// ```
+/// use salient::tape::{Backward, GradArgs};
+/// use salient::{ReluRule, Tape, Tensor};
+/// use ndarray::array;
+///
+/// /// `y = x³`, so `∂L/∂x = 3x² · ∂L/∂y`.
+/// struct Cube;
+///
+/// impl Backward for Cube {
+///     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+///         let x = a.inputs[0];
+///         vec![Some(ndarray::Zip::from(x).and(a.dy).map_collect(|&x, &g| 3.0 * x * x * g))]
+///     }
+/// }
+///
+/// let mut tape = Tape::new();
+/// let x = tape.input(array![1.0f32, -2.0].into_dyn());
+/// let y = tape.value(x)?.mapv(|v| v * v * v);
+/// let y = tape.record(y, &[x], Box::new(Cube))?;
+/// let grads = tape.backward(y, &Tensor::ones(vec![2]), ReluRule::Gradient)?;
+/// assert_eq!(grads.get(x).unwrap().as_slice().unwrap(), &[3.0, 12.0]);
+/// # Ok::<(), salient::Error>(())
+/// ```
+pub trait Backward: Send + Sync {
+    /// `∂L/∂x` for each input, from `∂L/∂y` and what the forward saw.
     fn backward(&self, args: GradArgs<'_>) -> Vec<Option<Tensor>>;
 
     /// Returns saved buffers to the pool when the tape is cleared.
@@ -322,6 +351,26 @@ impl<'a> Tape<'a> {
         self.check(vars)?;
         let inputs: Vec<&Tensor> = vars.iter().map(|v| self.values[v.index].as_ref()).collect();
         f(&inputs, &mut self.pool)
+    }
+
+    /// Records a value computed from `inputs` (vars of this tape) with the
+    /// rule that sends a gradient back to them: how an op defined outside
+    /// this crate joins the tape (see [`Backward`]).
+    ///
+    /// The backward pass checks nothing the rule returns beyond what `+=`
+    /// needs: each gradient must have its input's shape.
+    pub fn record(
+        &mut self,
+        value: Tensor,
+        inputs: &[Var],
+        rule: Box<dyn Backward>,
+    ) -> Result<Var> {
+        self.check(inputs)?;
+        let value = match value.is_standard_layout() {
+            true => value,
+            false => value.as_standard_layout().into_owned(),
+        };
+        Ok(self.push(value, inputs, rule))
     }
 
     /// Records an op's output. The rule is kept only when recording and when some
