@@ -8,11 +8,22 @@ mod common;
 use common::*;
 use ndarray::{Dimension, IxDyn};
 use proptest::prelude::*;
-use salient::ops::{AvgPool2dSpec, UnaryOp};
+use salient::ops::{AvgPool2dSpec, Conv2dOptions, Conv2dSpec, Padding, UnaryOp};
 use salient::Tensor;
 
 fn cases() -> ProptestConfig {
     ProptestConfig::with_cases(64)
+}
+
+/// The error function in f64, by the series `2/√π Σ (−1)ⁿ x²ⁿ⁺¹ / (n!(2n+1))`
+/// (exact to f64 rounding for |x| ≤ 3, where these tests use it).
+fn erf64(x: f64) -> f64 {
+    let (mut term, mut sum) = (x, x);
+    for n in 1..80 {
+        term *= -x * x / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
 }
 
 /// A shape that broadcasts to `full`: its last `keep` axes, each set to 1
@@ -109,12 +120,17 @@ proptest! {
 
     #[test]
     fn unary_functions_match_finite_differences(
-        dims in proptest::collection::vec(1usize..=5, 1..=3), op in 0usize..7,
+        dims in proptest::collection::vec(1usize..=5, 1..=3), op in 0usize..10,
         p in -2.0f32..3.0, seed in any::<u64>(),
     ) {
         // log, sqrt and fractional powers on (0.2, 2]: away from 0, where they are smooth.
         let positive = random(&dims, seed).mapv(|v| 0.2 + 0.9 * (v + 1.0));
-        let x = if matches!(op, 2..=4) { positive } else { random(&dims, seed) * 2.0 };
+        let x = match op {
+            2..=4 => positive,
+            // Away from the kinks at −0.5, 0 and 0.7 by more than the step.
+            7 | 8 => random_away_from_zero(&dims, seed, 1e-3).mapv(|v| if (v + 0.5).abs() < 1e-3 || (v - 0.7).abs() < 1e-3 { v + 0.01 } else { v }),
+            _ => random(&dims, seed) * 2.0,
+        };
         let (unary, f): (UnaryOp, Box<dyn Fn(f64) -> f64 + Sync>) = match op {
             0 => (UnaryOp::Neg, Box::new(|x| -x)),
             1 => (UnaryOp::Exp, Box::new(f64::exp)),
@@ -122,7 +138,11 @@ proptest! {
             3 => (UnaryOp::Sqrt, Box::new(f64::sqrt)),
             4 => (UnaryOp::Pow(p), Box::new(move |x| x.powf(f64::from(p)))),
             5 => (UnaryOp::Tanh, Box::new(f64::tanh)),
-            _ => (UnaryOp::Sigmoid, Box::new(|x| 1.0 / (1.0 + (-x).exp()))),
+            6 => (UnaryOp::Sigmoid, Box::new(|x| 1.0 / (1.0 + (-x).exp()))),
+            // The kinks of clip and leaky ReLU are avoided by the inputs below.
+            7 => (UnaryOp::Clip(-0.5, 0.7), Box::new(|x| x.clamp(-0.5, 0.7))),
+            8 => (UnaryOp::LeakyRelu(0.1), Box::new(|x| if x > 0.0 { x } else { 0.1 * x })),
+            _ => (UnaryOp::Gelu, Box::new(|x| x * 0.5 * (1.0 + erf64(x / 2f64.sqrt())))),
         };
         let result = check_op(
             &format!("{unary:?}"), &[x], &[0],
@@ -386,6 +406,82 @@ proptest! {
                 |a| batch_norm_ref(&a[0], &a[1], &a[2], Some((&a[3], &a[4])), f64::from(eps)), seed)
         };
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+}
+
+/// The general convolution in f64, by its formula.
+fn conv_general_ref(x: &T64, w: &T64, b: &T64, o: Conv2dOptions) -> T64 {
+    let (n, h, wd) = (x.shape()[0], x.shape()[2], x.shape()[3]);
+    let (cout, cin_g, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+    let (top, left, bottom, right) = o.pads;
+    let ho = (h + top + bottom - ((kh - 1) * o.dilation.0 + 1)) / o.stride.0 + 1;
+    let wo = (wd + left + right - ((kw - 1) * o.dilation.1 + 1)) / o.stride.1 + 1;
+    let cout_g = cout / o.groups;
+    T64::from_shape_fn(IxDyn(&[n, cout, ho, wo]), |ix| {
+        let (img, co, oy, ox) = (ix[0], ix[1], ix[2], ix[3]);
+        let group = co / cout_g;
+        let mut sum = b[co];
+        for c in 0..cin_g {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let py = (oy * o.stride.0 + i * o.dilation.0) as isize - top as isize;
+                    let px = (ox * o.stride.1 + j * o.dilation.1) as isize - left as isize;
+                    if py >= 0 && px >= 0 && (py as usize) < h && (px as usize) < wd {
+                        sum += w[[co, c, i, j]]
+                            * x[[img, group * cin_g + c, py as usize, px as usize]];
+                    }
+                }
+            }
+        }
+        sum
+    })
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn general_conv2d_matches_finite_differences(
+        n in 1usize..=2, groups in 1usize..=3, cin_g in 1usize..=2, cout_g in 1usize..=2,
+        kh in 1usize..=3, kw in 1usize..=3, sh in 1usize..=3, sw in 1usize..=2,
+        dh in 1usize..=2, dw in 1usize..=3, extra_h in 0usize..=4, extra_w in 0usize..=4,
+        pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2), seed in any::<u64>(),
+    ) {
+        let o = Conv2dOptions { stride: (sh, sw), dilation: (dh, dw), pads, groups };
+        let h = (kh - 1) * dh + 1 + extra_h;
+        let w = (kw - 1) * dw + 1 + extra_w;
+        let x = random(&[n, groups * cin_g, h, w], seed);
+        let wt = random(&[groups * cout_g, cin_g, kh, kw], seed + 1);
+        let b = random(&[groups * cout_g], seed + 2);
+        let result = check_op("conv2d_with", &[x, wt, b], &[0, 1, 2],
+            |t, v| t.conv2d_with(v[0], v[1], v[2], o),
+            |a| conv_general_ref(&a[0], &a[1], &a[2], o), seed);
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn general_conv2d_equals_the_plain_one_where_they_overlap(
+        n in 1usize..=2, cin in 1usize..=3, cout in 1usize..=4, k in 1usize..=3,
+        extra in 0usize..=6, stride in 1usize..=2, same in any::<bool>(), seed in any::<u64>(),
+    ) {
+        // The reference loops against `conv2d`'s reference (im2col), on the
+        // options both can express; `conv2d_with` hands those to `conv2d`.
+        let side = k + extra;
+        let x = random(&[n, cin, side, side], seed);
+        let w = random(&[cout, cin, k, k], seed + 1);
+        let b = random(&[cout], seed + 2);
+        let mut o = Conv2dOptions { stride: (stride, stride), ..Conv2dOptions::default() };
+        if same {
+            o.pads = o.same_pads(side, side, k, k);
+        }
+        let spec = Conv2dSpec { stride, padding: if same { Padding::Same } else { Padding::Valid } };
+        let general = salient::ops::conv2d_general_reference(&x, &w, &b, o).unwrap();
+        let plain = salient::ops::conv2d_reference(&x, &w, &b, spec).unwrap();
+        prop_assert_eq!(general.shape(), plain.shape());
+        for (g, p) in general.iter().zip(plain.iter()) {
+            // The same terms summed in another order: f32 rounding of ≤ 27 terms of size ≤ 1.
+            prop_assert!((g - p).abs() <= 1e-5, "{} vs {}", g, p);
+        }
     }
 }
 

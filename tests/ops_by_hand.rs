@@ -662,3 +662,82 @@ fn batch_norm_by_hand() {
         .unwrap();
     close(g.get(x).unwrap(), &t(array![[2.0], [2.0]]));
 }
+
+#[test]
+fn dilated_and_grouped_convolutions_by_hand() {
+    use salient::ops::Conv2dOptions;
+    // The 3x3 image of the paper example and W = [[1, 2], [0, −1]] dilated by 2: the taps
+    // land on the four corners, y = 1·1 + 2·0 + 0·2 + (−1)·0 + 0.5 = 1.5.
+    let mut tape = Tape::new();
+    let (x, w, b) = paper_example(&mut tape);
+    let dilated = Conv2dOptions {
+        dilation: (2, 2),
+        ..Conv2dOptions::default()
+    };
+    let y = tape.conv2d_with(x, w, b, dilated).unwrap();
+    close(tape.value(y).unwrap(), &t(array![[[[1.5]]]]));
+    // dW holds the corners the taps read: [[1, 0], [2, 0]]; dx the weights at the corners.
+    let g = tape
+        .backward(y, &t(array![[[[1.0]]]]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(w).unwrap(), &t(array![[[[1.0, 0.0], [2.0, 0.0]]]]));
+    close(
+        g.get(x).unwrap(),
+        &t(array![[[
+            [1.0, 0.0, 2.0],
+            [0.0, 0.0, 0.0],
+            [0.0, 0.0, -1.0]
+        ]]]),
+    );
+
+    // Two groups of one channel, 1x1 kernels 3 and −1: each output channel scales
+    // its own input channel only (a depthwise convolution).
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[[[1.0, 2.0]], [[10.0, 20.0]]]]));
+    let w = tape.input(t(array![[[[3.0]]], [[[-1.0]]]]));
+    let b = tape.input(t(array![0.0, 0.0]));
+    let grouped = Conv2dOptions {
+        groups: 2,
+        ..Conv2dOptions::default()
+    };
+    let y = tape.conv2d_with(x, w, b, grouped).unwrap();
+    close(
+        tape.value(y).unwrap(),
+        &t(array![[[[3.0, 6.0]], [[-10.0, -20.0]]]]),
+    );
+    // Stride (1, 2) with one column of padding each side: columns −1 and 1 of a 1x2 image.
+    let strided = Conv2dOptions {
+        stride: (1, 2),
+        pads: (0, 1, 0, 1),
+        ..Conv2dOptions::default()
+    };
+    let x1 = tape.input(t(array![[[[5.0, 7.0]]]]));
+    let w1 = tape.input(t(array![[[[1.0, 10.0]]]]));
+    let b1 = tape.input(t(array![0.0]));
+    let y = tape.conv2d_with(x1, w1, b1, strided).unwrap();
+    // Windows: (pad, 5) → 50; (7, pad) → 7.
+    close(tape.value(y).unwrap(), &t(array![[[[50.0, 7.0]]]]));
+}
+
+#[test]
+fn clip_leaky_relu_and_gelu_by_hand() {
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![-2.0, 0.5, 7.0]));
+    let one = Tensor::ones(vec![3]);
+    // relu6: [0, 0.5, 6]; gradient 1 only strictly inside (0, 6).
+    let y = tape.relu6(x).unwrap();
+    close(tape.value(y).unwrap(), &t(array![0.0, 0.5, 6.0]));
+    let g = tape.backward(y, &one, ReluRule::Gradient).unwrap();
+    close(g.get(x).unwrap(), &t(array![0.0, 1.0, 0.0]));
+    // Leaky ReLU with α = 0.1: [−0.2, 0.5, 7], gradient [0.1, 1, 1].
+    let y = tape.leaky_relu(x, 0.1).unwrap();
+    close(tape.value(y).unwrap(), &t(array![-0.2, 0.5, 7.0]));
+    let g = tape.backward(y, &one, ReluRule::Gradient).unwrap();
+    close(g.get(x).unwrap(), &t(array![0.1, 1.0, 1.0]));
+    // GELU(0.5) = 0.5·Φ(0.5) = 0.5·0.6914625 = 0.3457312; GELU′(0.5) = Φ(0.5) + 0.5·φ(0.5)
+    // = 0.6914625 + 0.5·0.3520653 = 0.8674951 (normal tables).
+    let y = tape.gelu(x).unwrap();
+    assert!((tape.value(y).unwrap()[1] - 0.345_731_2).abs() < 1e-6);
+    let g = tape.backward(y, &one, ReluRule::Gradient).unwrap();
+    assert!((g.get(x).unwrap()[1] - 0.867_495_1).abs() < 1e-6);
+}

@@ -584,3 +584,255 @@ pub fn conv2d_forward(
     let g = ConvGeometry::new(x.shape(), w.shape(), b.shape(), spec)?;
     fast::conv::forward(&g, x, w, b, false, Kernels::Winograd, pool)
 }
+
+// ---------------------------------------------------------------------------
+// The general convolution: any stride, dilation, padding and grouping.
+// ---------------------------------------------------------------------------
+
+/// Everything a convolution can be asked for, as ONNX's `Conv` and PyTorch's
+/// `Conv2d` say it. With groups `g`, `W` is `[Cout, Cin/g, kh, kw]` and output
+/// channel `o` reads only the input channels of its group
+/// `⌊o / (Cout/g)⌋`; dilation `d` spaces a kernel's taps `d` pixels apart:
+///
+/// ```text
+/// y[n, o, oy, ox] = b[o] + Σ_{c, i, j} W[o, c, i, j] · x[n, G·Cin/g + c, oy·sh + i·dh − pt, ox·sw + j·dw − pl]
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dOptions {
+    /// Steps between receptive fields, `(rows, columns)`.
+    pub stride: (usize, usize),
+    /// Spacing between a kernel's taps, `(rows, columns)`; 1 is a plain kernel.
+    pub dilation: (usize, usize),
+    /// Zero padding `(top, left, bottom, right)`.
+    pub pads: (usize, usize, usize, usize),
+    /// Groups of channels convolved apart (`Cin` for a depthwise convolution).
+    pub groups: usize,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Conv2dOptions {
+            stride: (1, 1),
+            dilation: (1, 1),
+            pads: (0, 0, 0, 0),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dOptions {
+    /// The padding TensorFlow's 'same' gives an `h × w` input and a `kh × kw`
+    /// kernel with these strides and dilations: `Ho = ⌈h / sh⌉`, the odd
+    /// row (column) at the bottom (right).
+    pub fn same_pads(
+        &self,
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+    ) -> (usize, usize, usize, usize) {
+        let total = |len: usize, k: usize, s: usize, d: usize| {
+            let span = (k - 1) * d + 1;
+            ((len.div_ceil(s).max(1) - 1) * s + span).saturating_sub(len)
+        };
+        let th = total(h, kh.max(1), self.stride.0.max(1), self.dilation.0.max(1));
+        let tw = total(w, kw.max(1), self.stride.1.max(1), self.dilation.1.max(1));
+        (th / 2, tw / 2, th - th / 2, tw - tw / 2)
+    }
+
+    /// The sizes a convolution of `x: [N, Cin, H, W]` by `w: [Cout, Cin/g, kh, kw]`
+    /// with bias `b: [Cout]` works with: `(n, cin, h, w, cout, kh, kw, ho, wo)`.
+    fn geometry(&self, x: &[usize], w: &[usize], b: &[usize]) -> Result<[usize; 9]> {
+        let op = "conv2d";
+        let (&[n, cin, h, wd], &[cout, cin_g, kh, kw]) = (x, w) else {
+            return Err(Error::invalid(
+                op,
+                format!("input must be [N, C, H, W] and weight [Cout, Cin/groups, kh, kw], got {x:?} and {w:?}"),
+            ));
+        };
+        let g = self.groups;
+        let (sh, sw) = self.stride;
+        let (dh, dw) = self.dilation;
+        if g == 0 || sh == 0 || sw == 0 || dh == 0 || dw == 0 || kh == 0 || kw == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("groups, strides, dilations and kernel sizes must be at least 1: {self:?}, weight {w:?}"),
+            ));
+        }
+        if cin % g != 0 || cout % g != 0 || cin / g != cin_g {
+            return Err(shape_error(
+                op,
+                format!("with {g} groups the weight must be [Cout, Cin/{g}, kh, kw], Cin and Cout divisible by {g}"),
+                "input",
+                x,
+                "weight",
+                w,
+            ));
+        }
+        if b != [cout] {
+            return Err(shape_error(
+                op,
+                "bias must be [Cout]",
+                "weight",
+                w,
+                "bias",
+                b,
+            ));
+        }
+        let (top, left, bottom, right) = self.pads;
+        let (hp, wp) = (h + top + bottom, wd + left + right);
+        let (span_h, span_w) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+        if hp < span_h || wp < span_w {
+            return Err(Error::invalid(
+                op,
+                format!("a kernel spanning {span_h}x{span_w} does not fit in the padded {hp}x{wp} input"),
+            ));
+        }
+        Ok([
+            n,
+            cin,
+            h,
+            wd,
+            cout,
+            kh,
+            kw,
+            (hp - span_h) / sh + 1,
+            (wp - span_w) / sw + 1,
+        ])
+    }
+
+    /// Whether [`Tape::conv2d`]'s spec computes the same (square stride, no
+    /// dilation, one group, and 'valid' or TensorFlow's 'same' padding): its
+    /// fast paths then apply.
+    fn as_spec(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<Conv2dSpec> {
+        let plain = self.stride.0 == self.stride.1 && self.dilation == (1, 1) && self.groups == 1;
+        let stride = self.stride.0;
+        let padding = if self.pads == (0, 0, 0, 0) {
+            Padding::Valid
+        } else if self.pads == self.same_pads(h, w, kh, kw) {
+            Padding::Same
+        } else {
+            return None;
+        };
+        plain.then_some(Conv2dSpec { stride, padding })
+    }
+}
+
+/// For output `(oy, ox)` and tap `(i, j)`: the input pixel it reads, if inside.
+#[inline]
+fn tap(
+    o: &Conv2dOptions,
+    oy: usize,
+    ox: usize,
+    i: usize,
+    j: usize,
+    h: usize,
+    w: usize,
+) -> Option<(usize, usize)> {
+    let y = (oy * o.stride.0 + i * o.dilation.0).checked_sub(o.pads.0)?;
+    let x = (ox * o.stride.1 + j * o.dilation.1).checked_sub(o.pads.1)?;
+    (y < h && x < w).then_some((y, x))
+}
+
+/// The reference forward of the general convolution: the loops of
+/// [`Conv2dOptions`]'s formula, as written.
+pub fn conv2d_general_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    o: Conv2dOptions,
+) -> Result<Tensor> {
+    let [n, cin, h, wd, cout, kh, kw, ho, wo] = o.geometry(x.shape(), w.shape(), b.shape())?;
+    let (x4, w4) = (as4(x)?, as4(w)?);
+    let (cin_g, cout_g) = (cin / o.groups, cout / o.groups);
+    let mut y = Tensor::zeros(vec![n, cout, ho, wo]);
+    for ((img, co, oy, ox), out) in y
+        .indexed_iter_mut()
+        .map(|(ix, v)| ((ix[0], ix[1], ix[2], ix[3]), v))
+    {
+        let first = co / cout_g * cin_g;
+        let mut sum = b[[co]];
+        for c in 0..cin_g {
+            for i in 0..kh {
+                for j in 0..kw {
+                    if let Some((iy, ix)) = tap(&o, oy, ox, i, j, h, wd) {
+                        sum += w4[[co, c, i, j]] * x4[[img, first + c, iy, ix]];
+                    }
+                }
+            }
+        }
+        *out = sum;
+    }
+    Ok(y)
+}
+
+/// The reference backward of the general convolution: `(dx, dW, db)`, each
+/// output's gradient sent back along the products that made it.
+pub fn conv2d_general_reference_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    o: Conv2dOptions,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let b_shape = [w.shape().first().copied().unwrap_or(0)];
+    let [_, cin, h, wd, cout, kh, kw, ..] = o.geometry(x.shape(), w.shape(), &b_shape)?;
+    let (x4, w4) = (as4(x)?, as4(w)?);
+    let (cin_g, cout_g) = (cin / o.groups, cout / o.groups);
+    let mut dx = Tensor::zeros(x.raw_dim());
+    let mut dw = Tensor::zeros(w.raw_dim());
+    let mut db = Tensor::zeros(vec![cout]);
+    for (ix, &g) in dy.indexed_iter() {
+        let (img, co, oy, ox) = (ix[0], ix[1], ix[2], ix[3]);
+        let first = co / cout_g * cin_g;
+        db[[co]] += g;
+        for c in 0..cin_g {
+            for i in 0..kh {
+                for j in 0..kw {
+                    if let Some((iy, ixx)) = tap(&o, oy, ox, i, j, h, wd) {
+                        dw[[co, c, i, j]] += g * x4[[img, first + c, iy, ixx]];
+                        dx[[img, first + c, iy, ixx]] += g * w4[[co, c, i, j]];
+                    }
+                }
+            }
+        }
+    }
+    Ok((dx, dw, db))
+}
+
+struct Conv2dGeneral(Conv2dOptions);
+
+impl Backward for Conv2dGeneral {
+    fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let (dx, dw, db) =
+            conv2d_general_reference_backward(a.inputs[0], a.inputs[1], a.dy, self.0)
+                .expect("shapes checked by the forward");
+        vec![
+            a.wants[0].then_some(dx),
+            a.wants[1].then_some(dw),
+            a.wants[2].then_some(db),
+        ]
+    }
+}
+
+impl Tape<'_> {
+    /// A convolution with any stride, dilation, padding and groups
+    /// ([`Conv2dOptions`]). Where the options are those of
+    /// [`conv2d`](Tape::conv2d) (square stride, no dilation, one group,
+    /// 'valid' or 'same' padding) it runs that op, fast paths included;
+    /// otherwise the reference loops.
+    pub fn conv2d_with(&mut self, x: Var, w: Var, b: Var, options: Conv2dOptions) -> Result<Var> {
+        let (xs, ws) = (
+            self.value(x)?.shape().to_vec(),
+            self.value(w)?.shape().to_vec(),
+        );
+        if let (&[_, _, h, wd], &[_, _, kh, kw]) = (&xs[..], &ws[..]) {
+            if let Some(spec) = options.as_spec(h, wd, kh, kw) {
+                return self.conv2d(x, w, b, spec);
+            }
+        }
+        let y = self.compute(&[x, w, b], |v, _| {
+            conv2d_general_reference(v[0], v[1], v[2], options)
+        })?;
+        Ok(self.push(y, &[x, w, b], Box::new(Conv2dGeneral(options))))
+    }
+}

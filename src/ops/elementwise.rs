@@ -18,6 +18,9 @@
 //! | `powf` | `xᵖ` | `g·p·xᵖ⁻¹` |
 //! | `tanh` | `tanh x` | `g·(1 − y²)` |
 //! | `sigmoid` | `1 / (1 + e⁻ˣ)` | `g·y·(1 − y)` |
+//! | `clip` (`relu6` = clip to `[0, 6]`) | `min(max(x, lo), hi)` | `g` where `lo < x < hi`, else 0 |
+//! | `leaky_relu` | `x` if `x > 0`, else `αx` | `g` if `x > 0`, else `αg` |
+//! | `gelu` | `x·Φ(x)`, `Φ` the normal CDF | `g·(Φ(x) + x·φ(x))` |
 //!
 //! A broadcast operand was used once per repeat, so its gradient is the sum
 //! of the repeats' gradients: [`sum_to_shape`] adds them up.
@@ -152,6 +155,40 @@ pub enum UnaryOp {
     Pow(f32),
     Tanh,
     Sigmoid,
+    /// `min(max(x, lo), hi)`.
+    Clip(f32, f32),
+    /// `x` for `x > 0`, else `α·x`.
+    LeakyRelu(f32),
+    /// `x·Φ(x)` with the exact normal CDF, as PyTorch's default `GELU`.
+    Gelu,
+}
+
+/// The error function, by Abramowitz and Stegun's 7.1.26: absolute error
+/// below 1.5e-7, under an f32's rounding near 1.
+pub fn erf(x: f32) -> f32 {
+    let (p, a) = (
+        0.327_591_1f32,
+        [
+            0.254_829_6f32,
+            -0.284_496_74,
+            1.421_413_7,
+            -1.453_152_1,
+            1.061_405_4,
+        ],
+    );
+    let t = 1.0 / (1.0 + p * x.abs());
+    let poly = t * (a[0] + t * (a[1] + t * (a[2] + t * (a[3] + t * a[4]))));
+    let y = 1.0 - poly * (-x * x).exp();
+    if x < 0.0 {
+        -y
+    } else {
+        y
+    }
+}
+
+/// The standard normal CDF `Φ(x) = (1 + erf(x/√2)) / 2`.
+fn normal_cdf(x: f32) -> f32 {
+    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 impl UnaryOp {
@@ -170,6 +207,15 @@ impl UnaryOp {
                 let e = x.exp();
                 e / (1.0 + e)
             }
+            UnaryOp::Clip(lo, hi) => x.max(lo).min(hi),
+            UnaryOp::LeakyRelu(alpha) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            UnaryOp::Gelu => x * normal_cdf(x),
         }
     }
 
@@ -183,6 +229,25 @@ impl UnaryOp {
             UnaryOp::Pow(p) => g * p * x.powf(p - 1.0),
             UnaryOp::Tanh => g * (1.0 - y * y),
             UnaryOp::Sigmoid => g * y * (1.0 - y),
+            // Like ReLU at 0, the kinks take the subgradient 0 (PyTorch's hardtanh).
+            UnaryOp::Clip(lo, hi) => {
+                if x > lo && x < hi {
+                    g
+                } else {
+                    0.0
+                }
+            }
+            UnaryOp::LeakyRelu(alpha) => {
+                if x > 0.0 {
+                    g
+                } else {
+                    alpha * g
+                }
+            }
+            UnaryOp::Gelu => {
+                let density = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+                g * (normal_cdf(x) + x * density)
+            }
         }
     }
 }
@@ -265,6 +330,26 @@ impl Tape<'_> {
     pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
         self.unary(UnaryOp::Sigmoid, x)
     }
+
+    /// `x` clipped to `[lo, hi]` (ONNX's `Clip`).
+    pub fn clip(&mut self, x: Var, lo: f32, hi: f32) -> Result<Var> {
+        self.unary(UnaryOp::Clip(lo, hi), x)
+    }
+
+    /// `min(max(x, 0), 6)`.
+    pub fn relu6(&mut self, x: Var) -> Result<Var> {
+        self.clip(x, 0.0, 6.0)
+    }
+
+    /// `x` for `x > 0`, else `α·x`.
+    pub fn leaky_relu(&mut self, x: Var, alpha: f32) -> Result<Var> {
+        self.unary(UnaryOp::LeakyRelu(alpha), x)
+    }
+
+    /// The Gaussian error linear unit `x·Φ(x)`.
+    pub fn gelu(&mut self, x: Var) -> Result<Var> {
+        self.unary(UnaryOp::Gelu, x)
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +380,20 @@ mod tests {
             array![[6.0f32], [15.0]].into_dyn()
         );
         assert_eq!(sum_to_shape(&g, &[]), ndarray::arr0(21.0f32).into_dyn());
+    }
+
+    #[test]
+    fn erf_is_within_its_bound() {
+        // erf(0.5) = 0.5204998778, erf(1) = 0.8427007929, erf(2) = 0.9953222650 (tables).
+        for (x, want) in [
+            (0.5f32, 0.520_499_9f32),
+            (1.0, 0.842_700_8),
+            (2.0, 0.995_322_3),
+        ] {
+            assert!((erf(x) - want).abs() < 3e-7, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 3e-7);
+        }
+        assert!(erf(0.0).abs() < 3e-7);
     }
 
     #[test]

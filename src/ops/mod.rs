@@ -10,6 +10,7 @@
 //! | op | file | forward | backward (from `dy = ∂L/∂y`) |
 //! | --- | --- | --- | --- |
 //! | `conv2d` | `conv.rs` | `y = W·im2col(x) + b` | `dx = col2im(Wᵀ·dy)`, `dW = Σ dy·colsᵀ`, `db = Σ dy` |
+//! | `conv2d_with` | `conv.rs` | the same with any stride, dilation, padding and groups | the same loops, each tap at its dilated place |
 //! | `conv2d_relu` | `conv.rs` | `y = max(W·im2col(x) + b, 0)` | the ReLU rule, then as `conv2d` |
 //! | `max_pool2d` | `pool.rs` | `y = max over window` | `dy` to the window's first maximum in row-major order |
 //! | `avg_pool2d`, `global_avg_pool2d` | `pool.rs` | `y = mean over window` (padding counted or not) | `dy / count` to every input of the window |
@@ -46,8 +47,9 @@ pub mod reshape;
 
 pub use activation::{log_softmax_rows, relu, softmax_rows, ReluRule};
 pub use conv::{
-    col2im, conv2d_direct, conv2d_direct_backward, conv2d_forward, conv2d_reference,
-    conv2d_reference_backward, im2col, Conv2dSpec, ConvGeometry, Padding,
+    col2im, conv2d_direct, conv2d_direct_backward, conv2d_forward, conv2d_general_reference,
+    conv2d_general_reference_backward, conv2d_reference, conv2d_reference_backward, im2col,
+    Conv2dOptions, Conv2dSpec, ConvGeometry, Padding,
 };
 pub use dense::dense_forward;
 pub use dropout::dropout_mask;
