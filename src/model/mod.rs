@@ -24,6 +24,7 @@
 //! ```
 
 mod checkpoint;
+pub mod graph;
 
 use ndarray::{Axis, IxDyn, Slice};
 use rand::SeedableRng;

@@ -701,6 +701,14 @@ impl Conv2dOptions {
         ])
     }
 
+    /// The output shape `[N, Cout, Ho, Wo]` of a convolution of `x: [N, Cin, H, W]`
+    /// by `w: [Cout, Cin/groups, kh, kw]`, or an error saying what does not fit.
+    pub fn output_shape(&self, x: &[usize], w: &[usize]) -> Result<[usize; 4]> {
+        let cout = w.first().copied().unwrap_or(0);
+        let [n, _, _, _, cout, _, _, ho, wo] = self.geometry(x, w, &[cout])?;
+        Ok([n, cout, ho, wo])
+    }
+
     /// Whether [`Tape::conv2d`]'s spec computes the same (square stride, no
     /// dilation, one group, and 'valid' or TensorFlow's 'same' padding): its
     /// fast paths then apply.

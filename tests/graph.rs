@@ -1,0 +1,264 @@
+//! Graph models: a residual network against an f64 reference of the same
+//! formulas (values and the input gradient, by central differences), the
+//! tutorial's stack as a graph equal to the `Sequential` model, and the
+//! checks `Graph::add` makes.
+
+mod common;
+
+use common::*;
+use ndarray::IxDyn;
+use salient::layers::Mode;
+use salient::model::graph::{Act, Graph, Op};
+use salient::model::{Head, Sequential};
+use salient::ops::{AvgPool2dSpec, Conv2dOptions};
+use salient::{ReluRule, Tape, Tensor};
+
+const SAME: Conv2dOptions = Conv2dOptions {
+    stride: (1, 1),
+    dilation: (1, 1),
+    pads: (1, 1, 1, 1),
+    groups: 1,
+};
+
+/// conv 3x3 → batch norm → relu → conv 3x3 stride 2 ─┐
+/// └──────────── conv 1x1 stride 2 (the shortcut) ────┴→ add → relu → global average → dense 3
+fn residual() -> Graph {
+    let mut g = Graph::new([2, 6, 6]);
+    let conv = |filters, k: usize, stride, pad| Op::Conv2D {
+        filters,
+        kernel: (k, k),
+        options: Conv2dOptions {
+            stride: (stride, stride),
+            pads: (pad, pad, pad, pad),
+            ..Conv2dOptions::default()
+        },
+    };
+    g.add("conv1", conv(3, 3, 1, 1), &["input"]).unwrap();
+    g.add("bn1", Op::BatchNorm { eps: 1e-3 }, &["conv1"])
+        .unwrap();
+    g.add("relu1", Op::Activation(Act::Relu), &["bn1"]).unwrap();
+    g.add("conv2", conv(3, 3, 2, 1), &["relu1"]).unwrap();
+    g.add("shortcut", conv(3, 1, 2, 0), &["input"]).unwrap();
+    g.add("sum", Op::Add, &["conv2", "shortcut"]).unwrap();
+    g.add("relu2", Op::Activation(Act::Relu), &["sum"]).unwrap();
+    g.add("pool", Op::GlobalAvgPool2D, &[("relu2")]).unwrap();
+    g.add("logits", Op::Dense { units: 3 }, &["pool"]).unwrap();
+    g.init(5).unwrap();
+    // Batch norm statistics that are not the identity.
+    let bn = g.node_index("bn1").unwrap();
+    let node = &mut g.nodes_mut()[bn];
+    node.params = vec![
+        random(&[3], 1).mapv(|v| 1.0 + 0.3 * v),
+        random(&[3], 2) * 0.2,
+        random(&[3], 3) * 0.1,
+        random(&[3], 4).mapv(|v| 1.0 + 0.4 * v),
+    ];
+    g
+}
+
+/// The same network in f64, from the graph's parameters.
+fn residual_ref(g: &Graph, x: &T64) -> T64 {
+    let p = |name: &str, k: usize| to64(&g.nodes()[g.node_index(name).unwrap()].params[k]);
+    let conv1 = conv2d_ref(x, &p("conv1", 0), &p("conv1", 1), 1, 1, 1, 6, 6);
+    let mut bn = conv1.clone();
+    for c in 0..3 {
+        let (gamma, beta, mean, var) = (
+            p("bn1", 0)[c],
+            p("bn1", 1)[c],
+            p("bn1", 2)[c],
+            p("bn1", 3)[c],
+        );
+        bn.index_axis_mut(ndarray::Axis(1), c)
+            .mapv_inplace(|v| gamma * (v - mean) / (var + 1e-3f64).sqrt() + beta);
+    }
+    let relu1 = relu_ref(&bn);
+    let conv2 = conv2d_ref(&relu1, &p("conv2", 0), &p("conv2", 1), 2, 1, 1, 3, 3);
+    let short = conv2d_ref(x, &p("shortcut", 0), &p("shortcut", 1), 2, 0, 0, 3, 3);
+    let relu2 = relu_ref(&(&conv2 + &short));
+    let pooled = relu2
+        .mean_axis(ndarray::Axis(3))
+        .unwrap()
+        .mean_axis(ndarray::Axis(2))
+        .unwrap();
+    dense_ref(&pooled, &p("logits", 0), &p("logits", 1))
+}
+
+#[test]
+fn a_residual_graph_matches_its_f64_formulas_and_their_gradient() {
+    let g = residual();
+    assert_eq!(g.output_shape(), &[3]);
+    // Away from ReLU's kink, so that a finite-difference step never crosses it.
+    let x = random_away_from_zero(&[2, 2, 6, 6], 11, 1e-2);
+    let mut tape = Tape::new();
+    let xv = tape.input(x.clone());
+    let pass = g.forward(&mut tape, xv, Mode::Infer, Head::Linear).unwrap();
+    let out = pass.last();
+    let want = residual_ref(&g, &to64(&x));
+    check_forward("residual", tape.value(out).unwrap(), &want).unwrap();
+    // ∂(Σ r ⊙ y)/∂x against central differences of the f64 network.
+    let r = random(&[2, 3], 12);
+    let grads = tape.backward(out, &r, ReluRule::Gradient).unwrap();
+    let r64 = to64(&r);
+    check_gradient(
+        "residual d/dx",
+        &to64(&x),
+        grads.get(xv).unwrap(),
+        |x| (&residual_ref(&g, x) * &r64).sum(),
+        STEP,
+        REL_TOL,
+    )
+    .unwrap();
+    // One var per node.
+    assert_eq!(pass.outputs.len(), g.nodes().len());
+}
+
+#[test]
+fn the_tutorials_stack_as_a_graph_gives_the_sequential_models_scores() {
+    let model = Sequential::tutorial([1, 28, 28], 10, 3).unwrap();
+    let mut g = Graph::new([1, 28, 28]);
+    let params = |i: usize| {
+        let (w, b) = model.layers()[i].params.clone().unwrap();
+        vec![w, b]
+    };
+    let conv = |filters| Op::Conv2D {
+        filters,
+        kernel: (3, 3),
+        options: Conv2dOptions::default(),
+    };
+    let pool = Op::MaxPool2D {
+        pool: (2, 2),
+        stride: (2, 2),
+        pads: (0, 0, 0, 0),
+    };
+    g.add("conv2d", conv(32), &["input"]).unwrap().params = params(0);
+    g.add("relu", Op::Activation(Act::Relu), &["conv2d"])
+        .unwrap();
+    g.add("pool", pool, &["relu"]).unwrap();
+    g.add("drop", Op::Dropout { rate: 0.25 }, &["pool"])
+        .unwrap();
+    g.add("conv2d_1", conv(64), &["drop"]).unwrap().params = params(3);
+    g.add("relu_1", Op::Activation(Act::Relu), &["conv2d_1"])
+        .unwrap();
+    g.add("pool_1", pool, &["relu_1"]).unwrap();
+    g.add("flatten", Op::Flatten, &["pool_1"]).unwrap();
+    g.add("dense", Op::Dense { units: 256 }, &["flatten"])
+        .unwrap()
+        .params = params(7);
+    g.add("relu_2", Op::Activation(Act::Relu), &["dense"])
+        .unwrap();
+    g.add("out", Op::Dense { units: 10 }, &["relu_2"])
+        .unwrap()
+        .params = params(8);
+    g.add("softmax", Op::Activation(Act::Softmax), &["out"])
+        .unwrap();
+
+    let x = random(&[3, 1, 28, 28], 4).mapv(|v| (v + 1.0) / 2.0);
+    for head in [Head::Linear, Head::AsBuilt] {
+        let want = model.predict(&x, 3, head).unwrap();
+        let mut tape = Tape::inference();
+        let xv = tape.input(x.clone());
+        let pass = g.forward(&mut tape, xv, Mode::Infer, head).unwrap();
+        let got = tape.value(pass.last()).unwrap();
+        for (a, b) in got.iter().zip(want.iter()) {
+            // The same ops; only the fused conv + ReLU + pool of the stack may round
+            // differently from the ops one by one.
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{head:?}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn training_mode_uses_batch_statistics_and_dropout() {
+    let mut g = Graph::new([2, 3, 3]);
+    g.add("bn", Op::BatchNorm { eps: 1e-5 }, &["input"])
+        .unwrap();
+    g.add("drop", Op::Dropout { rate: 0.5 }, &["bn"]).unwrap();
+    let x = random(&[4, 2, 3, 3], 8) * 3.0 + 1.0;
+    let run = |mode| {
+        let mut tape = Tape::new();
+        let xv = tape.input(x.clone());
+        let pass = g.forward(&mut tape, xv, mode, Head::AsBuilt).unwrap();
+        tape.value(pass.outputs[0]).unwrap().clone()
+    };
+    // In training the batch is normalised by its own statistics: mean 0 per channel.
+    let trained = run(Mode::Train { dropout_seed: 1 });
+    let mean = trained.sum() / trained.len() as f32;
+    assert!(mean.abs() < 1e-5, "{mean}");
+    // At inference the running statistics (0 and 1) leave x as it was, to ε.
+    let inferred = run(Mode::Infer);
+    for (a, b) in inferred.iter().zip(x.iter()) {
+        assert!((a - b).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn concat_average_pooling_and_padded_max_pooling_shapes() {
+    let mut g = Graph::new([2, 5, 5]);
+    let avg = AvgPool2dSpec {
+        pool: (3, 3),
+        stride: (2, 2),
+        pads: (1, 1, 1, 1),
+        count_include_pad: false,
+    };
+    g.add("avg", Op::AvgPool2D(avg), &["input"]).unwrap();
+    let max = Op::MaxPool2D {
+        pool: (3, 3),
+        stride: (2, 2),
+        pads: (1, 1, 1, 1),
+    };
+    g.add("max", max, &["input"]).unwrap();
+    let both = g
+        .add("both", Op::Concat { axis: 0 }, &["avg", "max"])
+        .unwrap();
+    assert_eq!(both.output_shape, [4, 3, 3]);
+    // A constant image: every pooling gives the constant, padding or not.
+    let x = Tensor::from_elem(IxDyn(&[1, 2, 5, 5]), -2.0);
+    let mut tape = Tape::new();
+    let xv = tape.input(x);
+    let pass = g
+        .forward(&mut tape, xv, Mode::Infer, Head::AsBuilt)
+        .unwrap();
+    assert!(tape.value(pass.last()).unwrap().iter().all(|&v| v == -2.0));
+}
+
+#[test]
+fn bad_graphs_are_refused_with_the_nodes_name() {
+    let mut g = Graph::new([1, 4, 4]);
+    g.add(
+        "conv",
+        Op::Conv2D {
+            filters: 2,
+            kernel: (3, 3),
+            options: SAME,
+        },
+        &["input"],
+    )
+    .unwrap();
+    let errors = [
+        g.clone().add("conv", Op::Flatten, &["input"]).map(|_| ()),
+        g.clone().add("x", Op::Flatten, &["nowhere"]).map(|_| ()),
+        g.clone().add("x", Op::Add, &["input", "conv"]).map(|_| ()),
+        g.clone()
+            .add("x", Op::Dense { units: 2 }, &["conv"])
+            .map(|_| ()),
+        g.clone().add("x", Op::Add, &["conv"]).map(|_| ()),
+        g.clone()
+            .add(
+                "x",
+                Op::Conv2D {
+                    filters: 2,
+                    kernel: (9, 9),
+                    options: Conv2dOptions::default(),
+                },
+                &["input"],
+            )
+            .map(|_| ()),
+    ];
+    for (i, e) in errors.into_iter().enumerate() {
+        let e = e.expect_err(&format!("case {i}")).to_string();
+        assert!(e.contains("node") || e.contains("nowhere"), "case {i}: {e}");
+    }
+}
