@@ -76,6 +76,18 @@ impl Session {
         read(response)["value"].clone()
     }
 
+    /// Scrolls to the layer view and rests the mouse on the top bar of the
+    /// drawn 7 in its "follow one pixel" map.
+    fn hover_on_the_stroke(&self) {
+        self.js("document.getElementById('layers').scrollIntoView(); return true;");
+        let map = self.element("#path-map");
+        self.post(
+            "/actions",
+            json!({ "actions": [{ "type": "pointer", "id": "hover", "parameters": { "pointerType": "mouse" },
+                "actions": [{ "type": "pointerMove", "origin": map, "x": 0, "y": -40, "duration": 0 }] }] }),
+        );
+    }
+
     /// Saves what the window shows as a PNG file.
     fn screenshot(&self, path: &std::path::Path) {
         let png = self.get("/screenshot");
@@ -331,13 +343,7 @@ fn drawing_a_seven_updates_the_prediction_every_map_and_the_layer_view() {
     assert_eq!(panels[0], panels[1]);
 
     // Hovering a pixel on the stroke says its path up to the class, in words.
-    session.js("document.getElementById('layers').scrollIntoView(); return true;");
-    let hover = session.element("#path-map");
-    session.post(
-        "/actions",
-        json!({ "actions": [{ "type": "pointer", "id": "hover", "parameters": { "pointerType": "mouse" },
-            "actions": [{ "type": "pointerMove", "origin": hover, "x": 0, "y": -40, "duration": 0 }] }] }),
-    );
+    session.hover_on_the_stroke();
     let info = session.js("return document.getElementById('hover-info').textContent;");
     let info = info.as_str().unwrap_or("");
     assert!(
@@ -371,13 +377,7 @@ fn drawing_a_seven_updates_the_prediction_every_map_and_the_layer_view() {
         std::thread::sleep(Duration::from_millis(300));
         session.screenshot(&path);
         // Then the layer view, with the path of a pixel on the stroke lit up.
-        session.js("document.getElementById('layers').scrollIntoView(); return true;");
-        let hover = session.element("#path-map");
-        session.post(
-            "/actions",
-            json!({ "actions": [{ "type": "pointer", "id": "hover", "parameters": { "pointerType": "mouse" },
-                "actions": [{ "type": "pointerMove", "origin": hover, "x": 0, "y": -40, "duration": 0 }] }] }),
-        );
+        session.hover_on_the_stroke();
         std::thread::sleep(Duration::from_millis(300));
         session.screenshot(&path.with_file_name(format!(
             "{}-layers.png",
