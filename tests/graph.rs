@@ -112,9 +112,8 @@ fn a_residual_graph_matches_its_f64_formulas_and_their_gradient() {
     assert_eq!(pass.outputs.len(), g.nodes().len());
 }
 
-#[test]
-fn the_tutorials_stack_as_a_graph_gives_the_sequential_models_scores() {
-    let model = Sequential::tutorial([1, 28, 28], 10, 3).unwrap();
+/// The tutorial's stack as a graph, with `model`'s parameters; ReLUs as nodes of their own.
+fn tutorial_graph(model: &Sequential) -> Graph {
     let mut g = Graph::new([1, 28, 28]);
     let params = |i: usize| {
         let (w, b) = model.layers()[i].params.clone().unwrap();
@@ -151,7 +150,13 @@ fn the_tutorials_stack_as_a_graph_gives_the_sequential_models_scores() {
         .params = params(8);
     g.add("softmax", Op::Activation(Act::Softmax), &["out"])
         .unwrap();
+    g
+}
 
+#[test]
+fn the_tutorials_stack_as_a_graph_gives_the_sequential_models_scores() {
+    let model = Sequential::tutorial([1, 28, 28], 10, 3).unwrap();
+    let g = tutorial_graph(&model);
     let x = random(&[3, 1, 28, 28], 4).mapv(|v| (v + 1.0) / 2.0);
     for head in [Head::Linear, Head::AsBuilt] {
         let want = model.predict(&x, 3, head).unwrap();
@@ -260,5 +265,73 @@ fn bad_graphs_are_refused_with_the_nodes_name() {
     for (i, e) in errors.into_iter().enumerate() {
         let e = e.expect_err(&format!("case {i}")).to_string();
         assert!(e.contains("node") || e.contains("nowhere"), "case {i}: {e}");
+    }
+}
+
+#[test]
+fn every_saliency_method_explains_a_graph_as_it_explains_the_same_stack() {
+    use salient::saliency::{attribute, Method, Options};
+    // The small model trained on real digits, and the same weights as a graph.
+    let (model, test) = small_trained_mnist();
+    let mut g = Graph::new([1, 28, 28]);
+    let params = |i: usize| {
+        let (w, b) = model.layers()[i].params.clone().unwrap();
+        vec![w, b]
+    };
+    let conv = |filters| Op::Conv2D {
+        filters,
+        kernel: (3, 3),
+        options: Conv2dOptions::default(),
+    };
+    let pool = Op::MaxPool2D {
+        pool: (2, 2),
+        stride: (2, 2),
+        pads: (0, 0, 0, 0),
+    };
+    g.add("c1", conv(8), &["input"]).unwrap().params = params(0);
+    g.add("r1", Op::Activation(Act::Relu), &["c1"]).unwrap();
+    g.add("p1", pool, &["r1"]).unwrap();
+    g.add("c2", conv(16), &["p1"]).unwrap().params = params(2);
+    g.add("r2", Op::Activation(Act::Relu), &["c2"]).unwrap();
+    g.add("p2", pool, &["r2"]).unwrap();
+    g.add("f", Op::Flatten, &["p2"]).unwrap();
+    g.add("d1", Op::Dense { units: 32 }, &["f"]).unwrap().params = params(5);
+    g.add("r3", Op::Activation(Act::Relu), &["d1"]).unwrap();
+    g.add("d2", Op::Dense { units: 10 }, &["r3"])
+        .unwrap()
+        .params = params(6);
+    g.add("s", Op::Activation(Act::Softmax), &["d2"]).unwrap();
+
+    let x = test.batch(&[0, 1, 2, 3]).unwrap();
+    let targets = [1, 2, 3, 4];
+    for method in Method::ALL {
+        // The CAMs explain the second convolution's post-ReLU output in both.
+        let layer = |name: &str| Options {
+            layer: method.uses_layer().then(|| name.to_string()),
+            tolerance: None,
+            ..Options::default()
+        };
+        let stack = attribute(model, &x, Some(&targets), method, &layer("conv2d_1")).unwrap();
+        let graph = attribute(&g, &x, Some(&targets), method, &layer("r2")).unwrap();
+        assert_eq!(graph.raw.shape(), stack.raw.shape());
+        // The same functions through different kernels (the stack fuses conv, ReLU
+        // and pooling): equal to f32 rounding, relative to each map's largest value
+        // (measured: at most 1.2e-6; the bound leaves a margin of 8).
+        for (i, (a, b)) in graph
+            .raw
+            .outer_iter()
+            .zip(stack.raw.outer_iter())
+            .enumerate()
+        {
+            let scale = b.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(b.iter())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "{method} input {i}: {worst} of {scale}"
+            );
+        }
     }
 }

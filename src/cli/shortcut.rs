@@ -220,7 +220,7 @@ pub fn run(args: &ShortcutArgs) -> Result<ShortcutOutput> {
     let bar = progress_bar(2 * methods.len() as u64, "maps");
     let mut shares = Vec::new();
     let mut maps_of = [Vec::new(), Vec::new()];
-    let mut explainers: Vec<Explainer> = models.iter().map(Explainer::new).collect();
+    let mut explainers: Vec<Explainer> = models.iter().map(|m| Explainer::new(m)).collect();
     for &method in &methods {
         let mut found = Vec::new();
         for (k, explainer) in explainers.iter_mut().enumerate() {

@@ -371,3 +371,37 @@ impl Graph {
         Ok(GraphForward { input: x, outputs })
     }
 }
+
+impl crate::model::Classifier for Graph {
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    fn num_classes(&self) -> usize {
+        self.output_shape().iter().product()
+    }
+
+    fn layer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.output_shape.clone()))
+            .collect()
+    }
+
+    /// The last node with a spatial output `[K, h, w]` (in a ResNet, the last
+    /// block's output before the global pooling).
+    fn default_cam_layer(&self) -> Option<usize> {
+        self.nodes.iter().rposition(|n| n.output_shape.len() == 3)
+    }
+
+    fn record_scores<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        keep: Option<usize>,
+    ) -> Result<(Var, Option<Var>)> {
+        let pass = self.forward(tape, x, Mode::Infer, Head::Linear)?;
+        let kept = keep.and_then(|i| pass.outputs.get(i).copied());
+        Ok((pass.last(), kept))
+    }
+}

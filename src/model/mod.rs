@@ -39,6 +39,138 @@ use crate::tensor::{Pool, Tensor};
 
 pub use checkpoint::{load, load_bytes, save, Architecture, LayerRecord};
 
+/// What the saliency methods need of a model: its shapes, and its class
+/// scores recorded on a tape with one layer's output kept. [`Sequential`] and
+/// [`graph::Graph`] are classifiers; so is any model of your own that records
+/// its forward pass on a [`Tape`].
+pub trait Classifier: Sync {
+    /// Per-sample input shape `[C, H, W]`.
+    fn input_shape(&self) -> [usize; 3];
+
+    /// The number of class scores.
+    fn num_classes(&self) -> usize;
+
+    /// Name and per-sample output shape of each layer, by index.
+    fn layer_shapes(&self) -> Vec<(String, Vec<usize>)>;
+
+    /// The layer a class activation map explains unless told otherwise.
+    fn default_cam_layer(&self) -> Option<usize>;
+
+    /// Records the forward pass of the batch `x` on `tape` with the head
+    /// linear, weights as constants and dropout off: the class scores
+    /// `[N, K]`, and layer `keep`'s output if asked for.
+    fn record_scores<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        keep: Option<usize>,
+    ) -> Result<(Var, Option<Var>)>;
+
+    /// The class scores of `images`, `batch_size` at a time, on inference tapes.
+    fn predict_scores(
+        &self,
+        images: &Tensor,
+        batch_size: usize,
+        pool: &mut Pool,
+    ) -> Result<Tensor> {
+        self.check_input(images)?;
+        let n = images.shape()[0];
+        let mut out = Tensor::zeros(vec![n, self.num_classes()]);
+        for start in (0..n).step_by(batch_size.max(1)) {
+            let range = start..(start + batch_size.max(1)).min(n);
+            let batch = images
+                .slice_axis(Axis(0), Slice::from(range.clone()))
+                .to_owned();
+            let mut tape = Tape::inference_with_pool(std::mem::take(pool));
+            let x = tape.constant(batch);
+            let result = self.record_scores(&mut tape, x, None).and_then(|(y, _)| {
+                let rows = range.len();
+                let y = tape.value(y)?;
+                let y = y
+                    .to_shape(IxDyn(&[rows, self.num_classes()]))
+                    .map_err(|e| {
+                        Error::invalid(
+                            "model",
+                            format!("class scores of shape {:?}: {e}", y.shape()),
+                        )
+                    })?;
+                out.slice_axis_mut(Axis(0), Slice::from(range)).assign(&y);
+                Ok(())
+            });
+            *pool = tape.into_pool();
+            result?;
+        }
+        Ok(out)
+    }
+
+    /// Checks that `x` is a batch `[N, C, H, W]` of the model's input shape.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let shape = self.input_shape();
+        if x.ndim() != 4 || x.shape()[1..] != shape {
+            let mut want = vec![x.shape().first().copied().unwrap_or(1)];
+            want.extend(shape);
+            return Err(crate::tensor::shape_error(
+                "model",
+                "the input batch must be [N, C, H, W] with the model's input shape",
+                "input",
+                x.shape(),
+                "expected",
+                &want,
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Classifier for Sequential {
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    fn num_classes(&self) -> usize {
+        Sequential::num_classes(self)
+    }
+
+    fn layer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.layers
+            .iter()
+            .map(|l| (l.name.clone(), l.output_shape.clone()))
+            .collect()
+    }
+
+    /// The last Conv2D layer (its post-activation output, as Keras's).
+    fn default_cam_layer(&self) -> Option<usize> {
+        self.layers
+            .iter()
+            .rposition(|l| matches!(l.spec, LayerSpec::Conv2D { .. }))
+    }
+
+    fn record_scores<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        keep: Option<usize>,
+    ) -> Result<(Var, Option<Var>)> {
+        let pass = self.forward_keeping(tape, x, Mode::Infer, Head::Linear, keep)?;
+        let kept = keep.and_then(|l| pass.outputs.get(l).copied().flatten());
+        Ok((pass.last(), kept))
+    }
+
+    /// Through [`Sequential::predict_with_pool`]: its fastest kernels.
+    fn predict_scores(
+        &self,
+        images: &Tensor,
+        batch_size: usize,
+        pool: &mut Pool,
+    ) -> Result<Tensor> {
+        self.predict_with_pool(images, batch_size, Head::Linear, pool)
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        Sequential::check_input(self, x)
+    }
+}
+
 /// What the model's last layer does in a forward pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Head {

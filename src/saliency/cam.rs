@@ -37,11 +37,10 @@ use ndarray::{Array2, ArrayView2, ArrayView3, Axis, Ix4};
 
 use crate::data::resize_bilinear;
 use crate::error::{Error, Result};
-use crate::layers::{LayerSpec, Mode};
-use crate::model::{Head, Sequential};
+use crate::model::Classifier;
 use crate::ops::ReluRule;
 use crate::tape::Tape;
-use crate::tensor::Tensor;
+use crate::tensor::{Pool, Tensor};
 
 use super::Explainer;
 use super::{check_inputs, chunks, rows, Method};
@@ -99,12 +98,12 @@ impl Cam {
 ///
 /// The layer must have a spatial output `[K, h, w]`; the error lists the layers
 /// that do.
-pub fn cam_layer(model: &Sequential, name: Option<&str>) -> Result<usize> {
-    let layers = model.layers();
+pub fn cam_layer(model: &dyn Classifier, name: Option<&str>) -> Result<usize> {
+    let layers = model.layer_shapes();
     let spatial: Vec<&str> = layers
         .iter()
-        .filter(|l| l.output_shape.len() == 3)
-        .map(|l| l.name.as_str())
+        .filter(|(_, shape)| shape.len() == 3)
+        .map(|(name, _)| name.as_str())
         .collect();
     let usable = || {
         if spatial.is_empty() {
@@ -114,20 +113,17 @@ pub fn cam_layer(model: &Sequential, name: Option<&str>) -> Result<usize> {
         }
     };
     match name {
-        None => layers
-            .iter()
-            .rposition(|l| matches!(l.spec, LayerSpec::Conv2D { .. }))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "cam",
-                    format!(
-                        "the model has no Conv2D layer to explain; name a layer with a spatial output [K, h, w] ({})",
-                        usable()
-                    ),
-                )
-            }),
+        None => model.default_cam_layer().ok_or_else(|| {
+            Error::invalid(
+                "cam",
+                format!(
+                    "the model has no Conv2D layer to explain; name a layer with a spatial output [K, h, w] ({})",
+                    usable()
+                ),
+            )
+        }),
         Some(name) => {
-            let Some(i) = layers.iter().position(|l| l.name == name) else {
+            let Some(i) = layers.iter().position(|(n, _)| n == name) else {
                 return Err(Error::invalid(
                     "cam",
                     format!(
@@ -136,12 +132,12 @@ pub fn cam_layer(model: &Sequential, name: Option<&str>) -> Result<usize> {
                     ),
                 ));
             };
-            if layers[i].output_shape.len() != 3 {
+            if layers[i].1.len() != 3 {
                 return Err(Error::invalid(
                     "cam",
                     format!(
                         "layer '{name}' has output shape {:?}, not a spatial [K, h, w]; layers with one: {}",
-                        layers[i].output_shape,
+                        layers[i].1,
                         usable()
                     ),
                 ));
@@ -248,7 +244,7 @@ fn gradient_cam(
 /// the weights are the softmax over channels of the masked inputs' class
 /// scores. The masked copies of an input are scored `batch_size` at a time.
 pub fn score_cam(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: &[usize],
     layer: Option<&str>,
@@ -290,7 +286,7 @@ pub fn score_cam(
                 let batch = ndarray::stack(Axis(0), &views)
                     .map_err(|e| Error::invalid("score-cam", e.to_string()))?
                     .into_dyn();
-                let logits = model.predict(&batch, batch_size, Head::Linear)?;
+                let logits = model.predict_scores(&batch, batch_size, &mut Pool::new())?;
                 for (row, ch) in kept.into_iter().enumerate() {
                     scores[ch] = logits[[row, targets[i]]];
                 }
@@ -337,16 +333,12 @@ pub fn guided_grad_cam(
 
 impl Cam {
     /// Zeros, shaped for `inputs` and layer `l`.
-    fn empty(model: &Sequential, inputs: &Tensor, l: usize) -> Cam {
-        let layer = &model.layers()[l];
-        let [k, h, w] = [
-            layer.output_shape[0],
-            layer.output_shape[1],
-            layer.output_shape[2],
-        ];
+    fn empty(model: &dyn Classifier, inputs: &Tensor, l: usize) -> Cam {
+        let (name, shape) = model.layer_shapes().swap_remove(l);
+        let [k, h, w] = [shape[0], shape[1], shape[2]];
         let s = inputs.shape();
         Cam {
-            layer: layer.name.clone(),
+            layer: name,
             maps: Tensor::zeros(vec![s[0], h, w]),
             upsampled: Tensor::zeros(vec![s[0], s[2], s[3]]),
             weights: Tensor::zeros(vec![s[0], k]),
@@ -382,11 +374,11 @@ fn upsample(map: ArrayView2<f32>, height: usize, width: usize) -> Result<Array2<
 }
 
 /// Layer `l`'s output for a batch, from an inference pass.
-fn layer_output(model: &Sequential, inputs: &Tensor, l: usize) -> Result<Tensor> {
+fn layer_output(model: &dyn Classifier, inputs: &Tensor, l: usize) -> Result<Tensor> {
     let mut tape = Tape::inference();
     let x = tape.constant(inputs.clone());
-    let pass = model.forward_keeping(&mut tape, x, Mode::Infer, Head::Linear, Some(l))?;
-    let a = pass.outputs[l].ok_or_else(|| Error::invalid("cam", "layer output not recorded"))?;
+    let (_, kept) = model.record_scores(&mut tape, x, Some(l))?;
+    let a = kept.ok_or_else(|| Error::invalid("cam", "layer output not recorded"))?;
     Ok(tape.value(a)?.clone())
 }
 

@@ -18,14 +18,13 @@
 //!
 //! Because the tape keeps the gradient of any recorded value asked for, the
 //! same pass also yields `∂y_c/∂A` for any layer output `A` (recorded on its
-//! own, see [`Sequential::forward_keeping`]), which is all Grad-CAM needs: no
+//! own, see [`Classifier::record_scores`]), which is all Grad-CAM needs: no
 //! hooks.
 
 use ndarray::{Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
-use crate::layers::Mode;
-use crate::model::{Head, Sequential};
+use crate::model::Classifier;
 use crate::ops::ReluRule;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
@@ -49,7 +48,7 @@ pub struct ClassGradient {
 /// One forward and one backward pass over `inputs: [N, C, H, W]` (no chunking:
 /// the whole batch is on one tape): [`Explainer::class_gradient`] once.
 pub fn class_gradient(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: Option<&[usize]>,
     rule: ReluRule,
@@ -64,7 +63,7 @@ impl Explainer<'_> {
     ///
     /// `targets` gives the class per input; `None` differentiates each
     /// input's predicted class, read off this same pass. `layer`, an index
-    /// into [`Sequential::layers`], also returns that layer's output and its
+    /// into [`Classifier::layer_shapes`], also returns that layer's output and its
     /// gradient. Buffers come from the explainer's workspace and go back
     /// there, so a second pass of the same size allocates nothing.
     pub fn class_gradient(
@@ -128,7 +127,7 @@ type Pass = (Tensor, Tensor, Vec<usize>, Option<(Tensor, Tensor)>);
 /// The pass itself, on a tape whose pool the caller takes back.
 fn class_gradient_on<'m>(
     tape: &mut Tape<'m>,
-    model: &'m Sequential,
+    model: &'m dyn Classifier,
     input: Tensor,
     targets: Option<&[usize]>,
     rule: ReluRule,
@@ -140,8 +139,7 @@ fn class_gradient_on<'m>(
     // The weights enter as constants read in place; the head is linear for this
     // pass only; the layer asked for stays on the tape (not fused into the
     // pooling after it).
-    let pass = model.forward_keeping(tape, x, Mode::Infer, Head::Linear, layer)?;
-    let out = pass.last();
+    let (out, kept) = model.record_scores(tape, x, layer)?;
     let out_shape = tape.value(out)?.shape().to_vec();
     let logits = tape
         .value(out)?
@@ -163,10 +161,7 @@ fn class_gradient_on<'m>(
         .map_err(|e| Error::invalid("saliency", format!("seed: {e}")))?;
     // Only the input's gradient and the layer's are read.
     let layer_var = layer
-        .map(|l| {
-            let v = pass.outputs.get(l).copied().flatten();
-            v.ok_or_else(|| Error::invalid("saliency", format!("no layer {l}")))
-        })
+        .map(|l| kept.ok_or_else(|| Error::invalid("saliency", format!("no layer {l}"))))
         .transpose()?;
     let keep: Vec<_> = std::iter::once(x).chain(layer_var).collect();
     let mut grads = tape.backward_to(out, &seed, rule, &keep)?;
@@ -180,7 +175,10 @@ fn class_gradient_on<'m>(
     let input = grads.take(x).ok_or_else(|| missing("the input"))?;
     let layer = match layer.zip(layer_var) {
         Some((l, v)) => {
-            let name = &model.layers()[l].name;
+            let name = model
+                .layer_shapes()
+                .get(l)
+                .map_or_else(|| l.to_string(), |(name, _)| name.clone());
             let grad = grads
                 .take(v)
                 .ok_or_else(|| missing(&format!("layer {name}")))?;
@@ -205,7 +203,7 @@ pub struct InputGradients {
 
 /// [`Explainer::input_gradients`] once.
 pub fn input_gradients(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: Option<&[usize]>,
     rule: ReluRule,

@@ -37,7 +37,6 @@
 use ndarray::{ArrayViewD, Axis};
 
 use crate::error::{Error, Result};
-use crate::model::Head;
 use crate::ops::ReluRule;
 use crate::tensor::{shape_error, Tensor};
 
@@ -181,9 +180,13 @@ pub fn integrated_gradients(
     }
     check_inputs(model, inputs, Some(targets))?;
     let baselines = baseline.for_inputs(inputs)?;
-    let scores = pick(&model.predict(inputs, batch_size, Head::Linear)?, targets);
+    let mut pool = crate::tensor::Pool::new();
+    let scores = pick(
+        &model.predict_scores(inputs, batch_size, &mut pool)?,
+        targets,
+    );
     let baseline_scores = pick(
-        &model.predict(&baselines, batch_size, Head::Linear)?,
+        &model.predict_scores(&baselines, batch_size, &mut pool)?,
         targets,
     );
 

@@ -1,6 +1,7 @@
 //! Saliency methods: which input pixels a model's class score depends on.
 //!
-//! Every method takes a model, a batch of inputs `[N, C, H, W]` and one target
+//! Every method takes a model (any [`Classifier`]: a [`Sequential`](crate::model::Sequential),
+//! a [`Graph`](crate::model::graph::Graph), or a model of your own), a batch of inputs `[N, C, H, W]` and one target
 //! class per input, and returns raw, signed attributions of the input's shape
 //! `[N, C, H, W]` (class activation maps, which are spatial, are copied to each
 //! of the C channels). Drawing them is [`crate::images::saliency_maps`]'s job.
@@ -26,7 +27,7 @@
 //! the pass applied: what `salient explore` draws layer by layer.
 //!
 //! `y_c` is always the *linear* class score: a softmax head is made linear for the
-//! pass with [`Head::Linear`], without touching the
+//! pass with [`Head::Linear`](crate::model::Head::Linear), without touching the
 //! model (whose weights the tape reads in place). Dropout is off.
 //!
 //! ```
@@ -56,7 +57,7 @@ use ndarray::{Axis, Ix3, Slice};
 
 use crate::error::{Error, Result};
 use crate::images::{normalize_maps, saliency_maps, Normalize};
-use crate::model::{argmax, Head, Sequential};
+use crate::model::{argmax, Classifier};
 use crate::ops::ReluRule;
 use crate::tape::Kernels;
 use crate::tensor::{Pool, Tensor};
@@ -287,7 +288,7 @@ pub struct Attribution {
 /// target out of range, an unknown or non-spatial layer, or an option out of
 /// range (`steps = 0`, ...). Never changes the model.
 pub fn attribute(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: Option<&[usize]>,
     method: Method,
@@ -321,14 +322,14 @@ pub fn attribute(
 /// # Ok::<(), salient::Error>(())
 /// ```
 pub struct Explainer<'m> {
-    model: &'m Sequential,
+    model: &'m dyn Classifier,
     kernels: Kernels,
     workspace: Pool,
 }
 
 impl<'m> Explainer<'m> {
     /// An explainer of `model`, with [`Kernels::Fast`] and an empty workspace.
-    pub fn new(model: &'m Sequential) -> Self {
+    pub fn new(model: &'m dyn Classifier) -> Self {
         Explainer {
             model,
             kernels: Kernels::Fast,
@@ -343,7 +344,7 @@ impl<'m> Explainer<'m> {
     }
 
     /// The model explained.
-    pub fn model(&self) -> &'m Sequential {
+    pub fn model(&self) -> &'m dyn Classifier {
         self.model
     }
 
@@ -530,7 +531,11 @@ pub fn describe_maps(method: Method, normalize: Normalize) -> String {
 
 /// Checks a request: `inputs` fits the model, holds only finite values, and
 /// `targets`, if given, has one class in range per input.
-pub fn check_inputs(model: &Sequential, inputs: &Tensor, targets: Option<&[usize]>) -> Result<()> {
+pub fn check_inputs(
+    model: &dyn Classifier,
+    inputs: &Tensor,
+    targets: Option<&[usize]>,
+) -> Result<()> {
     model.check_input(inputs)?;
     let n = inputs.shape()[0];
     for (i, input) in inputs.outer_iter().enumerate() {
@@ -578,12 +583,12 @@ fn check_batch_size(batch_size: usize) -> Result<()> {
 /// The class to explain for each input (the given targets, or the predicted
 /// ones) and its linear score, from one inference pass.
 pub fn targets_and_scores(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: Option<&[usize]>,
     batch_size: usize,
 ) -> Result<(Vec<usize>, Vec<f32>)> {
-    let logits = model.predict(inputs, batch_size, Head::Linear)?;
+    let logits = model.predict_scores(inputs, batch_size, &mut Pool::new())?;
     let targets = match targets {
         Some(t) => t.to_vec(),
         None => predicted(&logits),

@@ -20,7 +20,7 @@
 use ndarray::{s, Array2, Axis};
 
 use crate::error::{Error, Result};
-use crate::model::{Head, Sequential};
+use crate::model::Classifier;
 use crate::tensor::Tensor;
 
 use super::{check_inputs, chunks, pick};
@@ -83,7 +83,7 @@ pub fn patch_geometry(
 /// Occlusion maps `[N, H, W]` for `targets` (see the module docs for the
 /// defaults taken when `size` or `stride` is `None`).
 pub fn occlusion(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: &[usize],
     size: Option<usize>,
@@ -108,7 +108,11 @@ pub fn occlusion(
         .flat_map(|&y| xs.iter().map(move |&x| (y, x)))
         .collect();
 
-    let scores = pick(&model.predict(inputs, batch_size, Head::Linear)?, targets);
+    let mut pool = crate::tensor::Pool::new();
+    let scores = pick(
+        &model.predict_scores(inputs, batch_size, &mut pool)?,
+        targets,
+    );
     let n = inputs.shape()[0];
     let mut maps = Tensor::zeros(vec![n, h, w]);
     for (i, mut map) in maps.outer_iter_mut().enumerate() {
@@ -125,7 +129,7 @@ pub fn occlusion(
                 copy.slice_mut(s![.., y0..y0 + size, x0..x0 + size])
                     .fill(fill);
             }
-            let logits = model.predict(&copies, batch_size, Head::Linear)?;
+            let logits = model.predict_scores(&copies, batch_size, &mut pool)?;
             for (row, &(y0, x0)) in corners[range].iter().enumerate() {
                 let delta = f64::from(scores[i]) - f64::from(logits[[row, targets[i]]]);
                 drop.slice_mut(s![y0..y0 + size, x0..x0 + size])

@@ -30,7 +30,7 @@ use rand_distr::StandardNormal;
 
 use crate::error::{Error, Result};
 use crate::layers::mix;
-use crate::model::{Head, Sequential};
+use crate::model::Classifier;
 use crate::saliency::check_inputs;
 use crate::tensor::{Pool, Tensor};
 
@@ -116,7 +116,7 @@ pub fn ranking(map: ArrayView2<f32>, seed: u64) -> Vec<usize> {
 /// The deletion and insertion curves of `maps: [N, H, W]` (larger is more
 /// relevant), for `targets` of `model` on `inputs: [N, C, H, W]`.
 pub fn deletion_insertion(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: &[usize],
     maps: &Tensor,
@@ -224,7 +224,7 @@ fn mean(v: &[f64]) -> f64 {
 
 /// ROAD, most- and least-relevant first, for `maps: [N, H, W]`.
 pub fn road(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: &[usize],
     maps: &Tensor,
@@ -276,7 +276,7 @@ pub fn road(
     })
 }
 
-fn check(model: &Sequential, inputs: &Tensor, targets: &[usize], maps: &Tensor) -> Result<()> {
+fn check(model: &dyn Classifier, inputs: &Tensor, targets: &[usize], maps: &Tensor) -> Result<()> {
     check_inputs(model, inputs, Some(targets))?;
     let want = [inputs.shape()[0], inputs.shape()[2], inputs.shape()[3]];
     if maps.shape() != want {
@@ -309,13 +309,13 @@ pub(crate) fn map(maps: &Tensor, i: usize) -> Result<ArrayView2<'_, f32>> {
 /// The softmax probability of class `target` for each image of `batch`,
 /// from the linear scores (so that it holds for any head).
 pub fn class_probabilities(
-    model: &Sequential,
+    model: &dyn Classifier,
     batch: &Tensor,
     target: usize,
     batch_size: usize,
     pool: &mut Pool,
 ) -> Result<Vec<f64>> {
-    let logits = model.predict_with_pool(batch, batch_size, Head::Linear, pool)?;
+    let logits = model.predict_scores(batch, batch_size, pool)?;
     Ok(logits
         .outer_iter()
         .map(|row| {

@@ -29,7 +29,7 @@ use rand_distr::StandardNormal;
 
 use crate::error::{Error, Result};
 use crate::layers::mix;
-use crate::model::{Head, Sequential};
+use crate::model::Classifier;
 use crate::saliency::{check_inputs, Explainer, Method, Options};
 use crate::tensor::{Pool, Tensor};
 
@@ -77,7 +77,7 @@ pub struct Infidelity {
 /// The infidelity of `attributions: [N, C, H, W]` for `targets` of `model` on
 /// `inputs`.
 pub fn infidelity(
-    model: &Sequential,
+    model: &dyn Classifier,
     inputs: &Tensor,
     targets: &[usize],
     attributions: &Tensor,
@@ -128,8 +128,7 @@ pub fn infidelity(
                 });
             dot.push(sum);
         }
-        let scores =
-            model.predict_with_pool(&batch, options.batch_size, Head::Linear, &mut pool)?;
+        let scores = model.predict_scores(&batch, options.batch_size, &mut pool)?;
         let f = |r: usize| f64::from(scores[[r, targets[i]]]);
         let change: Vec<f64> = (1..=samples).map(|r| f(0) - f(r)).collect();
         out.push(score(&dot, &change));
