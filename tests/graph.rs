@@ -41,7 +41,7 @@ fn residual() -> Graph {
     g.add("shortcut", conv(3, 1, 2, 0), &["input"]).unwrap();
     g.add("sum", Op::Add, &["conv2", "shortcut"]).unwrap();
     g.add("relu2", Op::Activation(Act::Relu), &["sum"]).unwrap();
-    g.add("pool", Op::GlobalAvgPool2D, &[("relu2")]).unwrap();
+    g.add("pool", Op::GlobalAvgPool2D, &["relu2"]).unwrap();
     g.add("logits", Op::Dense { units: 3 }, &["pool"]).unwrap();
     g.init(5).unwrap();
     // Batch norm statistics that are not the identity.

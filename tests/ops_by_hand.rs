@@ -511,6 +511,26 @@ fn a_users_own_op_joins_the_tape() {
     assert!(other
         .record(Tensor::zeros(vec![2]), &[x], Box::new(Double))
         .is_err());
+
+    // A rule that returns a gradient of the wrong shape, or too few, is an error of
+    // the backward pass, not a panic.
+    struct Wrong(usize);
+    impl Backward for Wrong {
+        fn backward(&self, _: GradArgs<'_>) -> Vec<Option<Tensor>> {
+            vec![Some(Tensor::zeros(vec![3])); self.0]
+        }
+    }
+    for count in [0, 1] {
+        let mut tape = Tape::new();
+        let x = tape.input(t(array![1.0, 2.0]));
+        let y = tape
+            .record(Tensor::zeros(vec![2]), &[x], Box::new(Wrong(count)))
+            .unwrap();
+        let e = tape
+            .backward(y, &Tensor::ones(vec![2]), ReluRule::Gradient)
+            .unwrap_err();
+        assert!(e.to_string().contains("value #1"), "{e}");
+    }
 }
 
 #[test]

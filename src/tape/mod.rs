@@ -503,8 +503,30 @@ impl<'a> Tape<'a> {
                 relu,
                 pool,
             });
+            // A rule (perhaps a user's, through `record`) must give one gradient
+            // per input, each of its input's shape.
+            if input_grads.len() != node.inputs.len() {
+                return Err(Error::invalid(
+                    "backward",
+                    format!(
+                        "the op recorded as value #{i} returned {} gradients for its {} inputs",
+                        input_grads.len(),
+                        node.inputs.len()
+                    ),
+                ));
+            }
             for (v, dx) in node.inputs.iter().zip(input_grads) {
                 let Some(dx) = dx else { continue };
+                if dx.shape() != values[v.index].shape() {
+                    return Err(crate::tensor::shape_error(
+                        "backward",
+                        format!("the op recorded as value #{i} returned a gradient of another shape than its input's"),
+                        "input",
+                        values[v.index].shape(),
+                        "gradient",
+                        dx.shape(),
+                    ));
+                }
                 match &mut grads[v.index] {
                     Some(acc) => {
                         *acc += &dx;
