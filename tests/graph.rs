@@ -7,10 +7,10 @@ mod common;
 
 use common::*;
 use ndarray::IxDyn;
-use salient::layers::Mode;
+use salient::layers::{Activation, LayerSpec, Mode};
 use salient::model::graph::{Act, Graph, Op};
 use salient::model::{Head, Sequential};
-use salient::ops::{AvgPool2dSpec, Conv2dOptions};
+use salient::ops::{AvgPool2dSpec, Conv2dOptions, Padding};
 use salient::{ReluRule, Tape, Tensor};
 
 const SAME: Conv2dOptions = Conv2dOptions {
@@ -112,51 +112,66 @@ fn a_residual_graph_matches_its_f64_formulas_and_their_gradient() {
     assert_eq!(pass.outputs.len(), g.nodes().len());
 }
 
-/// The tutorial's stack as a graph, with `model`'s parameters; ReLUs as nodes of their own.
-fn tutorial_graph(model: &Sequential) -> Graph {
-    let mut g = Graph::new([1, 28, 28]);
-    let params = |i: usize| {
-        let (w, b) = model.layers()[i].params.clone().unwrap();
-        vec![w, b]
-    };
-    let conv = |filters| Op::Conv2D {
-        filters,
-        kernel: (3, 3),
-        options: Conv2dOptions::default(),
-    };
-    let pool = Op::MaxPool2D {
-        pool: (2, 2),
-        stride: (2, 2),
-        pads: (0, 0, 0, 0),
-    };
-    g.add("conv2d", conv(32), &["input"]).unwrap().params = params(0);
-    g.add("relu", Op::Activation(Act::Relu), &["conv2d"])
-        .unwrap();
-    g.add("pool", pool, &["relu"]).unwrap();
-    g.add("drop", Op::Dropout { rate: 0.25 }, &["pool"])
-        .unwrap();
-    g.add("conv2d_1", conv(64), &["drop"]).unwrap().params = params(3);
-    g.add("relu_1", Op::Activation(Act::Relu), &["conv2d_1"])
-        .unwrap();
-    g.add("pool_1", pool, &["relu_1"]).unwrap();
-    g.add("flatten", Op::Flatten, &["pool_1"]).unwrap();
-    g.add("dense", Op::Dense { units: 256 }, &["flatten"])
-        .unwrap()
-        .params = params(7);
-    g.add("relu_2", Op::Activation(Act::Relu), &["dense"])
-        .unwrap();
-    g.add("out", Op::Dense { units: 10 }, &["relu_2"])
-        .unwrap()
-        .params = params(8);
-    g.add("softmax", Op::Activation(Act::Softmax), &["out"])
-        .unwrap();
+/// A `Sequential` stack as a graph with the same parameters: each layer a node
+/// of the same name, its activation a node of its own (`<layer>/relu`).
+fn graph_of(model: &Sequential) -> Graph {
+    let mut g = Graph::new(model.input_shape());
+    let mut last = "input".to_string();
+    for layer in model.layers() {
+        let op = match layer.spec {
+            LayerSpec::Conv2D {
+                filters,
+                kernel_size: [kh, kw],
+                strides,
+                padding,
+                ..
+            } => {
+                let mut options = Conv2dOptions {
+                    stride: (strides, strides),
+                    ..Conv2dOptions::default()
+                };
+                if padding == Padding::Same {
+                    let (h, w) = (layer.input_shape[1], layer.input_shape[2]);
+                    options.pads = options.same_pads(h, w, kh, kw);
+                }
+                Op::Conv2D {
+                    filters,
+                    kernel: (kh, kw),
+                    options,
+                }
+            }
+            LayerSpec::MaxPooling2D { pool_size, strides } => Op::MaxPool2D {
+                pool: (pool_size[0], pool_size[1]),
+                stride: (strides[0], strides[1]),
+                pads: (0, 0, 0, 0),
+            },
+            LayerSpec::Dropout { rate } => Op::Dropout { rate },
+            LayerSpec::Flatten => Op::Flatten,
+            LayerSpec::Dense { units, .. } => Op::Dense { units },
+        };
+        let node = g.add(&layer.name, op, &[&last]).unwrap();
+        if let Some((w, b)) = &layer.params {
+            node.params = vec![w.clone(), b.clone()];
+        }
+        last = layer.name.clone();
+        let act = match layer.spec.activation() {
+            Some(Activation::Relu) => Some((Act::Relu, "relu")),
+            Some(Activation::Softmax) => Some((Act::Softmax, "softmax")),
+            _ => None,
+        };
+        if let Some((act, suffix)) = act {
+            let name = format!("{}/{suffix}", layer.name);
+            g.add(&name, Op::Activation(act), &[&last]).unwrap();
+            last = name;
+        }
+    }
     g
 }
 
 #[test]
 fn the_tutorials_stack_as_a_graph_gives_the_sequential_models_scores() {
     let model = Sequential::tutorial([1, 28, 28], 10, 3).unwrap();
-    let g = tutorial_graph(&model);
+    let g = graph_of(&model);
     let x = random(&[3, 1, 28, 28], 4).mapv(|v| (v + 1.0) / 2.0);
     for head in [Head::Linear, Head::AsBuilt] {
         let want = model.predict(&x, 3, head).unwrap();
@@ -166,9 +181,10 @@ fn the_tutorials_stack_as_a_graph_gives_the_sequential_models_scores() {
         let got = tape.value(pass.last()).unwrap();
         for (a, b) in got.iter().zip(want.iter()) {
             // The same ops; only the fused conv + ReLU + pool of the stack may round
-            // differently from the ops one by one.
+            // differently from the ops one by one (measured: at most 1.2e-7 relative
+            // with AVX-512, exactly equal on the portable path).
             assert!(
-                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
                 "{head:?}: {a} vs {b}"
             );
         }
@@ -273,35 +289,7 @@ fn every_saliency_method_explains_a_graph_as_it_explains_the_same_stack() {
     use salient::saliency::{attribute, Method, Options};
     // The small model trained on real digits, and the same weights as a graph.
     let (model, test) = small_trained_mnist();
-    let mut g = Graph::new([1, 28, 28]);
-    let params = |i: usize| {
-        let (w, b) = model.layers()[i].params.clone().unwrap();
-        vec![w, b]
-    };
-    let conv = |filters| Op::Conv2D {
-        filters,
-        kernel: (3, 3),
-        options: Conv2dOptions::default(),
-    };
-    let pool = Op::MaxPool2D {
-        pool: (2, 2),
-        stride: (2, 2),
-        pads: (0, 0, 0, 0),
-    };
-    g.add("c1", conv(8), &["input"]).unwrap().params = params(0);
-    g.add("r1", Op::Activation(Act::Relu), &["c1"]).unwrap();
-    g.add("p1", pool, &["r1"]).unwrap();
-    g.add("c2", conv(16), &["p1"]).unwrap().params = params(2);
-    g.add("r2", Op::Activation(Act::Relu), &["c2"]).unwrap();
-    g.add("p2", pool, &["r2"]).unwrap();
-    g.add("f", Op::Flatten, &["p2"]).unwrap();
-    g.add("d1", Op::Dense { units: 32 }, &["f"]).unwrap().params = params(5);
-    g.add("r3", Op::Activation(Act::Relu), &["d1"]).unwrap();
-    g.add("d2", Op::Dense { units: 10 }, &["r3"])
-        .unwrap()
-        .params = params(6);
-    g.add("s", Op::Activation(Act::Softmax), &["d2"]).unwrap();
-
+    let g = graph_of(model);
     let x = test.batch(&[0, 1, 2, 3]).unwrap();
     let targets = [1, 2, 3, 4];
     for method in Method::ALL {
@@ -312,7 +300,7 @@ fn every_saliency_method_explains_a_graph_as_it_explains_the_same_stack() {
             ..Options::default()
         };
         let stack = attribute(model, &x, Some(&targets), method, &layer("conv2d_1")).unwrap();
-        let graph = attribute(&g, &x, Some(&targets), method, &layer("r2")).unwrap();
+        let graph = attribute(&g, &x, Some(&targets), method, &layer("conv2d_1/relu")).unwrap();
         assert_eq!(graph.raw.shape(), stack.raw.shape());
         // The same functions through different kernels (the stack fuses conv, ReLU
         // and pooling): equal to f32 rounding, relative to each map's largest value

@@ -77,12 +77,13 @@ fn the_input_node_is_the_gradient_map_bit_for_bit_on_real_digits() {
                 "digit {i} {rule:?}"
             );
             // The fast kernels sum in another order: equal to rounding, relative
-            // to the map's largest value (f32 sums of a few hundred terms).
+            // to the map's largest value (f32 sums of a few hundred terms; measured:
+            // at most 1.7e-7 with AVX-512, exactly equal on the portable path).
             let fast = class_gradient(model, &x, Some(&[t.target]), rule, None).unwrap();
             let scale = traced.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
             for (a, b) in traced.iter().zip(fast.input.iter()) {
                 assert!(
-                    (a - b).abs() <= 1e-4 * scale,
+                    (a - b).abs() <= 1e-6 * scale,
                     "digit {i} {rule:?}: {a} vs {b}"
                 );
             }

@@ -165,10 +165,6 @@ impl Classifier for Sequential {
     ) -> Result<Tensor> {
         self.predict_with_pool(images, batch_size, Head::Linear, pool)
     }
-
-    fn check_input(&self, x: &Tensor) -> Result<()> {
-        Sequential::check_input(self, x)
-    }
 }
 
 /// What the model's last layer does in a forward pass.
@@ -360,19 +356,7 @@ impl Sequential {
 
     /// Checks that a batch is `[N, C, H, W]` with this model's `[C, H, W]`.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
-        if x.ndim() != 4 || x.shape()[1..] != self.input_shape {
-            let mut want = vec![x.shape().first().copied().unwrap_or(1)];
-            want.extend(self.input_shape);
-            return Err(crate::tensor::shape_error(
-                "model",
-                "the input batch must be [N, C, H, W] with the model's input shape",
-                "input",
-                x.shape(),
-                "expected",
-                &want,
-            ));
-        }
-        Ok(())
+        <Self as Classifier>::check_input(self, x)
     }
 
     /// Records the whole model on `tape`.
