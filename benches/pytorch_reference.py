@@ -4,7 +4,8 @@ The machine's speed drifts by tens of percent from one minute to the next, so
 the fairest comparison runs both sides in the same minutes:
 
     python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch
-    /tmp/torch/bin/python benches/pytorch_reference.py      # one to two minutes
+    /tmp/torch/bin/python benches/pytorch_reference.py      # a few minutes
+    /tmp/torch/bin/python benches/pytorch_reference.py resnet18   # one group
     cargo bench --bench speed -- --noplot
 
 Each id is measured as `speed.rs` measures it (batch 250, 2 threads), in both
@@ -120,9 +121,42 @@ def saliency():
     report("saliency/vanilla/mnist", per_format)
 
 
+def resnet18():
+    # torchvision's ResNet-18 (the architecture written out in
+    # fixtures/make-onnx-pytorch.py), random weights, eval mode, 224x224.
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "fixtures", "make-onnx-pytorch.py")
+    spec = importlib.util.spec_from_file_location("make_onnx_pytorch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for n in (1, 16):
+        fwd, grad = {}, {}
+        for tag, fmt in FORMATS.items():
+            model = module.ResNet18().to(memory_format=fmt).eval()
+            x = torch.rand(n, 3, 224, 224).to(memory_format=fmt)
+            targets = torch.arange(n) * 37 % 1000
+
+            def forward():
+                with torch.no_grad():
+                    return model(x)
+
+            def gradient():
+                xg = x.clone().requires_grad_(True)
+                model(xg).gather(1, targets[:, None]).sum().backward()
+                return xg.grad
+
+            reps = 10 if n == 1 else 5
+            fwd[tag] = median_ms(forward, reps)
+            grad[tag] = median_ms(gradient, reps)
+        report(f"resnet18/forward/{n}", fwd)
+        report(f"resnet18/gradient/{n}", grad)
+
+
 if __name__ == "__main__":
     wanted = sys.argv[1] if len(sys.argv) > 1 else ""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for group in (conv2d, train_step, saliency):
+    for group in (conv2d, train_step, saliency, resnet18):
         if wanted in group.__name__:
             group()

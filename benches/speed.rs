@@ -20,7 +20,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ndarray::{Axis, Slice};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use salient::model::Sequential;
+use salient::model::graph::Graph;
+use salient::model::{Classifier, Sequential};
 use salient::ops::{conv2d_forward, Conv2dSpec};
 use salient::saliency::{Explainer, Method, Options};
 use salient::tensor::Pool;
@@ -170,6 +171,37 @@ fn saliency(c: &mut Criterion) {
     group.finish();
 }
 
+/// torchvision's ResNet-18 at 224x224 (random weights, eval mode): the class
+/// scores (`forward`), and the input gradient of one class score per image,
+/// a forward and a backward pass (`gradient`, the vanilla saliency map); on
+/// one image and on a batch of 16. `benches/pytorch_reference.py resnet18`
+/// times the same in PyTorch.
+fn resnet18(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resnet18");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    let model = Graph::resnet18([3, 224, 224], 1000, 0).unwrap();
+    let options = Options::default();
+    for n in [1usize, 16] {
+        let x = random(&[n, 3, 224, 224], 7).mapv(|v| (v + 1.0) / 2.0);
+        let targets: Vec<usize> = (0..n).map(|i| i * 37 % 1000).collect();
+        let mut pool = Pool::new();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("forward", n), |bench| {
+            bench.iter(|| black_box(model.predict_scores(&x, n, &mut pool).unwrap()))
+        });
+        let mut explainer = Explainer::new(&model);
+        group.bench_function(BenchmarkId::new("gradient", n), |bench| {
+            bench.iter(|| {
+                let a = explainer.attribute(&x, Some(&targets), Method::Vanilla, &options);
+                black_box(a.unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
 /// One update of `salient explore`: the class scores, the eight default maps,
 /// the traced backward pass with every pixel's path, and the answer written as
 /// JSON, for one image; on the tutorial's models at their initialisation.
@@ -202,5 +234,5 @@ fn explore(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv2d, train_step, saliency, explore);
+criterion_group!(benches, conv2d, train_step, saliency, explore, resnet18);
 criterion_main!(benches);

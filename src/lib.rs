@@ -40,6 +40,8 @@ pub mod images;
 pub mod layers;
 pub mod limits;
 pub mod model;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod ops;
 pub mod saliency;
 pub mod tape;

@@ -7,10 +7,10 @@ mod common;
 
 use common::*;
 use ndarray::IxDyn;
-use salient::layers::{Activation, LayerSpec, Mode};
+use salient::layers::Mode;
 use salient::model::graph::{Act, Graph, Op};
 use salient::model::{Head, Sequential};
-use salient::ops::{AvgPool2dSpec, Conv2dOptions, Padding};
+use salient::ops::{AvgPool2dSpec, Conv2dOptions};
 use salient::{ReluRule, Tape, Tensor};
 
 const SAME: Conv2dOptions = Conv2dOptions {
@@ -112,60 +112,10 @@ fn a_residual_graph_matches_its_f64_formulas_and_their_gradient() {
     assert_eq!(pass.outputs.len(), g.nodes().len());
 }
 
-/// A `Sequential` stack as a graph with the same parameters: each layer a node
-/// of the same name, its activation a node of its own (`<layer>/relu`).
+/// The stack as a graph: the library's conversion, activations as
+/// `<layer>/relu` and `<layer>/softmax` nodes.
 fn graph_of(model: &Sequential) -> Graph {
-    let mut g = Graph::new(model.input_shape());
-    let mut last = "input".to_string();
-    for layer in model.layers() {
-        let op = match layer.spec {
-            LayerSpec::Conv2D {
-                filters,
-                kernel_size: [kh, kw],
-                strides,
-                padding,
-                ..
-            } => {
-                let mut options = Conv2dOptions {
-                    stride: (strides, strides),
-                    ..Conv2dOptions::default()
-                };
-                if padding == Padding::Same {
-                    let (h, w) = (layer.input_shape[1], layer.input_shape[2]);
-                    options.pads = options.same_pads(h, w, kh, kw);
-                }
-                Op::Conv2D {
-                    filters,
-                    kernel: (kh, kw),
-                    options,
-                }
-            }
-            LayerSpec::MaxPooling2D { pool_size, strides } => Op::MaxPool2D {
-                pool: (pool_size[0], pool_size[1]),
-                stride: (strides[0], strides[1]),
-                pads: (0, 0, 0, 0),
-            },
-            LayerSpec::Dropout { rate } => Op::Dropout { rate },
-            LayerSpec::Flatten => Op::Flatten,
-            LayerSpec::Dense { units, .. } => Op::Dense { units },
-        };
-        let node = g.add(&layer.name, op, &[&last]).unwrap();
-        if let Some((w, b)) = &layer.params {
-            node.params = vec![w.clone(), b.clone()];
-        }
-        last = layer.name.clone();
-        let act = match layer.spec.activation() {
-            Some(Activation::Relu) => Some((Act::Relu, "relu")),
-            Some(Activation::Softmax) => Some((Act::Softmax, "softmax")),
-            _ => None,
-        };
-        if let Some((act, suffix)) = act {
-            let name = format!("{}/{suffix}", layer.name);
-            g.add(&name, Op::Activation(act), &[&last]).unwrap();
-            last = name;
-        }
-    }
-    g
+    model.to_graph().unwrap()
 }
 
 #[test]
@@ -261,7 +211,12 @@ fn bad_graphs_are_refused_with_the_nodes_name() {
     let errors = [
         g.clone().add("conv", Op::Flatten, &["input"]).map(|_| ()),
         g.clone().add("x", Op::Flatten, &["nowhere"]).map(|_| ()),
-        g.clone().add("x", Op::Add, &["input", "conv"]).map(|_| ()),
+        // [2, 4, 4] and [32] do not broadcast ([1, 4, 4] and [2, 4, 4] would).
+        {
+            let mut h = g.clone();
+            h.add("flat", Op::Flatten, &["conv"]).unwrap();
+            h.add("x", Op::Add, &["conv", "flat"]).map(|_| ())
+        },
         g.clone()
             .add("x", Op::Dense { units: 2 }, &["conv"])
             .map(|_| ()),

@@ -473,3 +473,70 @@ fn direct_and_im2col_convolutions_agree() {
         }
     }
 }
+
+/// The general convolution's route through `conv2d` (pad, then the fast
+/// 'valid' convolution) against its reference loops, forward and backward,
+/// on ResNet's strided and padded convolutions (7x7 stride 2 pad 3, 3x3
+/// stride 2 pad 1, 1x1 stride 2) and on asymmetric padding: random shapes
+/// and real CIFAR-10 images, whose flat skies and saturated pixels give
+/// exact ties in the windows.
+#[test]
+fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
+    use salient::ops::{
+        conv2d_general_reference, conv2d_general_reference_backward, Conv2dOptions,
+    };
+    let mut batches = vec![("random", random(&[2, 3, 17, 19], 40))];
+    if let Some(dir) = shared_data("cifar10/cifar-10-batches-bin") {
+        let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
+        let images = test.select(&(0..4).collect::<Vec<_>>()).unwrap().images();
+        batches.push(("CIFAR-10", images));
+    }
+    let cases = [
+        (7, (2, 2), (3, 3, 3, 3)),
+        (3, (2, 2), (1, 1, 1, 1)),
+        (1, (2, 2), (0, 0, 0, 0)),
+        (3, (1, 1), (0, 1, 2, 1)),
+        (5, (3, 3), (2, 0, 1, 2)),
+    ];
+    for (what, x) in &batches {
+        for (seed, &(k, stride, pads)) in cases.iter().enumerate() {
+            let options = Conv2dOptions {
+                stride,
+                pads,
+                ..Conv2dOptions::default()
+            };
+            let cin = x.shape()[1];
+            let w = random(&[4, cin, k, k], 50 + seed as u64).mapv(|v| v * 0.3);
+            let b = random(&[4], 60 + seed as u64);
+            let want = conv2d_general_reference(x, &w, &b, options).unwrap();
+            let dy = random(want.shape(), 70 + seed as u64);
+            let (dx_ref, dw_ref, db_ref) =
+                conv2d_general_reference_backward(x, &w, &dy, options).unwrap();
+            for kernels in [Kernels::Fast, Kernels::Reference] {
+                let mut tape = Tape::new().with_kernels(kernels);
+                let (xv, wv, bv) = (
+                    tape.input(x.clone()),
+                    tape.input(w.clone()),
+                    tape.input(b.clone()),
+                );
+                let y = tape.conv2d_with(xv, wv, bv, options).unwrap();
+                let got = tape.value(y).unwrap().clone();
+                let mut grads = tape.backward(y, &dy, ReluRule::Gradient).unwrap();
+                // f32 sums of at most 7·7·3 = 147 products in another order:
+                // a few ulps of the largest value.
+                for (name, a, b) in [
+                    ("y", &got, &want),
+                    ("dx", &grads.take(xv).unwrap(), &dx_ref),
+                    ("dw", &grads.take(wv).unwrap(), &dw_ref),
+                    ("db", &grads.take(bv).unwrap(), &db_ref),
+                ] {
+                    let d = relative_difference(a, b);
+                    assert!(
+                        d < 1e-5,
+                        "{what}, {k}x{k} {options:?}, {kernels:?}: {name} differs by {d:e}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -22,7 +22,7 @@ pub const DEMO_CHECKPOINT: &str = "out/demo/mnist-sample.safetensors";
 /// `salient explore`.
 #[derive(Debug, Clone, Args)]
 pub struct ExploreArgs {
-    /// A checkpoint written by `salient train` [default: the one `salient demo` wrote, out/demo/mnist-sample.safetensors].
+    /// A checkpoint (`salient train`, `salient import`) or an ONNX model (`.onnx`).[default: the one `salient demo` wrote, out/demo/mnist-sample.safetensors].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// mnist, cifar10 or folder: where the page's test images come from.
@@ -70,7 +70,7 @@ pub fn explorer(args: &ExploreArgs) -> Result<Explorer> {
             (path, samples)
         }
     };
-    let model = model::load(&path)?;
+    let model = model::load_model(&path)?;
     let samples = match samples_from {
         Some((kind, dir)) => Some(samples(kind, &dir)?),
         None => None,

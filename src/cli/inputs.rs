@@ -8,7 +8,7 @@ use ndarray::{Axis, IxDyn};
 
 use crate::data::{self, Dataset, DatasetKind, Split};
 use crate::error::{Error, Result};
-use crate::model::{argmax, Head, Sequential};
+use crate::model::{argmax, Classifier};
 use crate::ops::softmax_rows;
 use crate::tensor::Tensor;
 
@@ -45,7 +45,7 @@ impl Inputs {
     /// Fails if an index is out of range, or if the images or the classes do not
     /// fit the model (a CIFAR-10 model shown MNIST, say).
     pub fn from_dataset(
-        model: &Sequential,
+        model: &dyn Classifier,
         kind: DatasetKind,
         dir: &Path,
         split: Split,
@@ -59,7 +59,7 @@ impl Inputs {
     /// a split stored class by class (CIFAR-10's folders) still gives every
     /// class its share.
     pub fn spread_over(
-        model: &Sequential,
+        model: &dyn Classifier,
         kind: DatasetKind,
         dir: &Path,
         split: Split,
@@ -74,7 +74,7 @@ impl Inputs {
 
     /// The images at `indices` of `set`, loaded from `dir`'s `split`.
     fn from_set(
-        model: &Sequential,
+        model: &dyn Classifier,
         set: &Dataset,
         dir: &Path,
         split: Split,
@@ -147,7 +147,7 @@ impl Inputs {
     ///
     /// Two files with the same stem get `-2`, `-3`, ... appended to the later
     /// stems, so their output files stay apart.
-    pub fn from_files(model: &Sequential, paths: &[PathBuf]) -> Result<Inputs> {
+    pub fn from_files(model: &dyn Classifier, paths: &[PathBuf]) -> Result<Inputs> {
         if paths.is_empty() {
             return Err(Error::invalid("image", "no image file given"));
         }
@@ -196,8 +196,8 @@ impl Inputs {
 
 /// The model's class probabilities `[N, K]`: the softmax of its linear class
 /// scores, so that they are probabilities whatever the model's head.
-pub fn probabilities(model: &Sequential, images: &Tensor, batch_size: usize) -> Result<Tensor> {
-    let logits = model.predict(images, batch_size, Head::Linear)?;
+pub fn probabilities(model: &dyn Classifier, images: &Tensor, batch_size: usize) -> Result<Tensor> {
+    let logits = model.predict_scores(images, batch_size, &mut Default::default())?;
     let mut probs = Tensor::zeros(IxDyn(logits.shape()));
     softmax_rows(&logits, &mut probs);
     Ok(probs)
@@ -226,7 +226,7 @@ pub fn targets(items: &[Item], predicted: &[(usize, f32)], class: Option<usize>)
 
 /// Reads `--class`: a class name of the model (`cat`), or an index below the
 /// number of classes.
-pub fn parse_class(model: &Sequential, text: &str) -> Result<usize> {
+pub fn parse_class(model: &dyn Classifier, text: &str) -> Result<usize> {
     let names = model.class_names();
     if let Some(k) = names.iter().position(|n| n == text.trim()) {
         return Ok(k);
@@ -251,6 +251,7 @@ fn chw([c, h, w]: [usize; 3]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Sequential;
 
     fn item(true_class: Option<usize>) -> Item {
         Item {

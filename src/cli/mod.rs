@@ -14,12 +14,14 @@
 //! | `shortcut` | [`shortcut`] | trains a model with a planted shortcut and shows which methods reveal it |
 //! | `demo` | [`demo`] | trains on the bundled MNIST sample and writes the report |
 //! | `explore` | [`explore`] | a page in the browser: draw a digit, watch the gradient flow back |
+//! | `import` | [`import`] | an ONNX model (PyTorch, Keras via tf2onnx) as a checkpoint |
 //!
 //! Every command prints what it does on standard output and returns a typed
 //! [`Error`](crate::Error) instead of panicking.
 
 pub mod demo;
 pub mod explore;
+pub mod import;
 pub mod inputs;
 pub mod report;
 pub mod saliency;
@@ -83,6 +85,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve a page where you draw a digit and watch the gradient flow back, layer by layer.
     Explore(explore::ExploreArgs),
+    /// Import an ONNX model (PyTorch, or Keras via tf2onnx) as a checkpoint.
+    Import(import::ImportArgs),
 }
 
 /// Runs one parsed command line, with its limits put in force.
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Shortcut(args) => shortcut::run(&args).map(drop),
         Command::Demo(args) => demo::run(&args).map(drop),
         Command::Explore(args) => explore::run(&args),
+        Command::Import(args) => import::run(&args).map(drop),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::images::{
     write_heatmap_png, write_image_png, write_overlay_png, write_report, Colormap, FigureStyle,
     Normalize, Prediction, Report, ReportCell, ReportMethod, ReportRow, Scale, Section,
 };
-use crate::model;
+use crate::model::{self, Classifier};
 use crate::saliency::{self, Attribution, Method, Options};
 use crate::trust::{sanity_check, FaithfulnessOptions, SanityOptions};
 
@@ -47,7 +47,7 @@ pub enum Panel {
 /// `salient report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// A checkpoint written by `salient train`.
+    /// A checkpoint (`salient train`, `salient import`) or an ONNX model (`.onnx`).
     #[arg(long)]
     pub model: PathBuf,
     /// mnist, cifar10 or folder.
@@ -138,21 +138,22 @@ pub fn parse_methods(text: &str) -> Result<Vec<Method>> {
 /// returns the path of `index.html`.
 pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     let methods = parse_methods(&args.methods)?;
-    let model = model::load(&args.model)?;
-    args.options.check(&model, &methods)?;
+    let loaded = model::load_model(&args.model)?;
+    let model = loaded.classifier();
+    args.options.check(model, &methods)?;
     let indices = if args.indices.is_empty() {
         &TUTORIAL_INDICES[..]
     } else {
         &args.indices[..]
     };
-    let inputs = Inputs::from_dataset(&model, args.dataset, &args.data, args.split, indices)?;
+    let inputs = Inputs::from_dataset(model, args.dataset, &args.data, args.split, indices)?;
     let class = args
         .class
         .as_deref()
-        .map(|c| inputs::parse_class(&model, c))
+        .map(|c| inputs::parse_class(model, c))
         .transpose()?;
     let options = args.options.options();
-    let probs = inputs::probabilities(&model, &inputs.images, options.batch_size)?;
+    let probs = inputs::probabilities(model, &inputs.images, options.batch_size)?;
     let predicted = inputs::top_classes(&probs);
     let targets = inputs::targets(&inputs.items, &predicted, class);
 
@@ -180,7 +181,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     println!(
         "Report on {} inputs: {}",
         inputs.len(),
-        describe_model(&model, &args.model)
+        describe_model(model, &args.model)
     );
     let style = FigureStyle {
         colormap: args.colormap,
@@ -190,7 +191,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     let mut columns = Vec::with_capacity(methods.len());
     let total = Instant::now();
     // One explainer for every method: the passes reuse each other's buffers.
-    let mut explainer = args.options.explainer(&model);
+    let mut explainer = args.options.explainer(model);
     for &method in &methods {
         let start = Instant::now();
         let attribution = explainer.attribute(&inputs.images, Some(&targets), method, &options)?;
@@ -223,7 +224,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
     } else {
         trust_sections(
             args,
-            &model,
+            &loaded,
             &inputs,
             &targets,
             &methods,
@@ -237,7 +238,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
             dataset_title(args.dataset),
             args.split
         ),
-        details: details(args, &model, &inputs, class, &methods),
+        details: details(args, model, &inputs, class, &methods),
         notes: vec![
             "Each picture is enlarged with every input pixel drawn as a square. \
              A prediction that differs from the true class is marked in red."
@@ -264,7 +265,7 @@ pub fn run(args: &ReportArgs) -> Result<PathBuf> {
 /// `sanity-grid.png`.
 fn trust_sections(
     args: &ReportArgs,
-    model: &model::Sequential,
+    model: &model::Model,
     inputs: &Inputs,
     targets: &[usize],
     methods: &[Method],
@@ -331,7 +332,7 @@ fn trust_sections(
 /// The facts at the top of the page.
 fn details(
     args: &ReportArgs,
-    model: &model::Sequential,
+    model: &dyn Classifier,
     inputs: &Inputs,
     class: Option<usize>,
     methods: &[Method],

@@ -24,7 +24,7 @@ use crate::fsutil;
 use crate::images::{
     write_attributions, write_figure, write_maps, Colormap, FigureStyle, Normalize,
 };
-use crate::model::{self, Sequential};
+use crate::model::{self, Classifier};
 use crate::saliency::{self, Attribution, Baseline, Explainer, Method, Options};
 use crate::tape::Kernels;
 use crate::tensor::Tensor;
@@ -99,7 +99,7 @@ impl MethodArgs {
     /// Checks, before any method runs, every setting that `methods` will read
     /// on `model`: counts at least 1, finite values, an occlusion patch that
     /// fits the image, a CAM layer that exists.
-    pub fn check(&self, model: &Sequential, methods: &[Method]) -> Result<()> {
+    pub fn check(&self, model: &dyn Classifier, methods: &[Method]) -> Result<()> {
         if self.samples == 0 || self.steps == 0 || self.batch_size == 0 || self.max_steps == 0 {
             return Err(Error::invalid(
                 "options",
@@ -136,7 +136,7 @@ impl MethodArgs {
     }
 
     /// An explainer of `model` on the kernels these arguments ask for.
-    pub fn explainer<'m>(&self, model: &'m Sequential) -> Explainer<'m> {
+    pub fn explainer<'m>(&self, model: &'m dyn Classifier) -> Explainer<'m> {
         let kernels = match self.reference {
             true => Kernels::Reference,
             false => Kernels::Fast,
@@ -171,7 +171,7 @@ impl Default for MethodArgs {
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["dataset", "image"])))]
 pub struct SaliencyArgs {
-    /// A checkpoint written by `salient train`.
+    /// A checkpoint (`salient train`, `salient import`) or an ONNX model (`.onnx`).
     #[arg(long)]
     pub model: PathBuf,
     /// Explain images of a data set: mnist, cifar10 or folder.
@@ -230,10 +230,11 @@ pub struct SaliencyOutput {
 /// Loads the model and the inputs, runs the method, writes the figures (and the
 /// `.npy` files with `--raw`) and prints a line per input.
 pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
-    let model = model::load(&args.model)?;
-    args.options.check(&model, &[args.method])?;
+    let loaded = model::load_model(&args.model)?;
+    let model = loaded.classifier();
+    args.options.check(model, &[args.method])?;
     let inputs = load_inputs(
-        &model,
+        model,
         args.dataset.zip(args.data.as_deref()),
         args.split,
         &args.indices,
@@ -242,7 +243,7 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
     let class = args
         .class
         .as_deref()
-        .map(|c| inputs::parse_class(&model, c))
+        .map(|c| inputs::parse_class(model, c))
         .transpose()?;
     let options = args.options.options();
     let method = args.method;
@@ -250,11 +251,11 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
     // folder, and a folder that cannot be written costs no method run.
     fsutil::check_output_dir(&args.out)?;
 
-    let probs = inputs::probabilities(&model, &inputs.images, options.batch_size)?;
+    let probs = inputs::probabilities(model, &inputs.images, options.batch_size)?;
     let predicted = inputs::top_classes(&probs);
     let targets = inputs::targets(&inputs.items, &predicted, class);
     let start = Instant::now();
-    let mut explainer = args.options.explainer(&model);
+    let mut explainer = args.options.explainer(model);
     let attribution = explainer.attribute(&inputs.images, Some(&targets), method, &options)?;
     let seconds = start.elapsed().as_secs_f64();
     let maps = saliency::maps(method, &attribution.raw, args.normalize)?;
@@ -271,7 +272,7 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
         figures.push(path);
     }
 
-    println!("Model: {}", describe_model(&model, &args.model));
+    println!("Model: {}", describe_model(model, &args.model));
     println!(
         "Method: {method} ({seconds:.2} s), on the linear class scores: the softmax head is made \
          linear for the backward pass (the model is unchanged)"
@@ -285,7 +286,7 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
     for (i, item) in inputs.items.iter().enumerate() {
         println!(
             "{} -> {}",
-            describe_input(&model, item, predicted[i], attribution.targets[i]),
+            describe_input(model, item, predicted[i], attribution.targets[i]),
             figures[i].display()
         );
         for note in &item.notes {
@@ -333,7 +334,7 @@ pub fn run(args: &SaliencyArgs) -> Result<SaliencyOutput> {
 
 /// Data set images at `indices` (the tutorial's when empty), or the `images` files.
 pub fn load_inputs(
-    model: &Sequential,
+    model: &dyn Classifier,
     dataset: Option<(DatasetKind, &Path)>,
     split: Split,
     indices: &[usize],
@@ -353,7 +354,7 @@ pub fn load_inputs(
 }
 
 /// `m.safetensors (input 1x28x28, 10 classes, 431242 parameters)`.
-pub fn describe_model(model: &Sequential, path: &Path) -> String {
+pub fn describe_model(model: &dyn Classifier, path: &Path) -> String {
     let [c, h, w] = model.input_shape();
     format!(
         "{} (input {c}x{h}x{w}, {} classes, {} parameters)",
@@ -365,7 +366,7 @@ pub fn describe_model(model: &Sequential, path: &Path) -> String {
 
 /// `test image 12: true 9, predicted 9 (99.1%), target 9`.
 pub fn describe_input(
-    model: &Sequential,
+    model: &dyn Classifier,
     item: &Item,
     (predicted, confidence): (usize, f32),
     target: usize,

@@ -11,7 +11,7 @@ use super::inputs::{self, Inputs};
 use crate::data::{self, Dataset, DatasetKind, Split};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::model::{self, Sequential};
+use crate::model::{self, Classifier, Sequential};
 use crate::train::{evaluate, fit, FitOptions, KerasProgress};
 
 /// `salient train`: the tutorial's settings unless told otherwise.
@@ -49,7 +49,7 @@ pub struct TrainArgs {
 /// `salient eval`.
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
-    /// A checkpoint written by `salient train`.
+    /// A checkpoint (`salient train`, `salient import`) or an ONNX model (`.onnx`).
     #[arg(long)]
     pub model: PathBuf,
     /// mnist, cifar10 or folder.
@@ -69,7 +69,7 @@ pub struct EvalArgs {
 /// `salient predict`.
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// A checkpoint written by `salient train`.
+    /// A checkpoint (`salient train`, `salient import`) or an ONNX model (`.onnx`).
     #[arg(long)]
     pub model: PathBuf,
     /// PNG or JPEG files.
@@ -168,9 +168,10 @@ pub fn limit(data: Dataset, n: usize, seed: u64) -> Result<Dataset> {
 
 /// Prints and returns the loss and accuracy of a checkpoint on one split.
 pub fn eval(args: &EvalArgs) -> Result<(f32, f32)> {
-    let model = model::load(&args.model)?;
+    let loaded = model::load_model(&args.model)?;
+    let model = loaded.classifier();
     let set = data::load(args.dataset, &args.data, args.split)?;
-    let (loss, accuracy) = evaluate(&model, &set, args.batch_size)?;
+    let (loss, accuracy) = evaluate(model, &set, args.batch_size)?;
     println!("Test loss: {loss:.4} / Test accuracy: {accuracy:.4}");
     Ok((loss, accuracy))
 }
@@ -181,9 +182,10 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     if args.top == 0 {
         return Err(Error::invalid("top", "must be at least 1"));
     }
-    let model = model::load(&args.model)?;
-    let inputs = Inputs::from_files(&model, &args.image)?;
-    let probs = inputs::probabilities(&model, &inputs.images, 250)?;
+    let loaded = model::load_model(&args.model)?;
+    let model = loaded.classifier();
+    let inputs = Inputs::from_files(model, &args.image)?;
+    let probs = inputs::probabilities(model, &inputs.images, 250)?;
     for (item, row) in inputs.items.iter().zip(probs.outer_iter()) {
         println!("{}", item.name);
         for note in &item.notes {
@@ -206,7 +208,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
 /// test split. A test split whose files are missing is said so and skipped; one
 /// that is there but unreadable is an error.
 pub fn report_test(
-    model: &Sequential,
+    model: &dyn Classifier,
     dataset: DatasetKind,
     dir: &Path,
     batch_size: usize,

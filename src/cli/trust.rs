@@ -26,7 +26,7 @@ use crate::fsutil;
 use crate::images::plot::{self, LinePlot, Series};
 use crate::images::{write_report, Cell, Colormap, Report, RgbImage, Section, Table};
 use crate::layers::mix;
-use crate::model::{self, Sequential};
+use crate::model::{self, Model, Sequential};
 use crate::saliency::{Method, Options};
 use crate::train::{fit, FitOptions, KerasProgress};
 use crate::trust::{
@@ -37,7 +37,7 @@ use crate::trust::{
 /// Where the inputs come from, shared by `sanity` and `faithfulness`.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// A checkpoint written by `salient train`.
+    /// A checkpoint (`salient train`, `salient import`) or an ONNX model (`.onnx`).
     #[arg(long)]
     pub model: PathBuf,
     /// mnist, cifar10 or folder.
@@ -63,9 +63,9 @@ pub struct DataArgs {
 impl DataArgs {
     /// The model, the methods, and the inputs with the class to explain for
     /// each (the true class).
-    fn load(&self, count: usize) -> Result<(Sequential, Vec<Method>, Inputs, Vec<usize>)> {
+    fn load(&self, count: usize) -> Result<(Model, Vec<Method>, Inputs, Vec<usize>)> {
         let methods = parse_methods(&self.methods)?;
-        let model = model::load(&self.model)?;
+        let model = model::load_model(&self.model)?;
         fsutil::check_output_dir(&self.out)?;
         let inputs = if self.indices.is_empty() {
             Inputs::spread_over(&model, self.dataset, &self.data, self.split, count)?
@@ -120,10 +120,19 @@ pub fn sanity(args: &SanityArgs) -> Result<Sanity> {
         inputs.len(),
         describe_model(&model, &args.data.model)
     );
-    let labels_model = match &args.labels_model {
-        Some(path) => Some(model::load(path)?),
-        None if args.label_epochs > 0 => Some(train_on_permuted_labels(args, &model)?.0),
-        None => None,
+    let labels_model = match (&args.labels_model, &model) {
+        (Some(path), _) => Some(model::load_model(path)?),
+        (None, Model::Sequential(stack)) if args.label_epochs > 0 => {
+            Some(Model::Sequential(train_on_permuted_labels(args, stack)?.0))
+        }
+        (None, Model::Graph(_)) if args.label_epochs > 0 => {
+            println!(
+                "No permuted-label stage: salient trains only its own stacks; give --labels-model \
+                 for a graph model"
+            );
+            None
+        }
+        _ => None,
     };
     let settings = SanityOptions {
         seed: args.sanity_seed,

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::model::{argmax, Head, Sequential};
+use crate::model::graph::Op;
+use crate::model::{argmax, Classifier, Model, Sequential};
 use crate::ops::{softmax_rows, ReluRule};
 use crate::saliency::trace::{trace, Trace};
 use crate::saliency::{self, Explainer, Method, Options};
@@ -59,7 +60,7 @@ pub struct Samples {
 
 /// What the server knows: the model, its name and the test images.
 pub struct Explorer {
-    model: Sequential,
+    model: Model,
     model_name: String,
     samples: Option<Samples>,
     options: Options,
@@ -293,7 +294,12 @@ fn rule_name(rule: ReluRule) -> &'static str {
 impl Explorer {
     /// An explorer of `model` (named `model_name` on the page), with test
     /// images from `samples` if given.
-    pub fn new(model: Sequential, model_name: String, samples: Option<Samples>) -> Result<Self> {
+    pub fn new(
+        model: impl Into<Model>,
+        model_name: String,
+        samples: Option<Samples>,
+    ) -> Result<Self> {
+        let model = model.into();
         if let Some(s) = &samples {
             if s.set.shape() != model.input_shape() || s.set.num_classes() != model.num_classes() {
                 return Err(Error::invalid(
@@ -326,7 +332,7 @@ impl Explorer {
     }
 
     /// The model explained.
-    pub fn model(&self) -> &Sequential {
+    pub fn model(&self) -> &Model {
         &self.model
     }
 
@@ -379,15 +385,26 @@ impl Explorer {
             classes: (0..k)
                 .map(|c| crate::cli::class_label(model.class_names(), c))
                 .collect(),
-            layers: model
-                .layers()
-                .iter()
-                .map(|l| LayerInfo {
-                    name: l.name.clone(),
-                    kind: keras_type(&l.spec).into(),
-                    output_shape: l.output_shape.clone(),
-                })
-                .collect(),
+            layers: match model {
+                Model::Sequential(m) => m
+                    .layers()
+                    .iter()
+                    .map(|l| LayerInfo {
+                        name: l.name.clone(),
+                        kind: keras_type(&l.spec).into(),
+                        output_shape: l.output_shape.clone(),
+                    })
+                    .collect(),
+                Model::Graph(g) => g
+                    .nodes()
+                    .iter()
+                    .map(|n| LayerInfo {
+                        name: n.name.clone(),
+                        kind: op_kind(&n.op).into(),
+                        output_shape: n.output_shape.clone(),
+                    })
+                    .collect(),
+            },
             methods: Method::ALL
                 .iter()
                 .map(|&m| MethodInfo {
@@ -523,7 +540,7 @@ impl Explorer {
 
         let image = Tensor::from_shape_vec(vec![1, c, h, w], request.pixels.clone())
             .map_err(|e| Error::invalid("pixels", e.to_string()))?;
-        let logits = model.predict(&image, 1, Head::Linear)?;
+        let logits = model.predict_scores(&image, 1, &mut Default::default())?;
         let mut probs = Tensor::zeros(logits.raw_dim());
         softmax_rows(&logits, &mut probs);
         let logits: Vec<f32> = logits.iter().copied().collect();
@@ -550,12 +567,13 @@ impl Explorer {
         let maps_ms = maps_start.elapsed().as_secs_f64() * 1e3;
 
         let trace_start = Instant::now();
-        let trace = match rule {
-            Some(rule) => Some(trace_answer(
-                model,
-                &trace(model, &image, Some(target), rule)?,
+        // The layer view follows a stack's layers; a graph shows maps only.
+        let trace = match (rule, model.as_sequential()) {
+            (Some(rule), Some(stack)) => Some(trace_answer(
+                stack,
+                &trace(stack, &image, Some(target), rule)?,
             )?),
-            None => None,
+            _ => None,
         };
         Ok(ExplainAnswer {
             logits,
@@ -607,5 +625,29 @@ fn keras_type(spec: &crate::layers::LayerSpec) -> &'static str {
         Dropout { .. } => "Dropout",
         Flatten => "Flatten",
         Dense { .. } => "Dense",
+    }
+}
+
+/// A graph node's kind as the page names it (Keras's layer names).
+fn op_kind(op: &Op) -> &'static str {
+    match op {
+        Op::Conv2D { .. } => "Conv2D",
+        Op::Dense { .. } => "Dense",
+        Op::BatchNorm { .. } => "BatchNormalization",
+        Op::MaxPool2D { .. } => "MaxPooling2D",
+        Op::AvgPool2D(_) => "AveragePooling2D",
+        Op::GlobalAvgPool2D => "GlobalAveragePooling2D",
+        Op::Dropout { .. } => "Dropout",
+        Op::Flatten => "Flatten",
+        Op::Reshape { .. } => "Reshape",
+        Op::Transpose { .. } => "Permute",
+        Op::Pad { .. } => "ZeroPadding2D",
+        Op::Constant { .. } => "Constant",
+        Op::Add => "Add",
+        Op::Sub => "Subtract",
+        Op::Mul => "Multiply",
+        Op::Div => "Divide",
+        Op::Concat { .. } => "Concatenate",
+        Op::Activation(_) => "Activation",
     }
 }

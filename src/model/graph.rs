@@ -27,16 +27,18 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layers::{glorot_uniform, mix, Mode};
-use crate::model::Head;
-use crate::ops::{AvgPool2dSpec, Conv2dOptions, MaxPool2dSpec};
+use crate::layers::{glorot_uniform, mix, Activation, LayerSpec, Mode};
+use crate::limits::{product, thousands, Limits, MAX_PARAMS_FLAG};
+use crate::model::{check_values, Head, Sequential};
+use crate::ops::{broadcast_shape, AvgPool2dSpec, Conv2dOptions, MaxPool2dSpec, Padding};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
 /// An activation, as a node of its own.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Act {
     Relu,
     Relu6,
@@ -44,11 +46,14 @@ pub enum Act {
     Sigmoid,
     Tanh,
     Gelu,
+    /// Softmax over a flat `[K]` input.
     Softmax,
+    /// `min(max(x, lo), hi)`; a missing bound does not clip.
+    Clip(Option<f32>, Option<f32>),
 }
 
-/// What a node computes.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// What a node computes. Shapes are per sample: the batch axis is implied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// A convolution with bias: weight `[filters, Cin/groups, kh, kw]`.
     Conv2D {
@@ -60,7 +65,8 @@ pub enum Op {
     Dense {
         units: usize,
     },
-    /// Batch normalisation over channels: `γ`, `β`, running mean and variance.
+    /// Batch normalisation over channels (axis 0 of the sample): `γ`, `β`,
+    /// running mean and variance.
     BatchNorm {
         eps: f32,
     },
@@ -79,13 +85,54 @@ pub enum Op {
     },
     /// `[C, H, W]` → `[C·H·W]`.
     Flatten,
-    /// The sum of its inputs, which must have one shape.
+    /// The same values in a new shape, in row-major order.
+    Reshape {
+        shape: Vec<usize>,
+    },
+    /// Axes reordered: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Constant padding: `(before, after)` for each axis.
+    Pad {
+        pads: Vec<(usize, usize)>,
+        value: f32,
+    },
+    /// A stored tensor, the same for every sample: its one parameter. It can
+    /// only feed the arithmetic nodes, which broadcast it as NumPy does.
+    Constant {
+        shape: Vec<usize>,
+    },
+    /// The sum of its inputs (NumPy broadcasting).
     Add,
+    /// `a − b` (NumPy broadcasting).
+    Sub,
+    /// `a · b` (NumPy broadcasting).
+    Mul,
+    /// `a / b` (NumPy broadcasting).
+    Div,
     /// Its inputs side by side along axis `axis` of the per-sample shape.
     Concat {
         axis: usize,
     },
     Activation(Act),
+}
+
+impl Op {
+    /// The suffixes of the node's parameter tensors in a checkpoint, in the
+    /// order of [`Node::params`] (PyTorch's names).
+    pub fn param_names(&self) -> &'static [&'static str] {
+        match self {
+            Op::Conv2D { .. } | Op::Dense { .. } => &["weight", "bias"],
+            Op::BatchNorm { .. } => &["weight", "bias", "running_mean", "running_var"],
+            Op::Constant { .. } => &["value"],
+            _ => &[],
+        }
+    }
+
+    fn is_arithmetic(&self) -> bool {
+        matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div)
+    }
 }
 
 /// One named node: its op, its inputs and its parameters.
@@ -98,7 +145,7 @@ pub struct Node {
     /// Per-sample output shape.
     pub output_shape: Vec<usize>,
     /// Parameters in PyTorch's layouts: conv and dense `[weight, bias]`, batch
-    /// norm `[γ, β, running mean, running variance]`.
+    /// norm `[γ, β, running mean, running variance]`, a constant `[value]`.
     pub params: Vec<Tensor>,
 }
 
@@ -107,6 +154,9 @@ pub struct Node {
 pub struct Graph {
     input_shape: [usize; 3],
     nodes: Vec<Node>,
+    class_names: Vec<String>,
+    /// Parameters so far, against [`Limits::max_params`].
+    total_params: u64,
 }
 
 /// The vars of one forward pass, one per node, in node order.
@@ -129,6 +179,8 @@ impl Graph {
         Graph {
             input_shape,
             nodes: Vec::new(),
+            class_names: Vec::new(),
+            total_params: 0,
         }
     }
 
@@ -154,6 +206,33 @@ impl Graph {
             .map_or(&self.input_shape[..], |n| &n.output_shape)
     }
 
+    /// Names of the classes, in label order (empty if unknown).
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    /// Names the classes; there must be one name per output.
+    pub fn set_class_names(&mut self, names: Vec<String>) -> Result<()> {
+        let classes: usize = self.output_shape().iter().product();
+        if names.len() != classes {
+            return Err(Error::invalid(
+                "graph",
+                format!("{} class names for {classes} outputs", names.len()),
+            ));
+        }
+        self.class_names = names;
+        Ok(())
+    }
+
+    /// Weights, biases, batch-norm statistics and constants.
+    pub fn num_params(&self) -> usize {
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.params)
+            .map(|p| p.len())
+            .sum()
+    }
+
     /// The index of the node called `name`.
     pub fn node_index(&self, name: &str) -> Result<usize> {
         self.nodes
@@ -162,40 +241,70 @@ impl Graph {
             .ok_or_else(|| Error::invalid("graph", format!("no node is called {name:?}")))
     }
 
-    fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
+    fn node_of(&self, name: &str) -> Result<Option<&Node>> {
         match name {
-            "input" => Ok(self.input_shape.to_vec()),
-            _ => Ok(self.nodes[self.node_index(name)?].output_shape.clone()),
+            "input" => Ok(None),
+            _ => Ok(Some(&self.nodes[self.node_index(name)?])),
         }
     }
 
-    /// Adds node `name` computing `op` from `inputs` (earlier nodes, or
-    /// `input`), with zero parameters of the right shapes ([`init`](Self::init)
-    /// fills them). Fails on a repeated name, an unknown input, or shapes the
-    /// op cannot take.
-    pub fn add(&mut self, name: &str, op: Op, inputs: &[&str]) -> Result<&mut Node> {
+    /// Checks node `name` before it exists: its name, its inputs' shapes, the
+    /// [`Limits`] in force. Returns its output shape and its parameters'
+    /// shapes; nothing is allocated for either.
+    pub fn plan(
+        &self,
+        name: &str,
+        op: &Op,
+        inputs: &[&str],
+    ) -> Result<(Vec<usize>, Vec<Vec<usize>>)> {
         let bad = |what: String| Error::invalid("graph", format!("node {name:?}: {what}"));
         if name == "input" || self.nodes.iter().any(|n| n.name == name) {
             return Err(bad("the name is taken".into()));
         }
-        let shapes: Vec<Vec<usize>> = inputs
+        let limits = Limits::current();
+        if self.nodes.len() >= limits.max_layers {
+            return Err(Error::TooLarge {
+                subject: "graph".into(),
+                what: format!("more than {} nodes", thousands(limits.max_layers as u64)),
+                limit: format!("{} nodes", thousands(limits.max_layers as u64)),
+                raise: None,
+            });
+        }
+        let sources: Vec<Option<&Node>> = inputs
             .iter()
-            .map(|i| self.shape_of(i))
+            .map(|i| self.node_of(i))
             .collect::<Result<_>>()?;
+        let shapes: Vec<Vec<usize>> = sources
+            .iter()
+            .map(|n| n.map_or(self.input_shape.to_vec(), |n| n.output_shape.clone()))
+            .collect();
+        let is_constant =
+            |n: &Option<&Node>| n.is_some_and(|n| matches!(n.op, Op::Constant { .. }));
         let arity = match op {
+            Op::Constant { .. } => inputs.is_empty(),
             Op::Add | Op::Concat { .. } => inputs.len() >= 2,
+            Op::Sub | Op::Mul | Op::Div => inputs.len() == 2,
             _ => inputs.len() == 1,
         };
         if !arity {
             return Err(bad(format!("{} inputs do not suit {op:?}", inputs.len())));
         }
-        let x = &shapes[0];
+        if !op.is_arithmetic() {
+            if let Some(i) = sources.iter().position(is_constant) {
+                return Err(bad(format!(
+                    "constant {:?} can only feed Add, Sub, Mul or Div",
+                    inputs[i]
+                )));
+            }
+        }
+        let empty = Vec::new();
+        let x = shapes.first().unwrap_or(&empty);
         let chw = || match x[..] {
             [c, h, w] => Ok((c, h, w)),
             _ => Err(bad(format!("needs a [C, H, W] input, got {x:?}"))),
         };
-        let (output_shape, params) = match op {
-            Op::Conv2D {
+        let (output_shape, params): (Vec<usize>, Vec<Vec<usize>>) = match op {
+            &Op::Conv2D {
                 filters,
                 kernel: (kh, kw),
                 options,
@@ -205,27 +314,25 @@ impl Graph {
                 let [_, _, ho, wo] = options
                     .output_shape(&[1, c, h, w], &weight)
                     .map_err(|e| bad(e.to_string()))?;
-                let shape = vec![filters, ho, wo];
-                let params = vec![Tensor::zeros(weight.to_vec()), Tensor::zeros(vec![filters])];
-                (shape, params)
+                (vec![filters, ho, wo], vec![weight.to_vec(), vec![filters]])
             }
-            Op::Dense { units } => match x[..] {
-                [f] => (
-                    vec![units],
-                    vec![Tensor::zeros(vec![units, f]), Tensor::zeros(vec![units])],
-                ),
+            &Op::Dense { units } => match x[..] {
+                [f] => (vec![units], vec![vec![units, f], vec![units]]),
                 _ => return Err(bad(format!("needs a flat [F] input, got {x:?}"))),
             },
             Op::BatchNorm { .. } => {
                 let c = *x
                     .first()
                     .ok_or_else(|| bad("needs a channel axis".into()))?;
-                let ones = Tensor::ones(vec![c]);
-                let zeros = Tensor::zeros(vec![c]);
-                (x.clone(), vec![ones.clone(), zeros.clone(), zeros, ones])
+                (x.clone(), vec![vec![c]; 4])
             }
-            Op::MaxPool2D { pool, stride, pads } => {
+            &Op::MaxPool2D { pool, stride, pads } => {
                 let (c, h, w) = chw()?;
+                if pads.0 >= pool.0 || pads.2 >= pool.0 || pads.1 >= pool.1 || pads.3 >= pool.1 {
+                    return Err(bad(format!(
+                        "padding {pads:?} must be smaller than the window {pool:?}"
+                    )));
+                }
                 let spec = MaxPool2dSpec { pool, stride };
                 let (ho, wo) = spec
                     .output_size(h + pads.0 + pads.2, w + pads.1 + pads.3)
@@ -239,13 +346,64 @@ impl Graph {
             }
             Op::GlobalAvgPool2D => (vec![chw()?.0], vec![]),
             Op::Flatten => (vec![x.iter().product()], vec![]),
-            Op::Add => {
-                if let Some(other) = shapes.iter().find(|s| *s != x) {
-                    return Err(bad(format!("adds inputs of shapes {x:?} and {other:?}")));
+            Op::Reshape { shape } => {
+                if product(shape) != product(x) {
+                    return Err(bad(format!("cannot reshape {x:?} to {shape:?}")));
                 }
-                (x.clone(), vec![])
+                (shape.clone(), vec![])
             }
-            Op::Concat { axis } => {
+            Op::Transpose { perm } => {
+                let mut seen = vec![false; x.len()];
+                let valid = perm.len() == x.len()
+                    && perm
+                        .iter()
+                        .all(|&a| a < x.len() && !std::mem::replace(&mut seen[a], true));
+                if !valid {
+                    return Err(bad(format!(
+                        "{perm:?} is not a permutation of {x:?}'s axes"
+                    )));
+                }
+                (perm.iter().map(|&a| x[a]).collect(), vec![])
+            }
+            Op::Pad { pads, value } => {
+                if pads.len() != x.len() || !value.is_finite() {
+                    return Err(bad(format!(
+                        "pads {pads:?} and value {value} do not suit a {x:?} input"
+                    )));
+                }
+                let shape = x
+                    .iter()
+                    .zip(pads)
+                    .map(|(&d, &(a, b))| d.checked_add(a)?.checked_add(b))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| bad(format!("pads {pads:?} overflow")))?;
+                (shape, vec![])
+            }
+            Op::Constant { shape } => (shape.clone(), vec![shape.clone()]),
+            Op::Add | Op::Sub | Op::Mul | Op::Div => {
+                let computed: Vec<&Vec<usize>> = shapes
+                    .iter()
+                    .zip(&sources)
+                    .filter(|(_, n)| !is_constant(n))
+                    .map(|(s, _)| s)
+                    .collect();
+                let Some(&first) = computed.first() else {
+                    return Err(bad("needs at least one input that is not a constant".into()));
+                };
+                let mut shape = first.clone();
+                for s in &shapes[..] {
+                    shape = broadcast_shape("graph", &shape, s).map_err(|e| bad(e.to_string()))?;
+                }
+                // Every computed input keeps the output's rank, so its batch
+                // axis lines up with the others' on the tape.
+                if let Some(s) = computed.iter().find(|s| s.len() != shape.len()) {
+                    return Err(bad(format!(
+                        "input of shape {s:?} has a different rank from the output {shape:?}"
+                    )));
+                }
+                (shape, vec![])
+            }
+            &Op::Concat { axis } => {
                 let same = shapes
                     .iter()
                     .all(|s| s.len() == x.len() && (0..x.len()).all(|a| a == axis || s[a] == x[a]));
@@ -258,8 +416,73 @@ impl Graph {
                 shape[axis] = shapes.iter().map(|s| s[axis]).sum();
                 (shape, vec![])
             }
+            Op::Activation(Act::Softmax) if x.len() != 1 => {
+                return Err(bad(format!("softmax needs a flat [K] input, got {x:?}")));
+            }
             Op::Dropout { .. } | Op::Activation(_) => (x.clone(), vec![]),
         };
+        let count = params
+            .iter()
+            .map(|s| product(s).unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add);
+        let total = self.total_params.saturating_add(count);
+        if total > limits.max_params {
+            return Err(Error::TooLarge {
+                subject: format!("node {name}"),
+                what: format!(
+                    "{} parameters (shapes {params:?}) bring the model to {}",
+                    thousands(count),
+                    thousands(total)
+                ),
+                limit: format!("{} parameters", thousands(limits.max_params)),
+                raise: Some(MAX_PARAMS_FLAG),
+            });
+        }
+        check_values(&format!("node {name}"), &output_shape, &limits)?;
+        Ok((output_shape, params))
+    }
+
+    /// Adds node `name` computing `op` from `inputs` (earlier nodes, or
+    /// `input`), with zero parameters of the right shapes ([`init`](Self::init)
+    /// fills them). Fails on a repeated name, an unknown input, or shapes the
+    /// op cannot take.
+    pub fn add(&mut self, name: &str, op: Op, inputs: &[&str]) -> Result<&mut Node> {
+        let (_, shapes) = self.plan(name, &op, inputs)?;
+        let mut params: Vec<Tensor> = shapes.into_iter().map(Tensor::zeros).collect();
+        if let Op::BatchNorm { .. } = op {
+            // γ = 1 and running variance 1: the identity until loaded.
+            params[0].fill(1.0);
+            params[3].fill(1.0);
+        }
+        self.add_with_params(name, op, inputs, params)
+    }
+
+    /// [`add`](Self::add) with the node's parameters, which must have the
+    /// shapes [`plan`](Self::plan) gives.
+    pub fn add_with_params(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: &[&str],
+        params: Vec<Tensor>,
+    ) -> Result<&mut Node> {
+        let (output_shape, shapes) = self.plan(name, &op, inputs)?;
+        let given: Vec<&[usize]> = params.iter().map(|p| p.shape()).collect();
+        if given.len() != shapes.len() || given.iter().zip(&shapes).any(|(g, s)| g != s) {
+            return Err(Error::invalid(
+                "graph",
+                format!("node {name:?}: parameters of shapes {given:?}, expected {shapes:?}"),
+            ));
+        }
+        // The kernels read parameters in row-major order.
+        let params: Vec<Tensor> = params
+            .into_iter()
+            .map(|p| match p.is_standard_layout() {
+                true => p,
+                false => p.as_standard_layout().into_owned(),
+            })
+            .collect();
+        self.total_params += params.iter().map(|p| p.len() as u64).sum::<u64>();
         self.nodes.push(Node {
             name: name.to_string(),
             op,
@@ -275,10 +498,19 @@ impl Graph {
     /// and running statistics 0 and 1 for batch normalisation.
     pub fn init(&mut self, seed: u64) -> Result<()> {
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            if matches!(node.op, Op::Conv2D { .. } | Op::Dense { .. }) {
-                let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));
-                let shape = node.params[0].shape().to_vec();
-                node.params[0] = glorot_uniform(&shape, &mut rng)?;
+            match node.op {
+                Op::Conv2D { .. } | Op::Dense { .. } => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64));
+                    let shape = node.params[0].shape().to_vec();
+                    node.params[0] = glorot_uniform(&shape, &mut rng)?;
+                    node.params[1].fill(0.0);
+                }
+                Op::BatchNorm { .. } => {
+                    for (p, v) in node.params.iter_mut().zip([1.0, 0.0, 0.0, 1.0]) {
+                        p.fill(v);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -318,57 +550,220 @@ impl Graph {
             let missing =
                 || Error::invalid("graph", format!("node {:?}: parameters missing", node.name));
             let param = |k: usize| params.get(k).copied().ok_or_else(missing);
-            let h = ins[0];
-            let y = match node.op {
-                Op::Conv2D { options, .. } => tape.conv2d_with(h, param(0)?, param(1)?, options)?,
-                Op::Dense { .. } => tape.dense(h, param(0)?, param(1)?)?,
-                Op::BatchNorm { eps } => {
+            let batch = |shape: &[usize]| -> Vec<usize> {
+                let mut full = Vec::with_capacity(shape.len() + 1);
+                full.push(0);
+                full.extend_from_slice(shape);
+                full
+            };
+            let y = match &node.op {
+                Op::Constant { .. } => param(0)?,
+                _ if ins.is_empty() => return Err(missing()),
+                &Op::Conv2D { options, .. } => {
+                    tape.conv2d_with(ins[0], param(0)?, param(1)?, options)?
+                }
+                Op::Dense { .. } => tape.dense(ins[0], param(0)?, param(1)?)?,
+                &Op::BatchNorm { eps } => {
                     let (gamma, beta) = (param(0)?, param(1)?);
                     match train {
-                        true => tape.batch_norm_train(h, gamma, beta, eps)?,
-                        false => tape.batch_norm(h, gamma, beta, param(2)?, param(3)?, eps)?,
+                        true => tape.batch_norm_train(ins[0], gamma, beta, eps)?,
+                        false => tape.batch_norm(ins[0], gamma, beta, param(2)?, param(3)?, eps)?,
                     }
                 }
-                Op::MaxPool2D { pool, stride, pads } => {
+                &Op::MaxPool2D { pool, stride, pads } => {
                     let padded = match pads {
-                        (0, 0, 0, 0) => h,
+                        (0, 0, 0, 0) => ins[0],
                         (t, l, b, r) => {
-                            tape.pad(h, &[(0, 0), (0, 0), (t, b), (l, r)], f32::NEG_INFINITY)?
+                            tape.pad(ins[0], &[(0, 0), (0, 0), (t, b), (l, r)], f32::NEG_INFINITY)?
                         }
                     };
                     tape.max_pool2d(padded, MaxPool2dSpec { pool, stride })?
                 }
-                Op::AvgPool2D(spec) => tape.avg_pool2d(h, spec)?,
-                Op::GlobalAvgPool2D => tape.global_avg_pool2d(h)?,
-                Op::Dropout { rate } => match mode {
+                &Op::AvgPool2D(spec) => tape.avg_pool2d(ins[0], spec)?,
+                Op::GlobalAvgPool2D => tape.global_avg_pool2d(ins[0])?,
+                &Op::Dropout { rate } => match mode {
                     Mode::Train { dropout_seed } if rate > 0.0 => {
-                        tape.dropout(h, rate, mix(dropout_seed, i as u64))?
+                        tape.dropout(ins[0], rate, mix(dropout_seed, i as u64))?
                     }
-                    _ => h,
+                    _ => ins[0],
                 },
-                Op::Flatten => tape.flatten(h)?,
-                Op::Add => {
-                    let mut sum = h;
-                    for &other in &ins[1..] {
-                        sum = tape.add(sum, other)?;
-                    }
-                    sum
+                Op::Flatten => tape.flatten(ins[0])?,
+                Op::Reshape { shape } => {
+                    let mut full = batch(shape);
+                    full[0] = tape.value(ins[0])?.shape()[0];
+                    tape.reshape(ins[0], &full)?
                 }
-                Op::Concat { axis } => tape.concat(&ins, axis + 1)?,
-                Op::Activation(act) => match act {
-                    Act::Softmax if i == last && head == Head::Linear => h,
-                    Act::Softmax => tape.softmax(h)?,
-                    Act::Relu => tape.relu(h)?,
-                    Act::Relu6 => tape.relu6(h)?,
-                    Act::LeakyRelu(alpha) => tape.leaky_relu(h, alpha)?,
-                    Act::Sigmoid => tape.sigmoid(h)?,
-                    Act::Tanh => tape.tanh(h)?,
-                    Act::Gelu => tape.gelu(h)?,
-                },
+                Op::Transpose { perm } => {
+                    let mut axes = batch(perm);
+                    axes[1..].iter_mut().for_each(|a| *a += 1);
+                    tape.permute(ins[0], &axes)?
+                }
+                &Op::Pad { ref pads, value } => {
+                    let mut all = vec![(0, 0)];
+                    all.extend_from_slice(pads);
+                    tape.pad(ins[0], &all, value)?
+                }
+                Op::Add | Op::Sub | Op::Mul | Op::Div => {
+                    let mut acc = ins[0];
+                    for &other in &ins[1..] {
+                        acc = match node.op {
+                            Op::Sub => tape.sub(acc, other)?,
+                            Op::Mul => tape.mul(acc, other)?,
+                            Op::Div => tape.div(acc, other)?,
+                            _ => tape.add(acc, other)?,
+                        };
+                    }
+                    acc
+                }
+                &Op::Concat { axis } => tape.concat(&ins, axis + 1)?,
+                &Op::Activation(act) => {
+                    let h = ins[0];
+                    match act {
+                        Act::Softmax if i == last && head == Head::Linear => h,
+                        Act::Softmax => tape.softmax(h)?,
+                        Act::Relu => tape.relu(h)?,
+                        Act::Relu6 => tape.relu6(h)?,
+                        Act::LeakyRelu(alpha) => tape.leaky_relu(h, alpha)?,
+                        Act::Sigmoid => tape.sigmoid(h)?,
+                        Act::Tanh => tape.tanh(h)?,
+                        Act::Gelu => tape.gelu(h)?,
+                        Act::Clip(lo, hi) => tape.clip(
+                            h,
+                            lo.unwrap_or(f32::NEG_INFINITY),
+                            hi.unwrap_or(f32::INFINITY),
+                        )?,
+                    }
+                }
             };
             outputs.push(y);
         }
         Ok(GraphForward { input: x, outputs })
+    }
+}
+
+impl Graph {
+    /// torchvision's ResNet-18 for `[C, H, W]` inputs and `classes` outputs,
+    /// with fresh weights from `seed`: a 7x7 stride-2 stem, batch
+    /// normalisation, 3x3 max pooling, four stages of two basic blocks
+    /// (64, 128, 256, 512 channels; stride 2 and a 1x1 projection where a
+    /// stage starts smaller), global average pooling and a dense head. Node
+    /// names follow torchvision's modules (`layer2.0.conv1`, ...).
+    pub fn resnet18(input_shape: [usize; 3], classes: usize, seed: u64) -> Result<Graph> {
+        let mut g = Graph::new(input_shape);
+        let conv = |filters: usize, k: usize, stride: usize, pad: usize| Op::Conv2D {
+            filters,
+            kernel: (k, k),
+            options: Conv2dOptions {
+                stride: (stride, stride),
+                pads: (pad, pad, pad, pad),
+                ..Conv2dOptions::default()
+            },
+        };
+        let bn = Op::BatchNorm { eps: 1e-5 };
+        let relu = Op::Activation(Act::Relu);
+        g.add("conv1", conv(64, 7, 2, 3), &["input"])?;
+        g.add("bn1", bn.clone(), &["conv1"])?;
+        g.add("relu", relu.clone(), &["bn1"])?;
+        let pool = Op::MaxPool2D {
+            pool: (3, 3),
+            stride: (2, 2),
+            pads: (1, 1, 1, 1),
+        };
+        g.add("maxpool", pool, &["relu"])?;
+        let mut last = "maxpool".to_string();
+        let mut channels = 64;
+        for (stage, width) in [64, 128, 256, 512].into_iter().enumerate() {
+            for block in 0..2 {
+                let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                let p = format!("layer{}.{block}", stage + 1);
+                let name = |s: &str| format!("{p}.{s}");
+                g.add(&name("conv1"), conv(width, 3, stride, 1), &[&last])?;
+                g.add(&name("bn1"), bn.clone(), &[&name("conv1")])?;
+                g.add(&name("relu1"), relu.clone(), &[&name("bn1")])?;
+                g.add(&name("conv2"), conv(width, 3, 1, 1), &[&name("relu1")])?;
+                g.add(&name("bn2"), bn.clone(), &[&name("conv2")])?;
+                let shortcut = match stride != 1 || channels != width {
+                    true => {
+                        g.add(&name("downsample.0"), conv(width, 1, stride, 0), &[&last])?;
+                        g.add(&name("downsample.1"), bn.clone(), &[&name("downsample.0")])?;
+                        name("downsample.1")
+                    }
+                    false => last.clone(),
+                };
+                g.add(&name("add"), Op::Add, &[&name("bn2"), &shortcut])?;
+                g.add(&name("relu2"), relu.clone(), &[&name("add")])?;
+                last = name("relu2");
+                channels = width;
+            }
+        }
+        g.add("avgpool", Op::GlobalAvgPool2D, &[&last])?;
+        g.add("fc", Op::Dense { units: classes }, &["avgpool"])?;
+        g.init(seed)?;
+        Ok(g)
+    }
+}
+
+impl Sequential {
+    /// The same model as a [`Graph`], sharing no storage: each layer a node of
+    /// its name, each activation a node `<layer>/relu` or `<layer>/softmax`
+    /// after it. The graph computes what the stack does (through the
+    /// reference-shaped ops rather than the fused fast path).
+    pub fn to_graph(&self) -> Result<Graph> {
+        let mut g = Graph::new(self.input_shape());
+        let mut last = "input".to_string();
+        for layer in self.layers() {
+            let op = match layer.spec {
+                LayerSpec::Conv2D {
+                    filters,
+                    kernel_size: [kh, kw],
+                    strides,
+                    padding,
+                    ..
+                } => {
+                    let mut options = Conv2dOptions {
+                        stride: (strides, strides),
+                        ..Conv2dOptions::default()
+                    };
+                    if padding == Padding::Same {
+                        let (h, w) = (layer.input_shape[1], layer.input_shape[2]);
+                        options.pads = options.same_pads(h, w, kh, kw);
+                    }
+                    Op::Conv2D {
+                        filters,
+                        kernel: (kh, kw),
+                        options,
+                    }
+                }
+                LayerSpec::MaxPooling2D { pool_size, strides } => Op::MaxPool2D {
+                    pool: (pool_size[0], pool_size[1]),
+                    stride: (strides[0], strides[1]),
+                    pads: (0, 0, 0, 0),
+                },
+                LayerSpec::Dropout { rate } => Op::Dropout { rate },
+                LayerSpec::Flatten => Op::Flatten,
+                LayerSpec::Dense { units, .. } => Op::Dense { units },
+            };
+            let params = match &layer.params {
+                Some((w, b)) => vec![w.clone(), b.clone()],
+                None => vec![],
+            };
+            g.add_with_params(&layer.name, op, &[&last], params)?;
+            last = layer.name.clone();
+            let act = match layer.spec.activation() {
+                Some(Activation::Relu) => Some((Act::Relu, "relu")),
+                Some(Activation::Softmax) => Some((Act::Softmax, "softmax")),
+                _ => None,
+            };
+            if let Some((act, suffix)) = act {
+                let name = format!("{}/{suffix}", layer.name);
+                g.add(&name, Op::Activation(act), &[&last])?;
+                last = name;
+            }
+        }
+        if !self.class_names().is_empty() {
+            g.set_class_names(self.class_names().to_vec())?;
+        }
+        Ok(g)
     }
 }
 
@@ -388,10 +783,21 @@ impl crate::model::Classifier for Graph {
             .collect()
     }
 
-    /// The last node with a spatial output `[K, h, w]` (in a ResNet, the last
-    /// block's output before the global pooling).
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    fn num_params(&self) -> usize {
+        Graph::num_params(self)
+    }
+
+    /// The last node with a spatial output `[K, h, w]` larger than 1x1 (in a
+    /// ResNet, the last block's output before the global pooling).
     fn default_cam_layer(&self) -> Option<usize> {
-        self.nodes.iter().rposition(|n| n.output_shape.len() == 3)
+        self.nodes.iter().rposition(|n| {
+            !matches!(n.op, Op::Constant { .. })
+                && matches!(n.output_shape[..], [_, h, w] if h * w > 1)
+        })
     }
 
     fn record_scores<'a>(

@@ -37,7 +37,110 @@ use crate::ops::{softmax_cross_entropy_forward, Padding};
 use crate::tape::{Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
 
-pub use checkpoint::{load, load_bytes, save, Architecture, LayerRecord};
+pub use checkpoint::{
+    load, load_bytes, load_graph_bytes, load_model, save, save_graph, Architecture, GraphRecord,
+    LayerRecord, NodeRecord,
+};
+
+/// A model read from a file ([`load_model`]): a stack of layers, or a graph
+/// (a graph checkpoint, or an ONNX model).
+#[derive(Clone, Debug)]
+pub enum Model {
+    Sequential(Sequential),
+    Graph(graph::Graph),
+}
+
+impl Model {
+    /// The model as the saliency methods see it.
+    pub fn classifier(&self) -> &dyn Classifier {
+        match self {
+            Model::Sequential(m) => m,
+            Model::Graph(g) => g,
+        }
+    }
+
+    /// The stack, if the model is one (training, the sanity checks'
+    /// randomisation and the explorer's layer view need one).
+    pub fn as_sequential(&self) -> Option<&Sequential> {
+        match self {
+            Model::Sequential(m) => Some(m),
+            Model::Graph(_) => None,
+        }
+    }
+
+    /// The model as a graph: a graph as it is, a stack converted.
+    pub fn to_graph(&self) -> Result<graph::Graph> {
+        match self {
+            Model::Sequential(m) => m.to_graph(),
+            Model::Graph(g) => Ok(g.clone()),
+        }
+    }
+
+    /// Saves the model as a checkpoint: a stack as [`save`] does, a graph as
+    /// [`save_graph`] does.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        match self {
+            Model::Sequential(m) => save(m, path),
+            Model::Graph(g) => save_graph(g, path),
+        }
+    }
+}
+
+impl From<Sequential> for Model {
+    fn from(m: Sequential) -> Self {
+        Model::Sequential(m)
+    }
+}
+
+impl From<graph::Graph> for Model {
+    fn from(g: graph::Graph) -> Self {
+        Model::Graph(g)
+    }
+}
+
+impl Classifier for Model {
+    fn input_shape(&self) -> [usize; 3] {
+        self.classifier().input_shape()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classifier().num_classes()
+    }
+
+    fn layer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.classifier().layer_shapes()
+    }
+
+    fn default_cam_layer(&self) -> Option<usize> {
+        self.classifier().default_cam_layer()
+    }
+
+    fn class_names(&self) -> &[String] {
+        self.classifier().class_names()
+    }
+
+    fn num_params(&self) -> usize {
+        self.classifier().num_params()
+    }
+
+    fn record_scores<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        keep: Option<usize>,
+    ) -> Result<(Var, Option<Var>)> {
+        self.classifier().record_scores(tape, x, keep)
+    }
+
+    fn predict_scores(
+        &self,
+        images: &Tensor,
+        batch_size: usize,
+        pool: &mut Pool,
+    ) -> Result<Tensor> {
+        self.classifier().predict_scores(images, batch_size, pool)
+    }
+}
 
 /// What the saliency methods need of a model: its shapes, and its class
 /// scores recorded on a tape with one layer's output kept. [`Sequential`] and
@@ -55,6 +158,16 @@ pub trait Classifier: Sync {
 
     /// The layer a class activation map explains unless told otherwise.
     fn default_cam_layer(&self) -> Option<usize>;
+
+    /// Names of the classes, in label order; empty if the model has none.
+    fn class_names(&self) -> &[String] {
+        &[]
+    }
+
+    /// Trainable values and stored statistics, for descriptions.
+    fn num_params(&self) -> usize {
+        0
+    }
 
     /// Records the forward pass of the batch `x` on `tape` with the head
     /// linear, weights as constants and dropout off: the class scores
@@ -129,6 +242,14 @@ impl Classifier for Sequential {
 
     fn num_classes(&self) -> usize {
         Sequential::num_classes(self)
+    }
+
+    fn class_names(&self) -> &[String] {
+        Sequential::class_names(self)
+    }
+
+    fn num_params(&self) -> usize {
+        Sequential::num_params(self)
     }
 
     fn layer_shapes(&self) -> Vec<(String, Vec<usize>)> {
@@ -679,7 +800,7 @@ impl Planned {
 }
 
 /// Refuses a per-input shape above [`Limits::max_values_per_input`].
-fn check_values(subject: &str, shape: &[usize], limits: &Limits) -> Result<()> {
+pub(crate) fn check_values(subject: &str, shape: &[usize], limits: &Limits) -> Result<()> {
     let values = product(shape).unwrap_or(u64::MAX);
     if values > limits.max_values_per_input {
         return Err(Error::TooLarge {

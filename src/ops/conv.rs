@@ -597,7 +597,7 @@ pub fn conv2d_forward(
 /// ```text
 /// y[n, o, oy, ox] = b[o] + Σ_{c, i, j} W[o, c, i, j] · x[n, G·Cin/g + c, oy·sh + i·dh − pt, ox·sw + j·dw − pl]
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Conv2dOptions {
     /// Steps between receptive fields, `(rows, columns)`.
     pub stride: (usize, usize),
@@ -824,9 +824,9 @@ impl Backward for Conv2dGeneral {
 
 impl Tape<'_> {
     /// A convolution with any stride, dilation, padding and groups
-    /// ([`Conv2dOptions`]). Where the options are those of
-    /// [`conv2d`](Tape::conv2d) (square stride, no dilation, one group,
-    /// 'valid' or 'same' padding) it runs that op, fast paths included;
+    /// ([`Conv2dOptions`]). With a square stride, no dilation and one group it
+    /// runs [`conv2d`](Tape::conv2d), fast paths included ('valid' or 'same'
+    /// padding directly, other padding after a [`pad`](Tape::pad));
     /// otherwise the reference loops.
     pub fn conv2d_with(&mut self, x: Var, w: Var, b: Var, options: Conv2dOptions) -> Result<Var> {
         let (xs, ws) = (
@@ -836,6 +836,17 @@ impl Tape<'_> {
         if let (&[_, _, h, wd], &[_, _, kh, kw]) = (&xs[..], &ws[..]) {
             if let Some(spec) = options.as_spec(h, wd, kh, kw) {
                 return self.conv2d(x, w, b, spec);
+            }
+            // Any other zero padding: pad, then the 'valid' convolution, whose
+            // windows are then those of the padded definition.
+            let (t, l, bottom, r) = options.pads;
+            let valid = Conv2dOptions {
+                pads: (0, 0, 0, 0),
+                ..options
+            };
+            if let Some(spec) = valid.as_spec(h + t + bottom, wd + l + r, kh, kw) {
+                let padded = self.pad(x, &[(0, 0), (0, 0), (t, bottom), (l, r)], 0.0)?;
+                return self.conv2d(padded, w, b, spec);
             }
         }
         let y = self.compute(&[x, w, b], |v, _| {

@@ -151,7 +151,7 @@ impl Tape<'_> {
 }
 
 /// Window, stride and zero padding of an average pooling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AvgPool2dSpec {
     /// Window height and width.
     pub pool: (usize, usize),

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layers::{mix, Mode};
-use crate::model::{argmax, loss_and_accuracy, Head, Sequential};
+use crate::model::{argmax, loss_and_accuracy, Classifier, Head, Sequential};
 use crate::ops::one_hot;
 use crate::tape::{Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
@@ -222,7 +222,7 @@ impl TrainStep {
 
 /// Mean softmax cross-entropy and accuracy of `model` on a data set, with
 /// dropout off (Keras's `evaluate`), converting `batch_size` images at a time.
-pub fn evaluate(model: &Sequential, data: &Dataset, batch_size: usize) -> Result<(f32, f32)> {
+pub fn evaluate(model: &dyn Classifier, data: &Dataset, batch_size: usize) -> Result<(f32, f32)> {
     if batch_size == 0 {
         return Err(Error::invalid(
             "evaluate",
@@ -235,7 +235,7 @@ pub fn evaluate(model: &Sequential, data: &Dataset, batch_size: usize) -> Result
     for (b, indices) in all.chunks(batch_size).enumerate() {
         let mut x = pool.to_overwrite(&batch_shape(data, indices.len()));
         data.batch_into(indices, &mut x)?;
-        let rows = model.predict_with_pool(&x, batch_size, Head::Linear, &mut pool)?;
+        let rows = model.predict_scores(&x, batch_size, &mut pool)?;
         pool.give(x);
         let start = b * batch_size;
         logits

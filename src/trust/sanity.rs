@@ -23,7 +23,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{Error, Result};
 use crate::images::{normalize_maps, Normalize};
 use crate::layers::{glorot_uniform, mix};
-use crate::model::Sequential;
+use crate::model::graph::{Graph, Op};
+use crate::model::{Classifier, Model, Sequential};
 use crate::saliency::{Explainer, Method, Options};
 use crate::tensor::Tensor;
 
@@ -136,35 +137,99 @@ impl Sanity {
     }
 }
 
+/// A model whose weighted layers can be re-initialised: what the sanity
+/// checks destroy. Stacks, graphs and loaded models are.
+pub trait Randomizable: Classifier + Clone {
+    /// Indices of the layers (nodes) with a kernel, from the output down, and
+    /// their names.
+    fn weighted_layers(&self) -> Vec<(usize, String)>;
+
+    /// Re-initialises layer `l` as at build time (Glorot-uniform kernel, zero
+    /// bias), drawing from `rng`.
+    fn reinitialize(&mut self, l: usize, rng: &mut ChaCha8Rng) -> Result<()>;
+}
+
+impl Randomizable for Sequential {
+    fn weighted_layers(&self) -> Vec<(usize, String)> {
+        let layers = self.layers();
+        (0..layers.len())
+            .rev()
+            .filter(|&l| layers[l].params.is_some())
+            .map(|l| (l, layers[l].name.clone()))
+            .collect()
+    }
+
+    fn reinitialize(&mut self, l: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+        if let Some((w, b)) = self.layers_mut()[l].params.as_mut() {
+            *w = glorot_uniform(w.shape(), rng)?;
+            b.fill(0.0);
+        }
+        Ok(())
+    }
+}
+
+impl Randomizable for Graph {
+    fn weighted_layers(&self) -> Vec<(usize, String)> {
+        let nodes = self.nodes();
+        (0..nodes.len())
+            .rev()
+            .filter(|&l| matches!(nodes[l].op, Op::Conv2D { .. } | Op::Dense { .. }))
+            .map(|l| (l, nodes[l].name.clone()))
+            .collect()
+    }
+
+    fn reinitialize(&mut self, l: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+        let node = &mut self.nodes_mut()[l];
+        if let [w, b] = &mut node.params[..] {
+            *w = glorot_uniform(w.shape(), rng)?;
+            b.fill(0.0);
+        }
+        Ok(())
+    }
+}
+
+impl Randomizable for Model {
+    fn weighted_layers(&self) -> Vec<(usize, String)> {
+        match self {
+            Model::Sequential(m) => m.weighted_layers(),
+            Model::Graph(g) => g.weighted_layers(),
+        }
+    }
+
+    fn reinitialize(&mut self, l: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+        match self {
+            Model::Sequential(m) => m.reinitialize(l, rng),
+            Model::Graph(g) => g.reinitialize(l, rng),
+        }
+    }
+}
+
 /// The randomised models of the chosen stages, in order.
-pub fn randomized_models(
-    model: &Sequential,
+pub fn randomized_models<M: Randomizable>(
+    model: &M,
     options: &SanityOptions,
-    labels_model: Option<&Sequential>,
-) -> Result<Vec<(Stage, Sequential)>> {
-    let with_weights: Vec<usize> = (0..model.layers().len())
-        .rev()
-        .filter(|&l| model.layers()[l].params.is_some())
-        .collect();
+    labels_model: Option<&M>,
+) -> Result<Vec<(Stage, M)>> {
+    let with_weights = model.weighted_layers();
     let mut out = Vec::new();
     if options.cascading {
         let mut m = model.clone();
-        for &l in &with_weights {
-            reinitialize(&mut m, l, options.seed)?;
+        for (l, name) in &with_weights {
+            reinitialize(&mut m, *l, options.seed)?;
             let stage = Stage {
                 kind: StageKind::Cascading,
-                layer: m.layers()[l].name.clone(),
+                layer: name.clone(),
             };
             out.push((stage, m.clone()));
         }
     }
     if options.independent {
-        for &l in &with_weights {
+        for (l, name) in &with_weights {
             let mut m = model.clone();
-            reinitialize(&mut m, l, options.seed)?;
+            reinitialize(&mut m, *l, options.seed)?;
             let stage = Stage {
                 kind: StageKind::Independent,
-                layer: m.layers()[l].name.clone(),
+                layer: name.clone(),
             };
             out.push((stage, m));
         }
@@ -181,14 +246,8 @@ pub fn randomized_models(
 }
 
 /// The label-randomised model must be the same network, trained differently.
-fn check_same_architecture(model: &Sequential, other: &Sequential) -> Result<()> {
-    let layers = |m: &Sequential| -> Vec<_> {
-        m.layers()
-            .iter()
-            .map(|l| (l.spec.clone(), l.output_shape.clone()))
-            .collect()
-    };
-    if model.input_shape() != other.input_shape() || layers(model) != layers(other) {
+fn check_same_architecture(model: &dyn Classifier, other: &dyn Classifier) -> Result<()> {
+    if model.input_shape() != other.input_shape() || model.layer_shapes() != other.layer_shapes() {
         return Err(Error::invalid(
             "sanity",
             "the model trained on permuted labels must have the same layers as the model checked",
@@ -197,32 +256,27 @@ fn check_same_architecture(model: &Sequential, other: &Sequential) -> Result<()>
     Ok(())
 }
 
-/// Re-initialises layer `l` as at build time (Glorot-uniform kernel, zero
-/// bias), from a stream seeded by `(seed, l)`: the same layer gets the same
-/// weights in the cascading and independent stages. The stream is not the
-/// one a build with the same seed draws from, or a briefly trained layer
-/// would get back nearly its own weights.
-fn reinitialize(model: &mut Sequential, l: usize, seed: u64) -> Result<()> {
-    if let Some((w, b)) = model.layers_mut()[l].params.as_mut() {
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(seed, 0x5a41_7e5d), l as u64));
-        *w = glorot_uniform(w.shape(), &mut rng)?;
-        b.fill(0.0);
-    }
-    Ok(())
+/// Re-initialises layer `l` from a stream seeded by `(seed, l)`: the same
+/// layer gets the same weights in the cascading and independent stages. The
+/// stream is not the one a build with the same seed draws from, or a briefly
+/// trained layer would get back nearly its own weights.
+fn reinitialize<M: Randomizable>(model: &mut M, l: usize, seed: u64) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(seed, 0x5a41_7e5d), l as u64));
+    model.reinitialize(l, &mut rng)
 }
 
 /// Runs the sanity checks of `methods` on `inputs` for `targets` (one class
 /// per input, the original model's). `progress` hears the label of each
 /// stage as it starts. The model itself is not changed.
 #[allow(clippy::too_many_arguments)]
-pub fn sanity_check(
-    model: &Sequential,
+pub fn sanity_check<M: Randomizable>(
+    model: &M,
     inputs: &Tensor,
     targets: &[usize],
     methods: &[Method],
     options: &Options,
     sanity: &SanityOptions,
-    labels_model: Option<&Sequential>,
+    labels_model: Option<&M>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Sanity> {
     let mut originals = Vec::with_capacity(methods.len());
@@ -313,8 +367,8 @@ impl Randomized {
 /// The cascading randomisation of one method, with the predicted classes
 /// explained (`targets: None`) or the given ones: one entry per layer with
 /// weights, from the top down. [`sanity_check`] runs every stage and measure.
-pub fn cascading_randomization(
-    model: &Sequential,
+pub fn cascading_randomization<M: Randomizable>(
+    model: &M,
     inputs: &Tensor,
     targets: Option<&[usize]>,
     method: Method,
