@@ -871,3 +871,107 @@ fn checkpoints_are_reproducible_follow_the_umask_and_keep_symlinks() {
     let link = std::fs::symlink_metadata(dir.path().join("link.safetensors")).unwrap();
     assert!(link.file_type().is_symlink(), "--out replaced the symlink");
 }
+
+/// A new user's path with a model of their own: an ONNX file from Keras
+/// imported, then explained with every method (the trust section included),
+/// evaluated and predicted from; a PyTorch ResNet given as `.onnx` directly.
+#[test]
+fn onnx_models_go_through_import_report_and_eval() {
+    let dir = tmp();
+    let data = sample_dir();
+    let onnx = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/onnx")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let printed = ok(
+        dir.path(),
+        &[
+            "import",
+            &onnx("keras-cnn.onnx"),
+            "--out",
+            "keras.safetensors",
+        ],
+    );
+    assert!(printed.contains("input 1x28x28, 10 classes"), "{printed}");
+    assert!(printed.contains("Wrote keras.safetensors"), "{printed}");
+    let printed = ok(
+        dir.path(),
+        &[
+            "report",
+            "--model",
+            "keras.safetensors",
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--indices",
+            "0,12",
+            "--out",
+            "report",
+        ],
+    );
+    assert!(printed.contains("(13 methods in"), "{printed}");
+    assert!(printed.contains("trust scores"), "{printed}");
+    let html = std::fs::read_to_string(dir.path().join("report/index.html")).unwrap();
+    for src in sources(&html) {
+        assert!(dir.path().join("report").join(&src).is_file(), "{src}");
+    }
+    let printed = ok(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            &onnx("keras-cnn.onnx"),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(printed.contains("Test accuracy:"), "{printed}");
+    // A model for 3x32x32 images shown 1x28x28 digits: said, not crashed.
+    fails(
+        dir.path(),
+        &[
+            "report",
+            "--model",
+            &onnx("resnet-small.onnx"),
+            "--dataset",
+            "mnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "r2",
+        ],
+        1,
+        &["3x32x32"],
+    );
+    if let Some(cifar) = shared_cifar() {
+        let printed = ok(
+            dir.path(),
+            &[
+                "report",
+                "--model",
+                &onnx("resnet-small.onnx"),
+                "--dataset",
+                "cifar10",
+                "--data",
+                cifar.to_str().unwrap(),
+                "--indices",
+                "0,1",
+                "--no-trust",
+                "--out",
+                "r3",
+            ],
+        );
+        assert!(printed.contains("(13 methods in"), "{printed}");
+    }
+}
+
+fn shared_cifar() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10");
+    dir.is_dir().then_some(dir)
+}

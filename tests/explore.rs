@@ -307,3 +307,37 @@ fn bad_requests_get_a_status_and_a_message_and_the_server_goes_on() {
     assert_eq!(status, 200);
     server.stop();
 }
+
+/// A graph model (a PyTorch ResNet from ONNX) in the explorer: every method's
+/// map, equal to the library's, and no layer view (that follows stacks).
+#[test]
+fn the_explorer_explains_an_imported_graph() {
+    use salient::explore::api::ExplainRequest;
+    use salient::saliency::{attribute, Method, Options};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx/resnet-small.onnx");
+    let graph = salient::onnx::import(&path).unwrap();
+    let explorer = Explorer::new(graph.clone(), "resnet-small.onnx".into(), None).unwrap();
+    let info = explorer.info();
+    assert_eq!(info.layers.len(), graph.nodes().len());
+    let x = salient::Tensor::from_shape_fn(ndarray::IxDyn(&[1, 3, 32, 32]), |i| {
+        ((i[1] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 10.0
+    });
+    let request = ExplainRequest {
+        pixels: x.iter().copied().collect(),
+        class: Some(3),
+        methods: Method::ALL.iter().map(|m| m.name().to_string()).collect(),
+        rule: Some("gradient".into()),
+    };
+    let answer = explorer.explain(&request).unwrap();
+    assert!(answer.trace.is_none());
+    assert_eq!(answer.maps.len(), Method::ALL.len());
+    let vanilla = attribute(&graph, &x, Some(&[3]), Method::Vanilla, &Options::default()).unwrap();
+    let got = &answer
+        .maps
+        .iter()
+        .find(|m| m.method == "vanilla")
+        .unwrap()
+        .raw;
+    assert_eq!(got, &vanilla.raw.iter().copied().collect::<Vec<_>>());
+}

@@ -172,3 +172,153 @@ fn the_keras_tutorial_model_keeps_its_keras_test_accuracy() {
     assert!((f64::from(accuracy) - keras["test_accuracy"].as_f64().unwrap()).abs() < 5e-5);
     assert!((f64::from(loss) - keras["test_loss"].as_f64().unwrap()).abs() < 1e-4);
 }
+
+// ---------------------------------------------------------------------------
+// Bad files: a typed error naming the node or field, never a panic, and no
+// allocation for a size before it is checked.
+
+use prost::Message;
+use salient::onnx::proto;
+
+fn read_model(name: &str) -> proto::ModelProto {
+    proto::ModelProto::decode(&std::fs::read(fixture(name)).unwrap()[..]).unwrap()
+}
+
+fn import_model(model: &proto::ModelProto) -> salient::Result<Graph> {
+    salient::onnx::import_bytes(&model.encode_to_vec(), Path::new("bad.onnx"))
+}
+
+#[test]
+fn an_unsupported_operator_is_named_with_its_node() {
+    let mut model = read_model("resnet-small.onnx");
+    let graph = model.graph.as_mut().unwrap();
+    let relu = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type.as_deref() == Some("Relu"))
+        .unwrap();
+    relu.op_type = Some("Erf".into());
+    let name = relu.name.clone().unwrap();
+    let e = import_model(&model).unwrap_err().to_string();
+    assert!(
+        e.contains("Erf") && e.contains(&name) && e.contains("bad.onnx"),
+        "{e}"
+    );
+}
+
+#[test]
+fn declared_sizes_are_checked_before_anything_is_allocated() {
+    // Dims that claim 10^12 floats in a few bytes: refused by the limit.
+    let mut model = read_model("resnet-small.onnx");
+    let init = &mut model.graph.as_mut().unwrap().initializer[0];
+    init.dims = vec![1_000_000, 1_000_000];
+    let e = import_model(&model).unwrap_err();
+    assert!(matches!(e, salient::Error::TooLarge { .. }), "{e}");
+    // Dims that disagree with the data held.
+    let mut model = read_model("resnet-small.onnx");
+    let init = &mut model.graph.as_mut().unwrap().initializer[0];
+    init.dims[0] += 1;
+    let e = import_model(&model).unwrap_err().to_string();
+    assert!(e.contains("values for dims"), "{e}");
+    // Weights in an external file.
+    let mut model = read_model("resnet-small.onnx");
+    let init = &mut model.graph.as_mut().unwrap().initializer[0];
+    init.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
+    let e = import_model(&model).unwrap_err().to_string();
+    assert!(e.contains("external_data=False"), "{e}");
+    // Not NaN weights.
+    let mut model = read_model("resnet-small.onnx");
+    let init = &mut model.graph.as_mut().unwrap().initializer[0];
+    let raw = init.raw_data.as_mut().unwrap();
+    raw[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let e = import_model(&model).unwrap_err().to_string();
+    assert!(e.contains("finite"), "{e}");
+}
+
+#[test]
+fn truncated_and_foreign_files_are_refused() {
+    let bytes = std::fs::read(fixture("keras-cnn.onnx")).unwrap();
+    for cut in [1, 100, bytes.len() / 2, bytes.len() - 3] {
+        let e = salient::onnx::import_bytes(&bytes[..cut], Path::new("cut.onnx"));
+        assert!(e.is_err(), "cut at {cut}");
+    }
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    assert!(salient::onnx::import_bytes(png, Path::new("x.onnx")).is_err());
+    // A model with no input, or two outputs.
+    let mut model = read_model("resnet-small.onnx");
+    let g = model.graph.as_mut().unwrap();
+    g.output.push(g.output[0].clone());
+    let e = import_model(&model).unwrap_err().to_string();
+    assert!(e.contains("one output"), "{e}");
+}
+
+#[test]
+fn an_imported_graph_survives_its_checkpoint_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = recorded(&fixture(""), "resnet-small");
+    for name in ["resnet-small.onnx", "keras-cnn.onnx"] {
+        let mut graph = salient::onnx::import(&fixture(name)).unwrap();
+        let names: Vec<String> = (0..graph.num_classes()).map(|c| format!("c{c}")).collect();
+        graph.set_class_names(names.clone()).unwrap();
+        let path = dir.path().join("g.safetensors");
+        salient::model::save_graph(&graph, &path).unwrap();
+        let loaded = match salient::model::load_model(&path).unwrap() {
+            salient::model::Model::Graph(g) => g,
+            other => panic!("a graph checkpoint loaded as {other:?}"),
+        };
+        assert_eq!(loaded.class_names(), &names[..]);
+        let x = match name {
+            "keras-cnn.onnx" => recorded(&fixture(""), "keras-cnn").input,
+            _ => rec.input.clone(),
+        };
+        let a = graph
+            .predict_scores(&x, 4, &mut Default::default())
+            .unwrap();
+        let b = loaded
+            .predict_scores(&x, 4, &mut Default::default())
+            .unwrap();
+        assert_eq!(a, b, "{name}");
+        // The same bytes when saved again.
+        let again = dir.path().join("h.safetensors");
+        salient::model::save_graph(&loaded, &again).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&again).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_graph_checkpoint_that_lies_about_its_sizes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = salient::onnx::import(&fixture("resnet-small.onnx")).unwrap();
+    let path = dir.path().join("g.safetensors");
+    salient::model::save_graph(&graph, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len])
+        .unwrap()
+        .to_string();
+    let rewrite = |from: &str, to: &str| -> Vec<u8> {
+        assert!(header.contains(from), "{from}");
+        let h = header.replacen(from, to, 1);
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&bytes[8 + header_len..]);
+        out
+    };
+    // The head claims 10^9 units: refused by the parameter limit before the
+    // tensors are read (the JSON is escaped inside the header's metadata).
+    let huge = rewrite(
+        r#"{\"Dense\":{\"units\":10}}"#,
+        r#"{\"Dense\":{\"units\":1000000000}}"#,
+    );
+    let e = salient::model::load_graph_bytes(&huge, &path).unwrap_err();
+    assert!(matches!(e, salient::Error::TooLarge { .. }), "{e}");
+    // A node reading a node that does not exist.
+    let lost = rewrite(r#"\"inputs\":[\"input\"]"#, r#"\"inputs\":[\"nowhere\"]"#);
+    let e = salient::model::load_graph_bytes(&lost, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nowhere"), "{e}");
+}

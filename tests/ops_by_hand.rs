@@ -681,6 +681,23 @@ fn batch_norm_by_hand() {
         .backward(y, &t(array![[1.0], [1.0]]), ReluRule::Gradient)
         .unwrap();
     close(g.get(x).unwrap(), &t(array![[2.0], [2.0]]));
+    // With only x differentiated (a saliency map) the same dx, by the short path:
+    // γ/σ = 2/√4 = 1 and 3/√9 = 1, so dx = dy.
+    let mut tape = Tape::new();
+    let x = tape.input(t(array![[1.0, 5.0], [3.0, -1.0]]));
+    let consts = [
+        array![2.0, 3.0],
+        array![0.5, 0.0],
+        array![2.0, 0.0],
+        array![4.0, 9.0],
+    ];
+    let [gamma, beta, mean, var] = consts.map(|c| tape.constant(t(c)));
+    let y = tape.batch_norm(x, gamma, beta, mean, var, 0.0).unwrap();
+    close(tape.value(y).unwrap(), &t(array![[-0.5, 5.0], [1.5, -1.0]]));
+    let g = tape
+        .backward(y, &t(array![[1.0, 2.0], [3.0, 4.0]]), ReluRule::Gradient)
+        .unwrap();
+    close(g.get(x).unwrap(), &t(array![[1.0, 2.0], [3.0, 4.0]]));
 }
 
 #[test]

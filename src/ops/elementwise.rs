@@ -116,6 +116,15 @@ struct Binary(BinaryOp);
 impl Backward for Binary {
     fn backward(&self, args: GradArgs<'_>) -> Vec<Option<Tensor>> {
         let (a, b, g) = (args.inputs[0], args.inputs[1], args.dy);
+        if self.0 == BinaryOp::Add && a.shape() == g.shape() && b.shape() == g.shape() {
+            // A residual sum passes the gradient to both sides unchanged.
+            let mut copy = || {
+                let mut d = args.pool.to_overwrite(g.shape());
+                d.assign(g);
+                d
+            };
+            return vec![args.wants[0].then(&mut copy), args.wants[1].then(&mut copy)];
+        }
         let full = g.raw_dim();
         let a_b = a.broadcast(full.clone()).expect("broadcast in the forward");
         let b_b = b.broadcast(full).expect("broadcast in the forward");
@@ -266,7 +275,19 @@ impl Backward for Unary {
 
 impl Tape<'_> {
     fn binary(&mut self, op: BinaryOp, a: Var, b: Var) -> Result<Var> {
-        let y = self.compute(&[a, b], |v, _| binary_forward(op, v[0], v[1]))?;
+        let y = self.compute(&[a, b], |v, pool| match v[0].shape() == v[1].shape() {
+            // Equal shapes (a residual sum): the same formula into a buffer
+            // the tape reuses from pass to pass.
+            true => {
+                let mut y = pool.to_overwrite(v[0].shape());
+                Zip::from(&mut y)
+                    .and(v[0])
+                    .and(v[1])
+                    .for_each(|y, &a, &b| *y = op.apply(a, b));
+                Ok(y)
+            }
+            false => binary_forward(op, v[0], v[1]),
+        })?;
         Ok(self.push(y, &[a, b], Box::new(Binary(op))))
     }
 

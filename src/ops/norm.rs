@@ -17,7 +17,7 @@
 //! In training `μ` and `σ²` depend on `x`, which is where the two sums of the
 //! training `dx` come from.
 
-use ndarray::{Axis, Ix3, IxDyn};
+use ndarray::{Axis, Ix3, IxDyn, Zip};
 
 use crate::error::{Error, Result};
 use crate::tape::{Backward, GradArgs, Tape, Var};
@@ -88,15 +88,33 @@ pub fn batch_norm_forward(
     var: &[f32],
     eps: f32,
 ) -> Result<Tensor> {
+    let mut y = Tensor::zeros(x.raw_dim());
+    batch_norm_into(&mut y, x, gamma, beta, mean, var, eps)?;
+    Ok(y)
+}
+
+/// [`batch_norm_forward`] into `y`, of `x`'s shape.
+fn batch_norm_into(
+    y: &mut Tensor,
+    x: &Tensor,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> Result<()> {
     let v = as_ncs(x)?;
-    let mut y = v.to_owned();
-    for (c, mut ch) in y.axis_iter_mut(Axis(1)).enumerate() {
-        let scale = gamma[c] / (var[c] + eps).sqrt();
-        ch.mapv_inplace(|x| (x - mean[c]) * scale + beta[c]);
-    }
-    Ok(y.into_dyn()
-        .into_shape_with_order(IxDyn(x.shape()))
-        .expect("same size"))
+    let scale: Vec<f32> = (0..v.dim().1)
+        .map(|c| gamma[c] / (var[c] + eps).sqrt())
+        .collect();
+    let mut out = y
+        .view_mut()
+        .into_shape_with_order(v.dim())
+        .map_err(|e| Error::invalid("batch_norm", e.to_string()))?;
+    Zip::indexed(&mut out)
+        .and(&v)
+        .for_each(|(_, c, _), y, &x| *y = (x - mean[c]) * scale[c] + beta[c]);
+    Ok(())
 }
 
 struct BatchNorm {
@@ -118,6 +136,22 @@ impl Backward for BatchNorm {
                 a.inputs[4].iter().copied().collect(),
             ),
         };
+        if self.batch.is_none() && !a.wants[1..].iter().any(|&w| w) {
+            // Only the input's gradient at inference (a saliency map):
+            // dx = γ / √(var + ε) · dy, into a buffer the tape reuses.
+            let scale: Vec<f32> = (0..c)
+                .map(|ch| gamma[ch] / (var[ch] + self.eps).sqrt())
+                .collect();
+            let mut dx = a.pool.to_overwrite(a.dy.shape());
+            let mut out = dx
+                .view_mut()
+                .into_shape_with_order((n, c, s))
+                .expect("the input's size");
+            Zip::indexed(&mut out)
+                .and(&g)
+                .for_each(|(_, ch, _), d, &g| *d = scale[ch] * g);
+            return vec![Some(dx), None, None, None, None];
+        }
         let m = (n * s) as f32;
         let mut dx = ndarray::Array3::<f32>::zeros((n, c, s));
         let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
@@ -186,7 +220,7 @@ impl Tape<'_> {
         var: Var,
         eps: f32,
     ) -> Result<Var> {
-        let y = self.compute(&[x, gamma, beta, mean, var], |v, _| {
+        let y = self.compute(&[x, gamma, beta, mean, var], |v, pool| {
             let c = as_ncs(v[0])?.shape()[1];
             check_params(
                 c,
@@ -198,7 +232,17 @@ impl Tape<'_> {
                 ],
             )?;
             let vec = |t: &Tensor| t.iter().copied().collect::<Vec<f32>>();
-            batch_norm_forward(v[0], &vec(v[1]), &vec(v[2]), &vec(v[3]), &vec(v[4]), eps)
+            let mut y = pool.to_overwrite(v[0].shape());
+            batch_norm_into(
+                &mut y,
+                v[0],
+                &vec(v[1]),
+                &vec(v[2]),
+                &vec(v[3]),
+                &vec(v[4]),
+                eps,
+            )?;
+            Ok(y)
         })?;
         let rule = BatchNorm { eps, batch: None };
         Ok(self.push(y, &[x, gamma, beta, mean, var], Box::new(rule)))

@@ -212,6 +212,19 @@ impl Backward for SliceOf {
 /// The reference forward of `pad`: `x` inside a border of `value`,
 /// `pads[a] = (before, after)` values along axis `a`.
 pub fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f32) -> Result<Tensor> {
+    let mut y = Tensor::zeros(IxDyn(&padded_shape(x, pads)?));
+    pad_into(&mut y, x, pads, value);
+    Ok(y)
+}
+
+/// Writes `x` padded with `value` into `y`, of the padded shape.
+fn pad_into(y: &mut Tensor, x: &Tensor, pads: &[(usize, usize)], value: f32) {
+    y.fill(value);
+    inside(y, x.shape(), pads).assign(x);
+}
+
+/// The shape of `x` padded by `pads`, checked.
+fn padded_shape(x: &Tensor, pads: &[(usize, usize)]) -> Result<Vec<usize>> {
     if pads.len() != x.ndim() {
         return Err(Error::invalid(
             "pad",
@@ -229,9 +242,7 @@ pub fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f32) -> Result<Te
         .map(|(&len, &(b, a))| len.checked_add(b).and_then(|l| l.checked_add(a)))
         .collect::<Option<_>>()
         .ok_or_else(|| Error::invalid("pad", "the padded size overflows"))?;
-    let mut y = Tensor::from_elem(IxDyn(&shape), value);
-    inside(&mut y, x.shape(), pads).assign(x);
-    Ok(y)
+    Ok(shape)
 }
 
 /// The part of a padded tensor that holds the input.
@@ -255,7 +266,9 @@ impl Backward for Pad {
         for (axis, (&len, &(before, _))) in a.inputs[0].shape().iter().zip(&self.0).enumerate() {
             view.slice_axis_inplace(Axis(axis), Slice::from(before..before + len));
         }
-        vec![Some(view.as_standard_layout().into_owned())]
+        let mut dx = a.pool.to_overwrite(a.inputs[0].shape());
+        dx.assign(&view);
+        vec![Some(dx)]
     }
 }
 
@@ -294,7 +307,11 @@ impl Tape<'_> {
 
     /// `x` inside a border of `value`: `pads[a] = (before, after)` along axis `a`.
     pub fn pad(&mut self, x: Var, pads: &[(usize, usize)], value: f32) -> Result<Var> {
-        let y = self.compute(&[x], |v, _| pad_forward(v[0], pads, value))?;
+        let y = self.compute(&[x], |v, pool| {
+            let mut y = pool.to_overwrite(&padded_shape(v[0], pads)?);
+            pad_into(&mut y, v[0], pads, value);
+            Ok(y)
+        })?;
         Ok(self.push(y, &[x], Box::new(Pad(pads.to_vec()))))
     }
 }
