@@ -24,15 +24,7 @@ const SAME: Conv2dOptions = Conv2dOptions {
 /// └──────────── conv 1x1 stride 2 (the shortcut) ────┴→ add → relu → global average → dense 3
 fn residual() -> Graph {
     let mut g = Graph::new([2, 6, 6]);
-    let conv = |filters, k: usize, stride, pad| Op::Conv2D {
-        filters,
-        kernel: (k, k),
-        options: Conv2dOptions {
-            stride: (stride, stride),
-            pads: (pad, pad, pad, pad),
-            ..Conv2dOptions::default()
-        },
-    };
+    let conv = Op::conv2d;
     g.add("conv1", conv(3, 3, 1, 1), &["input"]).unwrap();
     g.add("bn1", Op::BatchNorm { eps: 1e-3 }, &["conv1"])
         .unwrap();

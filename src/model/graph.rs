@@ -119,6 +119,20 @@ pub enum Op {
 }
 
 impl Op {
+    /// A `k x k` convolution to `filters` channels with stride `stride` and
+    /// `pad` zeros on every side (PyTorch's `nn.Conv2d(_, filters, k, stride, pad)`).
+    pub fn conv2d(filters: usize, k: usize, stride: usize, pad: usize) -> Op {
+        Op::Conv2D {
+            filters,
+            kernel: (k, k),
+            options: Conv2dOptions {
+                stride: (stride, stride),
+                pads: (pad, pad, pad, pad),
+                ..Conv2dOptions::default()
+            },
+        }
+    }
+
     /// The suffixes of the node's parameter tensors in a checkpoint, in the
     /// order of [`Node::params`] (PyTorch's names).
     pub fn param_names(&self) -> &'static [&'static str] {
@@ -650,15 +664,7 @@ impl Graph {
     /// names follow torchvision's modules (`layer2.0.conv1`, ...).
     pub fn resnet18(input_shape: [usize; 3], classes: usize, seed: u64) -> Result<Graph> {
         let mut g = Graph::new(input_shape);
-        let conv = |filters: usize, k: usize, stride: usize, pad: usize| Op::Conv2D {
-            filters,
-            kernel: (k, k),
-            options: Conv2dOptions {
-                stride: (stride, stride),
-                pads: (pad, pad, pad, pad),
-                ..Conv2dOptions::default()
-            },
-        };
+        let conv = Op::conv2d;
         let bn = Op::BatchNorm { eps: 1e-5 };
         let relu = Op::Activation(Act::Relu);
         g.add("conv1", conv(64, 7, 2, 3), &["input"])?;
