@@ -270,3 +270,48 @@ fn every_saliency_method_explains_a_graph_as_it_explains_the_same_stack() {
         }
     }
 }
+
+/// A function on the tape explained as Captum explains a `forward_func`:
+/// integrated gradients of `y = Σ x²` from a zero baseline add up to `y`;
+/// the CAMs, which need layers, and a function giving the wrong shape are
+/// refused with errors.
+#[test]
+fn any_function_on_the_tape_is_explained() {
+    use salient::model::FnClassifier;
+    use salient::saliency::{attribute, Method, Options};
+    let model = FnClassifier::new([1, 2, 3], 1, |tape, x| {
+        // [N, 1, 2, 3] -> [N, 1]: one channel, summed over its pixels.
+        let sq = tape.mul(x, x)?;
+        tape.sum(sq, &[2, 3], false)
+    });
+    let x = Tensor::from_shape_vec(vec![1, 1, 2, 3], vec![0.5, -1.0, 2.0, 0.0, 1.5, -0.5]).unwrap();
+    let vanilla = attribute(&model, &x, Some(&[0]), Method::Vanilla, &Options::default()).unwrap();
+    // d(Σ x²)/dx = 2x.
+    for (g, v) in vanilla.raw.iter().zip(x.iter()) {
+        assert!((g - 2.0 * v).abs() < 1e-6);
+    }
+    let options = Options {
+        steps: 64,
+        tolerance: None,
+        ..Options::default()
+    };
+    let ig = attribute(
+        &model,
+        &x,
+        Some(&[0]),
+        Method::IntegratedGradients,
+        &options,
+    )
+    .unwrap();
+    let total: f32 = x.iter().map(|v| v * v).sum();
+    assert!(
+        (ig.raw.sum() - total).abs() < 1e-3 * total,
+        "{} vs {total}",
+        ig.raw.sum()
+    );
+    let cam = attribute(&model, &x, Some(&[0]), Method::GradCam, &Options::default());
+    assert!(cam.is_err());
+    let wrong = FnClassifier::new([1, 2, 3], 2, |tape, x| tape.flatten(x));
+    let e = attribute(&wrong, &x, Some(&[0]), Method::Vanilla, &Options::default()).unwrap_err();
+    assert!(e.to_string().contains("expected [1, 2]"), "{e}");
+}

@@ -86,6 +86,99 @@ impl Model {
     }
 }
 
+/// Any function built on the tape as a classifier, as Captum's
+/// `forward_func`: it maps a batch `[N, C, H, W]` to class scores `[N, K]`,
+/// and every method that needs no layer (the gradients, SmoothGrad,
+/// integrated gradients, occlusion, ...) explains it. It has no layers, so
+/// the CAM methods refuse it.
+///
+/// ```
+/// use salient::model::FnClassifier;
+/// use salient::saliency::{attribute, Method, Options};
+/// use salient::Tensor;
+///
+/// // Two classes scored linearly from a 1x2x2 image: y = flatten(x) · W.
+/// let w = Tensor::from_shape_vec(vec![4, 2], vec![1., 0., 2., 0., 3., 0., 4., -1.]).unwrap();
+/// let model = FnClassifier::new([1, 2, 2], 2, move |tape, x| {
+///     let flat = tape.flatten(x)?;
+///     let w = tape.constant(w.clone());
+///     tape.matmul(flat, w)
+/// });
+/// let x = Tensor::ones(vec![1, 1, 2, 2]);
+/// let map = attribute(&model, &x, Some(&[0]), Method::Vanilla, &Options::default())?;
+/// // The gradient of y₀ is W's first column.
+/// assert_eq!(map.raw.iter().copied().collect::<Vec<f32>>(), [1., 2., 3., 4.]);
+/// # Ok::<(), salient::Error>(())
+/// ```
+pub struct FnClassifier<F> {
+    input_shape: [usize; 3],
+    num_classes: usize,
+    forward: F,
+}
+
+impl<F> FnClassifier<F>
+where
+    F: for<'t> Fn(&mut Tape<'t>, Var) -> Result<Var> + Sync,
+{
+    /// A classifier of `[C, H, W]` inputs into `num_classes` scores, computed
+    /// by `forward` on the tape.
+    pub fn new(input_shape: [usize; 3], num_classes: usize, forward: F) -> Self {
+        FnClassifier {
+            input_shape,
+            num_classes,
+            forward,
+        }
+    }
+}
+
+impl<F> Classifier for FnClassifier<F>
+where
+    F: for<'t> Fn(&mut Tape<'t>, Var) -> Result<Var> + Sync,
+{
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn layer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        Vec::new()
+    }
+
+    fn default_cam_layer(&self) -> Option<usize> {
+        None
+    }
+
+    fn record_scores<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        keep: Option<usize>,
+    ) -> Result<(Var, Option<Var>)> {
+        if keep.is_some() {
+            return Err(Error::invalid(
+                "model",
+                "a function has no layers to keep (the CAM methods need a model with layers)",
+            ));
+        }
+        let scores = (self.forward)(tape, x)?;
+        let shape = tape.value(scores)?.shape().to_vec();
+        let n = tape.value(x)?.shape()[0];
+        if shape != [n, self.num_classes] {
+            return Err(Error::invalid(
+                "model",
+                format!(
+                    "the function gave scores of shape {shape:?}, expected [{n}, {}]",
+                    self.num_classes
+                ),
+            ));
+        }
+        Ok((scores, None))
+    }
+}
+
 impl From<Sequential> for Model {
     fn from(m: Sequential) -> Self {
         Model::Sequential(m)
