@@ -489,7 +489,11 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
     if let Some(dir) = shared_data("cifar10/cifar-10-batches-bin") {
         let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
         let images = test.select(&(0..4).collect::<Vec<_>>()).unwrap().images();
+        // One image: fewer images than threads, so the fast path shares
+        // each image's output channels between the threads.
+        let one = images.slice_axis(Axis(0), Slice::from(0..1)).to_owned();
         batches.push(("CIFAR-10", images));
+        batches.push(("one CIFAR-10 image", one));
     }
     let cases = [
         (7, (2, 2), (3, 3, 3, 3)),
@@ -506,8 +510,8 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
                 ..Conv2dOptions::default()
             };
             let cin = x.shape()[1];
-            let w = random(&[4, cin, k, k], 50 + seed as u64).mapv(|v| v * 0.3);
-            let b = random(&[4], 60 + seed as u64);
+            let w = random(&[6, cin, k, k], 50 + seed as u64).mapv(|v| v * 0.3);
+            let b = random(&[6], 60 + seed as u64);
             let want = conv2d_general_reference(x, &w, &b, options).unwrap();
             let dy = random(want.shape(), 70 + seed as u64);
             let (dx_ref, dw_ref, db_ref) =

@@ -150,7 +150,8 @@ fn forward_image(
     y: &mut [f32],
     s: &mut Scratch,
 ) {
-    let (k, p) = (g.k(), g.p());
+    // The output channels computed: all, or a share of them (`bs`'s).
+    let (k, p, m) = (g.k(), g.p(), bs.len());
     let ep = Epilogue {
         accumulate: false,
         row_bias: Some(bs),
@@ -161,7 +162,7 @@ fn forward_image(
             let cols = sized(&mut s.cols, k * p);
             im2col(g, x, cols);
             // y[Cout, P] = W[Cout, K] · cols[K, P] + b
-            matmul(g.cout, p, k, w, rows(cols, p), y, p, ep);
+            matmul(m, p, k, w, rows(cols, p), y, p, ep);
         }
         Unroll::Shifted { offs, wide, .. } => {
             // y[Cout, P] = W[Cout, K] · X[K, wide] + b with row r of X =
@@ -171,7 +172,7 @@ fn forward_image(
                 row: g.w,
                 first: g.wo,
             };
-            matmul_keep(g.cout, *wide, k, w, xs, y, p, ep, keep);
+            matmul_keep(m, *wide, k, w, xs, y, p, ep, keep);
         }
     }
 }
@@ -461,6 +462,11 @@ fn forward_on(
         g.cout * (g.ho / 2) * (g.wo / 2),
     );
     let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
+    let threads = rayon::current_num_threads();
+    if !winograd && !columns && !pooled && g.n < threads && g.cout >= 2 * threads {
+        forward_split_channels(g, xs, ws, bs, relu, &mut y, pool);
+        return Ok((y, None));
+    }
     let mut pooled = pooled.then(|| {
         let yp = pool.to_overwrite(&[g.n, g.cout, g.ho / 2, g.wo / 2]);
         (yp, pool.bytes_to_overwrite(g.n * pl))
@@ -534,6 +540,42 @@ fn forward_on(
         pool.give_vec(wt);
     }
     Ok((y, pooled))
+}
+
+/// The direct forward for fewer images than threads (one image, a saliency
+/// map of a large model): each image's output channels shared between the
+/// threads, each thread unrolling the image itself. Every output is the same
+/// dot product as in [`forward_on`]'s path, only on another thread.
+fn forward_split_channels(
+    g: &ConvGeometry,
+    xs: &[f32],
+    ws: &[f32],
+    bs: &[f32],
+    relu: bool,
+    y: &mut Tensor,
+    pool: &mut Pool,
+) {
+    let u = Unroll::for_geometry(g);
+    let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
+    transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
+    let share = g.cout.div_ceil(rayon::current_num_threads());
+    let (il, ol, p) = (g.image_len(), g.cout * g.p(), g.p());
+    let ys = y.as_slice_mut().expect("a fresh tensor");
+    for (y, x) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
+        y.par_chunks_mut(share * p).enumerate().for_each(|(i, y)| {
+            let (c0, m) = (i * share, y.len() / p);
+            // Rows c0.. of W, read through Wᵀ[K, Cout].
+            let w = Strided {
+                data: &wt[c0..],
+                rs: 1,
+                cs: g.cout,
+            };
+            let mut s = SCRATCH.take();
+            forward_image(g, &u, x, w, &bs[c0..c0 + m], relu, y, &mut s);
+            SCRATCH.set(s);
+        });
+    }
+    pool.give_vec(wt);
 }
 
 /// A row-major matrix operand.
