@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::Result;
-use crate::model::graph::{Graph, Op};
+use crate::model::graph::Graph;
 use crate::model::{self, Classifier};
 
 /// `salient import`.
@@ -40,20 +40,12 @@ pub fn run(args: &ImportArgs) -> Result<Graph> {
     Ok(graph)
 }
 
-/// `input 3x32x32, 10 classes, 16,858 parameters; 27 nodes: 9 Conv2D, ...`.
+/// `input 3x32x32, 10 classes, 5,482 parameters; 23 nodes: 2 Add, 6 BatchNormalization, ...`.
 pub fn summary(graph: &Graph) -> String {
     let [c, h, w] = graph.input_shape();
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for node in graph.nodes() {
-        let kind = match &node.op {
-            Op::Activation(act) => format!("{act:?}"),
-            other => format!("{other:?}")
-                .split([' ', '(', '{'])
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        };
-        *kinds.entry(kind).or_default() += 1;
+        *kinds.entry(node.op.kind()).or_default() += 1;
     }
     let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
     format!(

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::model::graph::Op;
 use crate::model::{argmax, Classifier, Model, Sequential};
 use crate::ops::{softmax_rows, ReluRule};
 use crate::saliency::trace::{trace, Trace};
@@ -400,7 +399,7 @@ impl Explorer {
                     .iter()
                     .map(|n| LayerInfo {
                         name: n.name.clone(),
-                        kind: op_kind(&n.op).into(),
+                        kind: n.op.kind().into(),
                         output_shape: n.output_shape.clone(),
                     })
                     .collect(),
@@ -625,29 +624,5 @@ fn keras_type(spec: &crate::layers::LayerSpec) -> &'static str {
         Dropout { .. } => "Dropout",
         Flatten => "Flatten",
         Dense { .. } => "Dense",
-    }
-}
-
-/// A graph node's kind as the page names it (Keras's layer names).
-fn op_kind(op: &Op) -> &'static str {
-    match op {
-        Op::Conv2D { .. } => "Conv2D",
-        Op::Dense { .. } => "Dense",
-        Op::BatchNorm { .. } => "BatchNormalization",
-        Op::MaxPool2D { .. } => "MaxPooling2D",
-        Op::AvgPool2D(_) => "AveragePooling2D",
-        Op::GlobalAvgPool2D => "GlobalAveragePooling2D",
-        Op::Dropout { .. } => "Dropout",
-        Op::Flatten => "Flatten",
-        Op::Reshape { .. } => "Reshape",
-        Op::Transpose { .. } => "Permute",
-        Op::Pad { .. } => "ZeroPadding2D",
-        Op::Constant { .. } => "Constant",
-        Op::Add => "Add",
-        Op::Sub => "Subtract",
-        Op::Mul => "Multiply",
-        Op::Div => "Divide",
-        Op::Concat { .. } => "Concatenate",
-        Op::Activation(_) => "Activation",
     }
 }

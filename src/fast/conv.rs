@@ -521,16 +521,8 @@ fn forward_on(
         pool.give_vec(u);
     } else {
         let u = Unroll::for_geometry(g);
-        // W[Cout, K] read through Wᵀ[K, Cout], laid out once per call: the
-        // tiles broadcast from either as fast, and a narrow last panel of
-        // columns wants W's columns contiguous (see `kernel::matmul`).
-        let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
-        transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
-        let w = Strided {
-            data: &wt,
-            rs: 1,
-            cs: g.cout,
-        };
+        let wt = transposed_weights(g, ws, pool);
+        let w = rows_of_wt(g, &wt, 0);
         tasks.for_each(|((y, x), out)| {
             let mut s = SCRATCH.take();
             forward_image(g, &u, x, w, bs, relu, y, &mut s);
@@ -556,26 +548,38 @@ fn forward_split_channels(
     pool: &mut Pool,
 ) {
     let u = Unroll::for_geometry(g);
-    let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
-    transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
+    let wt = transposed_weights(g, ws, pool);
     let share = g.cout.div_ceil(rayon::current_num_threads());
     let (il, ol, p) = (g.image_len(), g.cout * g.p(), g.p());
     let ys = y.as_slice_mut().expect("a fresh tensor");
     for (y, x) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
         y.par_chunks_mut(share * p).enumerate().for_each(|(i, y)| {
             let (c0, m) = (i * share, y.len() / p);
-            // Rows c0.. of W, read through Wᵀ[K, Cout].
-            let w = Strided {
-                data: &wt[c0..],
-                rs: 1,
-                cs: g.cout,
-            };
+            let w = rows_of_wt(g, &wt, c0);
             let mut s = SCRATCH.take();
             forward_image(g, &u, x, w, &bs[c0..c0 + m], relu, y, &mut s);
             SCRATCH.set(s);
         });
     }
     pool.give_vec(wt);
+}
+
+/// W[Cout, K] as Wᵀ[K, Cout], laid out once per call: the tiles broadcast
+/// from either as fast, and a narrow last panel of columns wants W's columns
+/// contiguous (see `kernel::matmul`). Give it back to `pool` when done.
+fn transposed_weights(g: &ConvGeometry, ws: &[f32], pool: &mut Pool) -> Vec<f32> {
+    let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
+    transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);
+    wt
+}
+
+/// Rows `c0..` of W, read through [`transposed_weights`]' Wᵀ.
+fn rows_of_wt<'a>(g: &ConvGeometry, wt: &'a [f32], c0: usize) -> Strided<'a> {
+    Strided {
+        data: &wt[c0..],
+        rs: 1,
+        cs: g.cout,
+    }
 }
 
 /// A row-major matrix operand.

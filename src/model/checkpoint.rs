@@ -351,7 +351,7 @@ pub fn load_graph_bytes(bytes: &[u8], path: &Path) -> Result<Graph> {
             params.push(read_tensor(&tensors, &name, shape, path)?);
             owned.push(name);
         }
-        graph.add_with_params(&node.name, node.op.clone(), &inputs, params)?;
+        graph.push(&node.name, node.op.clone(), &inputs, output_shape, params);
     }
     if let Some(extra) = tensors
         .names()

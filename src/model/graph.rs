@@ -133,6 +133,40 @@ impl Op {
         }
     }
 
+    /// The node's kind by Keras's layer names (`Conv2D`, `Add`, ...; an
+    /// activation by its function: `Relu`, `Softmax`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv2D { .. } => "Conv2D",
+            Op::Dense { .. } => "Dense",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::MaxPool2D { .. } => "MaxPooling2D",
+            Op::AvgPool2D(_) => "AveragePooling2D",
+            Op::GlobalAvgPool2D => "GlobalAveragePooling2D",
+            Op::Dropout { .. } => "Dropout",
+            Op::Flatten => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Permute",
+            Op::Pad { .. } => "ZeroPadding2D",
+            Op::Constant { .. } => "Constant",
+            Op::Add => "Add",
+            Op::Sub => "Subtract",
+            Op::Mul => "Multiply",
+            Op::Div => "Divide",
+            Op::Concat { .. } => "Concatenate",
+            Op::Activation(act) => match act {
+                Act::Relu => "Relu",
+                Act::Relu6 => "Relu6",
+                Act::LeakyRelu(_) => "LeakyRelu",
+                Act::Sigmoid => "Sigmoid",
+                Act::Tanh => "Tanh",
+                Act::Gelu => "Gelu",
+                Act::Softmax => "Softmax",
+                Act::Clip(..) => "Clip",
+            },
+        }
+    }
+
     /// The suffixes of the node's parameter tensors in a checkpoint, in the
     /// order of [`Node::params`] (PyTorch's names).
     pub fn param_names(&self) -> &'static [&'static str] {
@@ -253,6 +287,14 @@ impl Graph {
             .iter()
             .position(|n| n.name == name)
             .ok_or_else(|| Error::invalid("graph", format!("no node is called {name:?}")))
+    }
+
+    /// The per-sample output shape of node `name` (or of `input`).
+    pub fn shape_of(&self, name: &str) -> Result<&[usize]> {
+        Ok(match self.node_of(name)? {
+            Some(node) => &node.output_shape,
+            None => &self.input_shape,
+        })
     }
 
     fn node_of(&self, name: &str) -> Result<Option<&Node>> {
@@ -461,14 +503,14 @@ impl Graph {
     /// fills them). Fails on a repeated name, an unknown input, or shapes the
     /// op cannot take.
     pub fn add(&mut self, name: &str, op: Op, inputs: &[&str]) -> Result<&mut Node> {
-        let (_, shapes) = self.plan(name, &op, inputs)?;
+        let (output_shape, shapes) = self.plan(name, &op, inputs)?;
         let mut params: Vec<Tensor> = shapes.into_iter().map(Tensor::zeros).collect();
         if let Op::BatchNorm { .. } = op {
             // γ = 1 and running variance 1: the identity until loaded.
             params[0].fill(1.0);
             params[3].fill(1.0);
         }
-        self.add_with_params(name, op, inputs, params)
+        Ok(self.push(name, op, inputs, output_shape, params))
     }
 
     /// [`add`](Self::add) with the node's parameters, which must have the
@@ -488,6 +530,19 @@ impl Graph {
                 format!("node {name:?}: parameters of shapes {given:?}, expected {shapes:?}"),
             ));
         }
+        Ok(self.push(name, op, inputs, output_shape, params))
+    }
+
+    /// Appends a node [`plan`](Self::plan) accepted, with `output_shape` and
+    /// parameters of the shapes it gave.
+    pub(crate) fn push(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: &[&str],
+        output_shape: Vec<usize>,
+        params: Vec<Tensor>,
+    ) -> &mut Node {
         // The kernels read parameters in row-major order.
         let params: Vec<Tensor> = params
             .into_iter()
@@ -504,7 +559,7 @@ impl Graph {
             output_shape,
             params,
         });
-        Ok(self.nodes.last_mut().expect("just pushed"))
+        self.nodes.last_mut().expect("just pushed")
     }
 
     /// Fresh parameters from `seed`: Glorot-uniform weights and zero biases
