@@ -477,7 +477,7 @@ fn direct_and_im2col_convolutions_agree() {
 /// The general convolution's route through `conv2d` (pad, then the fast
 /// 'valid' convolution) against its reference loops, forward and backward,
 /// on ResNet's strided and padded convolutions (7x7 stride 2 pad 3, 3x3
-/// stride 2 pad 1, 1x1 stride 2) and on asymmetric padding: random shapes
+/// stride 2 pad 1, 1x1 stride 2, 3x3 stride 1 pad 1) and on asymmetric padding: random shapes
 /// and real CIFAR-10 images, whose flat skies and saturated pixels give
 /// exact ties in the windows.
 #[test]
@@ -499,6 +499,7 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
         (7, (2, 2), (3, 3, 3, 3)),
         (3, (2, 2), (1, 1, 1, 1)),
         (1, (2, 2), (0, 0, 0, 0)),
+        (3, (1, 1), (1, 1, 1, 1)),
         (3, (1, 1), (0, 1, 2, 1)),
         (5, (3, 3), (2, 0, 1, 2)),
     ];
@@ -542,5 +543,52 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
                 }
             }
         }
+    }
+}
+
+/// ResNet's stem after its convolution, on the fast kernels and on the
+/// reference: inference batch norm, then a 3x3 stride-2 max pooling padded by
+/// a −∞ border; forward and input gradient, bit for bit (the fast paths
+/// compute the same operations in the same order), on random values and on
+/// real CIFAR-10 images, whose flat skies and saturated pixels tie in the
+/// pooling windows (and a γ of 0 makes the second channel flat: every window
+/// ties there).
+#[test]
+fn batch_norm_and_padded_pooling_match_their_reference_on_real_images() {
+    let mut batches = vec![("random", random(&[2, 3, 17, 19], 80))];
+    if let Some(dir) = shared_data("cifar10/cifar-10-batches-bin") {
+        let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
+        let images = test.select(&(0..4).collect::<Vec<_>>()).unwrap().images();
+        let one = images.slice_axis(Axis(0), Slice::from(0..1)).to_owned();
+        batches.push(("CIFAR-10", images));
+        batches.push(("one CIFAR-10 image", one));
+    }
+    let gamma = Tensor::from_shape_vec(vec![3], vec![1.5, 0.0, -0.7]).unwrap();
+    let beta = Tensor::from_shape_vec(vec![3], vec![0.1, 0.25, -0.3]).unwrap();
+    let mean = Tensor::from_shape_vec(vec![3], vec![0.5, 0.4, 0.45]).unwrap();
+    let var = Tensor::from_shape_vec(vec![3], vec![0.06, 0.05, 0.07]).unwrap();
+    let spec = MaxPool2dSpec {
+        pool: (3, 3),
+        stride: (2, 2),
+    };
+    for (what, x) in &batches {
+        let run = |kernels: Kernels| {
+            let mut tape = Tape::new().with_kernels(kernels);
+            let xv = tape.input(x.clone());
+            let [g, b, m, v] = [&gamma, &beta, &mean, &var].map(|t| tape.constant(t.clone()));
+            let y = tape.batch_norm(xv, g, b, m, v, 1e-5).unwrap();
+            let border = [(0, 0), (0, 0), (1, 1), (1, 1)];
+            let y = tape.pad(y, &border, f32::NEG_INFINITY).unwrap();
+            let y = tape.max_pool2d(y, spec).unwrap();
+            let out = tape.value(y).unwrap().clone();
+            let dy = random(out.shape(), 81);
+            let mut grads = tape.backward(y, &dy, ReluRule::Gradient).unwrap();
+            (out, grads.take(xv).unwrap())
+        };
+        let (y_fast, dx_fast) = run(Kernels::Fast);
+        let (y_ref, dx_ref) = run(Kernels::Reference);
+        let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y_fast), bits(&y_ref), "{what}: values");
+        assert_eq!(bits(&dx_fast), bits(&dx_ref), "{what}: input gradient");
     }
 }

@@ -399,6 +399,22 @@ pub(crate) fn forward(
     Ok(forward_on(g, x, w, b, relu, false, kernels, pool)?.0)
 }
 
+/// Whether a zero-padded convolution of this `(kh, kw, stride, cin, cout)`
+/// runs faster as an explicit `pad` followed by the unpadded one: with stride
+/// 1 the unpadded path reads shifted rows of the image where the padded one
+/// copies every receptive field (im2col), forward and backward. Winograd's
+/// transforms take their padding themselves.
+pub(crate) fn pads_first(kernels: Kernels, (kh, kw, stride, cin, cout): Shape5) -> bool {
+    // The shifted path's own conditions, but for the padding (see `Unroll`).
+    kernels != Kernels::Reference
+        && stride == 1
+        && kernel::available()
+        && !(kernels == Kernels::Winograd && winograd::applies(kh, kw, stride, cin, cout))
+}
+
+/// `(kh, kw, stride, cin, cout)`.
+type Shape5 = (usize, usize, usize, usize, usize);
+
 /// [`forward`] and the output's 2x2 max pooling, taken image by image (a few
 /// images at a time with Winograd) while each image's output is in the core's
 /// cache: the convolution's output, the pooled output, and each window's

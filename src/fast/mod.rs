@@ -5,8 +5,9 @@
 //! computes the same, faster, and is tested against them (`tests/reference.rs`,
 //! on random shapes and on real images). The ops reach it through a few
 //! functions: [`conv::forward`] and [`conv::backward`] for convolutions (with a
-//! ReLU and a 2x2 max pooling folded in), [`pool`] for pooling on its own, and
-//! [`dense`] for dense layers. `fused.rs` adds one op of its own to the tape.
+//! ReLU and a 2x2 max pooling folded in), [`pool`] for pooling on its own,
+//! [`norm`] for batch normalisation at inference, and [`dense`] for dense
+//! layers. `fused.rs` adds one op of its own to the tape.
 //!
 //! | file | what it holds |
 //! | --- | --- |
@@ -15,7 +16,8 @@
 //! | `conv.rs` | convolution as products over shifted rows or im2col columns |
 //! | `dense.rs` | dense layers' products on the kernel, in parallel over rows |
 //! | `winograd.rs`, `winograd_columns.rs` | Winograd's minimal filtering for 3x3 layers |
-//! | `pool.rs` | 2x2 max pooling in vector code, with winners kept |
+//! | `pool.rs` | max pooling: 2x2 in vector code, with winners kept; any window in two passes |
+//! | `norm.rs` | batch normalisation at inference, on every thread |
 //! | `relu.rs` | the ReLU rules in vector code |
 //! | `fused.rs` | convolution + ReLU + 2x2 max pooling as one op |
 //! | `workspace.rs` | the [`Pool`] of buffers a training step reuses |
@@ -29,6 +31,7 @@ pub(crate) mod dense;
 mod fused;
 mod gemm;
 pub(crate) mod kernel;
+pub(crate) mod norm;
 pub(crate) mod pool;
 pub(crate) mod relu;
 mod winograd;

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::{kernel, Pool};
 use crate::error::Result;
-use crate::ops::MaxPool2dSpec;
+use crate::ops::{beats, MaxPool2dSpec};
 use crate::tensor::{as_slice, expect_rank, Tensor};
 
 /// Max-pools `x: [N, C, H, W]` into `y: [N, C, Ho, Wo]`.
@@ -28,17 +28,65 @@ pub(crate) fn forward(x: &Tensor, spec: MaxPool2dSpec, pool: &mut Pool) -> Resul
         .par_chunks_mut(PLANES * ho * wo)
         .zip(xs.par_chunks(PLANES * h * w))
         .for_each(|(y, x)| {
+            let mut rows = Vec::new();
             for (y, x) in y.chunks_mut(ho * wo).zip(x.chunks(h * w)) {
                 if spec == MaxPool2dSpec::square(2) {
                     max_2x2(x, w, wo, y, fast);
                 } else {
-                    for (o, y) in y.iter_mut().enumerate() {
-                        *y = x[winner(x, w, spec, o / wo, o % wo)];
-                    }
+                    max_plane(x, w, spec, y, &mut rows);
                 }
             }
         });
     Ok(y)
+}
+
+/// The best of `best` (earlier in the window) and `v` (later): `v` only if it
+/// [`beats`] it, so the first maximum stays; a select the compiler vectorises.
+#[inline(always)]
+fn keep_first(best: f32, v: f32) -> f32 {
+    if beats(v, best) {
+        v
+    } else {
+        best
+    }
+}
+
+/// Any pooling of one plane, in two passes: each window's rows first, then
+/// down its columns. Scanning a window row by row picks its first maximum in
+/// row-major order, and so does this: each row's first maximum, then the first
+/// row whose maximum is the window's (a later row replaces it only by beating
+/// it). So the values are the reference's, bit for bit (a −0 and a +0 tie
+/// too). Both passes run over contiguous values; `rows` is scratch.
+fn max_plane(x: &[f32], w: usize, spec: MaxPool2dSpec, y: &mut [f32], rows: &mut Vec<f32>) {
+    let ((ph, pw), (sh, sw)) = (spec.pool, spec.stride);
+    let wo = (w - pw) / sw + 1;
+    let ho = y.len() / wo;
+    let used = (ho - 1) * sh + ph;
+    // rows[r·wo + ox] = the first maximum of x[r, ox·sw .. ox·sw + pw].
+    rows.resize(used * wo + w, 0.0);
+    let (across, run) = rows.split_at_mut(used * wo);
+    for (r, across) in across.chunks_exact_mut(wo).enumerate() {
+        // run[k] = the first maximum of x[r, k .. k + pw], for every start k.
+        let line = &x[r * w..][..w];
+        let starts = w - pw + 1;
+        run[..starts].copy_from_slice(&line[..starts]);
+        for j in 1..pw {
+            for (best, &v) in run[..starts].iter_mut().zip(&line[j..]) {
+                *best = keep_first(*best, v);
+            }
+        }
+        for (out, &best) in across.iter_mut().zip(run.iter().step_by(sw)) {
+            *out = best;
+        }
+    }
+    for (oy, y) in y.chunks_exact_mut(wo).enumerate() {
+        y.copy_from_slice(&across[oy * sh * wo..][..wo]);
+        for i in 1..ph {
+            for (best, &v) in y.iter_mut().zip(&across[(oy * sh + i) * wo..][..wo]) {
+                *best = keep_first(*best, v);
+            }
+        }
+    }
 }
 
 /// Planes per parallel task: enough work to be worth sending to a thread.
@@ -68,21 +116,17 @@ fn is_max(v: f32, y: f32) -> bool {
     v == y || (v.is_nan() && y.is_nan())
 }
 
-/// The position in the plane of output `(oy, ox)`'s winner: the first input of
-/// the window, in row-major order, that no later one beats (a NaN beats all).
-fn winner(x: &[f32], w: usize, spec: MaxPool2dSpec, oy: usize, ox: usize) -> usize {
+/// The position in the plane of output `(oy, ox)`'s winner, given its value
+/// `y`: the first input of the window, in row-major order, equal to it (or
+/// NaN, for a NaN). The first maximum is the first input equal to the
+/// maximum, so this is the reference's winner.
+fn winner(x: &[f32], w: usize, spec: MaxPool2dSpec, (oy, ox): (usize, usize), y: f32) -> usize {
     let ((ph, pw), (sh, sw)) = (spec.pool, spec.stride);
-    let mut best = oy * sh * w + ox * sw;
-    for i in 0..ph {
-        for j in 0..pw {
-            let at = (oy * sh + i) * w + ox * sw + j;
-            let (v, b) = (x[at], x[best]);
-            if v > b || (v.is_nan() && !b.is_nan()) {
-                best = at;
-            }
-        }
-    }
-    best
+    let corner = oy * sh * w + ox * sw;
+    (0..ph)
+        .flat_map(|i| (0..pw).map(move |j| corner + i * w + j))
+        .find(|&at| is_max(x[at], y))
+        .unwrap_or(corner)
 }
 
 /// The common 2x2, stride-2 case for one plane, one output row at a time;
@@ -484,8 +528,8 @@ pub(crate) fn backward(
                 }
                 // Overlapping windows: an input that wins several sums them.
                 dx.fill(0.0);
-                for (o, &g) in dy.iter().enumerate() {
-                    dx[winner(x, w, spec, o / wo, o % wo)] += g;
+                for (o, (&g, &y)) in dy.iter().zip(y).enumerate() {
+                    dx[winner(x, w, spec, (o / wo, o % wo), y)] += g;
                 }
             }
         });
@@ -525,29 +569,83 @@ pub(crate) fn backward_from_winners(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::{max_pool2d_reference, max_pool2d_reference_backward};
+
+    /// The reference's maxima and winners (positions in the plane) for one
+    /// `h × w` plane.
+    fn reference(x: &[f32], h: usize, w: usize, spec: MaxPool2dSpec) -> (Vec<f32>, Vec<usize>) {
+        let x = Tensor::from_shape_vec(vec![1, 1, h, w], x.to_vec()).unwrap();
+        let (y, winners) = max_pool2d_reference(&x, spec).unwrap();
+        (y.iter().copied().collect(), winners)
+    }
+
+    /// Any window and stride: the two-pass maxima are the reference's bit for
+    /// bit (ties, signed zeros, NaNs, −∞ as a padded border has), and the
+    /// backward sends each gradient to the reference's winner.
+    #[test]
+    fn general_pooling_matches_the_reference() {
+        let palette = [
+            0.0,
+            -0.0,
+            1.0,
+            2.0,
+            f32::NAN,
+            1.0,
+            2.0,
+            f32::NEG_INFINITY,
+            0.5,
+        ];
+        let specs = [
+            ((3, 3), (2, 2)),
+            ((3, 3), (1, 1)),
+            ((2, 3), (1, 2)),
+            ((3, 2), (3, 1)),
+        ];
+        for (pool, stride) in specs {
+            let spec = MaxPool2dSpec { pool, stride };
+            for (h, w) in (3..=20).map(|w| (3 + w % 6, w)) {
+                let x: Vec<f32> = (0..2 * h * w)
+                    .map(|i| palette[(i * 7 + i / 5) % 9])
+                    .collect();
+                let (ho, wo) = spec.output_size(h, w).unwrap();
+                let xt = Tensor::from_shape_vec(vec![1, 2, h, w], x.clone()).unwrap();
+                let y = forward(&xt, spec, &mut Pool::new()).unwrap();
+                let dy: Vec<f32> = (0..2 * ho * wo).map(|i| i as f32 + 1.0).collect();
+                let dyt = Tensor::from_shape_vec(vec![1, 2, ho, wo], dy).unwrap();
+                let dx = backward(spec, &xt, &y, &dyt, &mut Pool::new());
+                let (want_y, winners) = max_pool2d_reference(&xt, spec).unwrap();
+                let want_dx = max_pool2d_reference_backward(xt.shape(), &winners, &dyt);
+                let at = format!("{pool:?}/{stride:?} on {h}x{w}");
+                let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&want_y), "{at}");
+                assert_eq!(dx, want_dx, "{at}");
+            }
+        }
+    }
 
     /// The 2x2 fast path (vector code where the CPU has it) agrees with the
-    /// general window scan on planes full of ties, signed zeros and NaNs, at
+    /// reference on planes full of ties, signed zeros and NaNs, at
     /// every width up to 40 (so every tail of the vector loops): the maxima,
     /// the winners kept, and the backward (from `y` and from the winners),
     /// both into a plane and into wider rows.
     #[test]
-    fn fast_2x2_agrees_with_the_general_scan() {
+    fn fast_2x2_agrees_with_the_reference() {
         let spec = MaxPool2dSpec::square(2);
         let palette = [0.0, -0.0, 1.0, 2.0, f32::NAN, 1.0, 2.0, 0.5];
         for (h, w) in (2..=40).map(|w| (2 + w % 5, w)) {
             let x: Vec<f32> = (0..h * w).map(|i| palette[(i * 7 + i / 3) % 8]).collect();
             let (ho, wo) = spec.output_size(h, w).unwrap();
             let dy: Vec<f32> = (0..ho * wo).map(|i| i as f32 + 1.0).collect();
+            let (_, winners_ref) = reference(&x, h, w, spec);
             let mut want = vec![0.0; h * w];
             for o in 0..ho * wo {
-                want[winner(&x, w, spec, o / wo, o % wo)] += dy[o];
+                want[winners_ref[o]] += dy[o];
             }
             for fast in [false, kernel::available()] {
                 let mut y = vec![0.0; ho * wo];
                 max_2x2(&x, w, wo, &mut y, fast);
                 for (o, &y) in y.iter().enumerate() {
-                    let at = winner(&x, w, spec, o / wo, o % wo);
+                    let at = winners_ref[o];
                     assert!(is_max(x[at], y), "{h}x{w} output {o}, fast {fast}");
                 }
                 // The same maxima with each window's winner kept.
@@ -556,7 +654,7 @@ mod tests {
                 max_2x2_winners(&x, w, wo, &mut y_kept, &mut winners, fast);
                 for (o, (&v, &k)) in y_kept.iter().zip(&winners).enumerate() {
                     assert!(is_max(v, y[o]), "{h}x{w} output {o}, fast {fast}");
-                    let at = winner(&x, w, spec, o / wo, o % wo);
+                    let at = winners_ref[o];
                     let (dy, dx) = (k as usize / 2, k as usize % 2);
                     assert_eq!((o / wo * 2 + dy) * w + o % wo * 2 + dx, at, "{h}x{w} {o}");
                 }

@@ -833,9 +833,14 @@ impl Tape<'_> {
             self.value(x)?.shape().to_vec(),
             self.value(w)?.shape().to_vec(),
         );
-        if let (&[_, _, h, wd], &[_, _, kh, kw]) = (&xs[..], &ws[..]) {
+        if let (&[_, cin, h, wd], &[cout, _, kh, kw]) = (&xs[..], &ws[..]) {
             if let Some(spec) = options.as_spec(h, wd, kh, kw) {
-                return self.conv2d(x, w, b, spec);
+                let geometry = (kh, kw, spec.stride, cin, cout);
+                if spec.padding == Padding::Valid
+                    || !fast::conv::pads_first(self.kernels(), geometry)
+                {
+                    return self.conv2d(x, w, b, spec);
+                }
             }
             // Any other zero padding: pad, then the 'valid' convolution, whose
             // windows are then those of the padded definition.

@@ -20,7 +20,8 @@
 use ndarray::{Axis, Ix3, IxDyn, Zip};
 
 use crate::error::{Error, Result};
-use crate::tape::{Backward, GradArgs, Tape, Var};
+use crate::fast;
+use crate::tape::{Backward, GradArgs, Kernels, Tape, Var};
 use crate::tensor::Tensor;
 
 /// `x: [N, C, ...]` as `[N, C, S]`, with `S` the product of the rest.
@@ -93,6 +94,15 @@ pub fn batch_norm_forward(
     Ok(y)
 }
 
+/// `γ_c / √(σ²_c + ε)` per channel: what the inference forward multiplies by.
+fn scales(gamma: &[f32], var: &[f32], eps: f32) -> Vec<f32> {
+    gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g / (v + eps).sqrt())
+        .collect()
+}
+
 /// [`batch_norm_forward`] into `y`, of `x`'s shape.
 fn batch_norm_into(
     y: &mut Tensor,
@@ -104,9 +114,7 @@ fn batch_norm_into(
     eps: f32,
 ) -> Result<()> {
     let v = as_ncs(x)?;
-    let scale: Vec<f32> = (0..v.dim().1)
-        .map(|c| gamma[c] / (var[c] + eps).sqrt())
-        .collect();
+    let scale = scales(gamma, var, eps);
     let mut out = y
         .view_mut()
         .into_shape_with_order(v.dim())
@@ -119,6 +127,8 @@ fn batch_norm_into(
 
 struct BatchNorm {
     eps: f32,
+    /// Which implementation the backward runs.
+    kernels: Kernels,
     /// Training: the batch's mean and biased variance, which depend on `x`.
     batch: Option<(Vec<f32>, Vec<f32>)>,
 }
@@ -139,10 +149,14 @@ impl Backward for BatchNorm {
         if self.batch.is_none() && !a.wants[1..].iter().any(|&w| w) {
             // Only the input's gradient at inference (a saliency map):
             // dx = γ / √(var + ε) · dy, into a buffer the tape reuses.
-            let scale: Vec<f32> = (0..c)
-                .map(|ch| gamma[ch] / (var[ch] + self.eps).sqrt())
-                .collect();
+            let scale = scales(gamma, &var, self.eps);
             let mut dx = a.pool.to_overwrite(a.dy.shape());
+            if self.kernels != Kernels::Reference {
+                let (dys, dxs) = (a.dy.as_slice(), dx.as_slice_mut());
+                let (dys, dxs) = (dys.expect("contiguous"), dxs.expect("pooled"));
+                fast::norm::input_gradient(dys, s, &scale, dxs);
+                return vec![Some(dx), None, None, None, None];
+            }
             let mut out = dx
                 .view_mut()
                 .into_shape_with_order((n, c, s))
@@ -220,8 +234,9 @@ impl Tape<'_> {
         var: Var,
         eps: f32,
     ) -> Result<Var> {
+        let kernels = self.kernels();
         let y = self.compute(&[x, gamma, beta, mean, var], |v, pool| {
-            let c = as_ncs(v[0])?.shape()[1];
+            let (_, c, s) = as_ncs(v[0])?.dim();
             check_params(
                 c,
                 &[
@@ -232,19 +247,22 @@ impl Tape<'_> {
                 ],
             )?;
             let vec = |t: &Tensor| t.iter().copied().collect::<Vec<f32>>();
+            let (gamma, beta, mean, var) = (vec(v[1]), vec(v[2]), vec(v[3]), vec(v[4]));
             let mut y = pool.to_overwrite(v[0].shape());
-            batch_norm_into(
-                &mut y,
-                v[0],
-                &vec(v[1]),
-                &vec(v[2]),
-                &vec(v[3]),
-                &vec(v[4]),
-                eps,
-            )?;
+            match (kernels, v[0].as_slice(), y.as_slice_mut()) {
+                (Kernels::Fast | Kernels::Winograd, Some(xs), Some(ys)) => {
+                    let scale = scales(&gamma, &var, eps);
+                    fast::norm::forward(xs, s, &mean, &scale, &beta, ys);
+                }
+                _ => batch_norm_into(&mut y, v[0], &gamma, &beta, &mean, &var, eps)?,
+            }
             Ok(y)
         })?;
-        let rule = BatchNorm { eps, batch: None };
+        let rule = BatchNorm {
+            eps,
+            batch: None,
+            kernels,
+        };
         Ok(self.push(y, &[x, gamma, beta, mean, var], Box::new(rule)))
     }
 
@@ -263,6 +281,7 @@ impl Tape<'_> {
         let rule = BatchNorm {
             eps,
             batch: Some(stats),
+            kernels: self.kernels(),
         };
         Ok(self.push(y, &[x, gamma, beta], Box::new(rule)))
     }
