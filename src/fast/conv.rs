@@ -123,6 +123,9 @@ struct Scratch {
     /// The gradient before a fused ReLU, `dz = rule(y, dy)` (im2col path),
     /// or `rule(pooled y, pooled dy)` (a pooled gradient).
     dz: Vec<f32>,
+    /// This thread's share of the weights, when one image's channels are
+    /// shared between the threads.
+    w_share: Vec<f32>,
 }
 
 thread_local! {
@@ -480,7 +483,7 @@ fn forward_on(
     let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
     let threads = rayon::current_num_threads();
     if !winograd && !columns && !pooled && g.n < threads && g.cout >= 2 * threads {
-        forward_split_channels(g, xs, ws, bs, relu, &mut y, pool);
+        forward_split_channels(g, xs, ws, bs, relu, &mut y);
         return Ok((y, None));
     }
     let mut pooled = pooled.then(|| {
@@ -538,7 +541,7 @@ fn forward_on(
     } else {
         let u = Unroll::for_geometry(g);
         let wt = transposed_weights(g, ws, pool);
-        let w = rows_of_wt(g, &wt, 0);
+        let w = rows_of_wt(g, &wt);
         tasks.for_each(|((y, x), out)| {
             let mut s = SCRATCH.take();
             forward_image(g, &u, x, w, bs, relu, y, &mut s);
@@ -561,23 +564,93 @@ fn forward_split_channels(
     bs: &[f32],
     relu: bool,
     y: &mut Tensor,
-    pool: &mut Pool,
 ) {
     let u = Unroll::for_geometry(g);
-    let wt = transposed_weights(g, ws, pool);
     let share = g.cout.div_ceil(rayon::current_num_threads());
-    let (il, ol, p) = (g.image_len(), g.cout * g.p(), g.p());
+    let (il, ol, p, k) = (g.image_len(), g.cout * g.p(), g.p(), g.k());
     let ys = y.as_slice_mut().expect("a fresh tensor");
     for (y, x) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
         y.par_chunks_mut(share * p).enumerate().for_each(|(i, y)| {
             let (c0, m) = (i * share, y.len() / p);
-            let w = rows_of_wt(g, &wt, c0);
             let mut s = SCRATCH.take();
+            // Rows c0.. of W as Wᵀ[K, m], transposed by the thread that
+            // reads them (see `transposed_weights`).
+            let mut wt = std::mem::take(&mut s.w_share);
+            let wt_share = sized(&mut wt, k * m);
+            transpose(&ws[c0 * k..], m, k, k, wt_share, m);
+            let w = Strided {
+                data: wt_share,
+                rs: 1,
+                cs: m,
+            };
             forward_image(g, &u, x, w, &bs[c0..c0 + m], relu, y, &mut s);
+            s.w_share = wt;
             SCRATCH.set(s);
         });
     }
-    pool.give_vec(wt);
+}
+
+/// The input gradient alone for fewer images than threads (a saliency map of
+/// one image): each image's input channels shared between the threads. The
+/// rows of `Wᵀ·dz` for channel `c` fold back onto plane `c` of `dx` alone,
+/// so each thread runs the backward of the convolution of its own planes,
+/// with its own columns of W; every value is the same chain of products and
+/// sums as in the unshared backward.
+fn input_gradient_split_channels(
+    g: &ConvGeometry,
+    ws: &[f32],
+    ys: Option<&[f32]>,
+    dys: &[f32],
+    rule: Option<ReluRule>,
+    pool: &mut Pool,
+) -> Tensor {
+    assert!(
+        ys.is_some() || rule.is_none(),
+        "a fused ReLU's rule reads the output"
+    );
+    let (il, ol, plane, taps) = (g.image_len(), g.cout * g.p(), g.h * g.w, g.kh * g.kw);
+    let share = g.cin.div_ceil(rayon::current_num_threads());
+    let mut dx = pool.to_overwrite(&[g.n, g.cin, g.h, g.w]);
+    let dxs = dx.as_slice_mut().expect("pooled");
+    for (i, dx) in dxs.chunks_mut(il).enumerate() {
+        let dy = ImageDy::Full(&dys[i * ol..][..ol]);
+        let y = ys.map_or(&[][..], |ys| &ys[i * ol..][..ol]);
+        dx.par_chunks_mut(share * plane)
+            .enumerate()
+            .for_each(|(t, dx)| {
+                let (c0, m) = (t * share, dx.len() / plane);
+                let part = ConvGeometry { n: 1, cin: m, ..*g };
+                let u = Unroll::for_geometry(&part);
+                let mut s = SCRATCH.take();
+                // W[:, c0..c0 + m] with its columns in the order the
+                // backward reads them (see `backward_image`).
+                let mut w = std::mem::take(&mut s.w_share);
+                let k = part.k();
+                let w_part = sized(&mut w, g.cout * k);
+                for (dst, src) in w_part.chunks_mut(k).zip(ws.chunks(g.k())) {
+                    let src = &src[c0 * taps..][..k];
+                    match &u {
+                        Unroll::Shifted { order, .. } => {
+                            for (d, &r) in dst.iter_mut().zip(order) {
+                                *d = src[r];
+                            }
+                        }
+                        Unroll::Im2col => dst.copy_from_slice(src),
+                    }
+                }
+                dx.fill(0.0);
+                let out = ImageGrads {
+                    dx: Some(dx),
+                    dwt: None,
+                    db: None,
+                };
+                let slot = Slot { index: 0, of: 1 };
+                backward_image(&part, &u, &[], w_part, y, dy, rule, out, slot, &mut s);
+                s.w_share = w;
+                SCRATCH.set(s);
+            });
+    }
+    dx
 }
 
 /// W[Cout, K] as Wᵀ[K, Cout], laid out once per call: the tiles broadcast
@@ -589,10 +662,10 @@ fn transposed_weights(g: &ConvGeometry, ws: &[f32], pool: &mut Pool) -> Vec<f32>
     wt
 }
 
-/// Rows `c0..` of W, read through [`transposed_weights`]' Wᵀ.
-fn rows_of_wt<'a>(g: &ConvGeometry, wt: &'a [f32], c0: usize) -> Strided<'a> {
+/// W, read through [`transposed_weights`]' Wᵀ.
+fn rows_of_wt<'a>(g: &ConvGeometry, wt: &'a [f32]) -> Strided<'a> {
     Strided {
-        data: &wt[c0..],
+        data: wt,
         rs: 1,
         cs: g.cout,
     }
@@ -684,6 +757,15 @@ pub(crate) fn backward(
         }
         Unroll::Im2col => false,
     };
+    if let Dy::Full(dy) = &dy {
+        let threads = rayon::current_num_threads();
+        if wants == [true, false, false] && !winograd_dx && g.n < threads && g.cin >= 2 * threads {
+            let ys = v.y.map(|y| y.as_slice().expect("values are contiguous"));
+            let dy = dy.as_slice().expect("gradients are contiguous");
+            let dx = input_gradient_split_channels(g, ws, ys, dy, fused, pool);
+            return [Some(dx), None, None];
+        }
+    }
     let per = if winograd_dx {
         tiling_dx.images_per_product()
     } else {
