@@ -71,6 +71,15 @@ enum Unroll {
 }
 
 impl Unroll {
+    /// The columns of the forward's product: the wide grid's, or one per
+    /// output.
+    fn columns(&self, g: &ConvGeometry) -> usize {
+        match self {
+            Unroll::Shifted { wide, .. } => *wide,
+            Unroll::Im2col => g.p(),
+        }
+    }
+
     /// Whether `g` takes the shifted path: stride 1, no padding, and the
     /// AVX-512 kernel (the portable one copies shifted operands out).
     fn shifts(g: &ConvGeometry) -> bool {
@@ -540,15 +549,20 @@ fn forward_on(
         pool.give_vec(u);
     } else {
         let u = Unroll::for_geometry(g);
-        let wt = transposed_weights(g, ws, pool);
-        let w = rows_of_wt(g, &wt);
+        let wt = kernel::reads_columns_of_a(u.columns(g)).then(|| transposed_weights(g, ws, pool));
+        let w = match &wt {
+            Some(wt) => rows_of_wt(g, wt),
+            None => rows(ws, g.k()),
+        };
         tasks.for_each(|((y, x), out)| {
             let mut s = SCRATCH.take();
             forward_image(g, &u, x, w, bs, relu, y, &mut s);
             SCRATCH.set(s);
             pool_planes(y, out);
         });
-        pool.give_vec(wt);
+        if let Some(wt) = wt {
+            pool.give_vec(wt);
+        }
     }
     Ok((y, pooled))
 }
@@ -566,6 +580,7 @@ fn forward_split_channels(
     y: &mut Tensor,
 ) {
     let u = Unroll::for_geometry(g);
+    let by_columns = kernel::reads_columns_of_a(u.columns(g));
     let share = g.cout.div_ceil(rayon::current_num_threads());
     let (il, ol, p, k) = (g.image_len(), g.cout * g.p(), g.p(), g.k());
     let ys = y.as_slice_mut().expect("a fresh tensor");
@@ -573,15 +588,20 @@ fn forward_split_channels(
         y.par_chunks_mut(share * p).enumerate().for_each(|(i, y)| {
             let (c0, m) = (i * share, y.len() / p);
             let mut s = SCRATCH.take();
-            // Rows c0.. of W as Wᵀ[K, m], transposed by the thread that
-            // reads them (see `transposed_weights`).
+            // Rows c0.. of W, as Wᵀ[K, m] if the product reads its columns,
+            // transposed by the thread that reads them.
             let mut wt = std::mem::take(&mut s.w_share);
-            let wt_share = sized(&mut wt, k * m);
-            transpose(&ws[c0 * k..], m, k, k, wt_share, m);
-            let w = Strided {
-                data: wt_share,
-                rs: 1,
-                cs: m,
+            let w = match by_columns {
+                true => {
+                    let wt_share = sized(&mut wt, k * m);
+                    transpose(&ws[c0 * k..], m, k, k, wt_share, m);
+                    Strided {
+                        data: wt_share,
+                        rs: 1,
+                        cs: m,
+                    }
+                }
+                false => rows(&ws[c0 * k..], k),
             };
             forward_image(g, &u, x, w, &bs[c0..c0 + m], relu, y, &mut s);
             s.w_share = wt;
@@ -653,9 +673,9 @@ fn input_gradient_split_channels(
     dx
 }
 
-/// W[Cout, K] as Wᵀ[K, Cout], laid out once per call: the tiles broadcast
-/// from either as fast, and a narrow last panel of columns wants W's columns
-/// contiguous (see `kernel::matmul`). Give it back to `pool` when done.
+/// W[Cout, K] as Wᵀ[K, Cout], laid out once per call, for a product whose
+/// narrow last panel of columns reads W's columns (see
+/// `kernel::reads_columns_of_a`). Give it back to `pool` when done.
 fn transposed_weights(g: &ConvGeometry, ws: &[f32], pool: &mut Pool) -> Vec<f32> {
     let mut wt = pool.vec_to_overwrite(g.k() * g.cout);
     transpose(ws, g.cout, g.k(), g.k(), &mut wt, g.cout);

@@ -760,6 +760,19 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
 /// Widest last panel [`matmul_on`] runs column by column.
 #[cfg(target_arch = "x86_64")]
 const NARROW: usize = 8;
+
+/// Whether a product `n` columns wide runs a last panel column by column,
+/// which reads `A`'s columns: only then is it worth laying `A` out transposed
+/// (the tiles broadcast from rows or columns alike, in the same order).
+pub fn reads_columns_of_a(n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if available() && n > 0 {
+        let nr = 16 * tile_shape(n).vecs();
+        return n - (n - 1) / nr * nr <= NARROW;
+    }
+    let _ = n;
+    false
+}
 /// Rows per call of the column kernel: four vectors.
 #[cfg(target_arch = "x86_64")]
 const COLUMN: usize = 64;

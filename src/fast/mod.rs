@@ -6,8 +6,8 @@
 //! on random shapes and on real images). The ops reach it through a few
 //! functions: [`conv::forward`] and [`conv::backward`] for convolutions (with a
 //! ReLU and a 2x2 max pooling folded in), [`pool`] for pooling on its own,
-//! [`norm`] for batch normalisation at inference, and [`dense`] for dense
-//! layers. `fused.rs` adds one op of its own to the tape.
+//! [`norm`] for batch normalisation at inference, [`pad`] for borders around
+//! image planes, and [`dense`] for dense layers. `fused.rs` adds one op of its own to the tape.
 //!
 //! | file | what it holds |
 //! | --- | --- |
@@ -18,6 +18,7 @@
 //! | `winograd.rs`, `winograd_columns.rs` | Winograd's minimal filtering for 3x3 layers |
 //! | `pool.rs` | max pooling: 2x2 in vector code, with winners kept; any window in two passes |
 //! | `norm.rs` | batch normalisation at inference, on every thread |
+//! | `pad.rs` | a border around image planes, and its backward, on every thread |
 //! | `relu.rs` | the ReLU rules in vector code |
 //! | `fused.rs` | convolution + ReLU + 2x2 max pooling as one op |
 //! | `workspace.rs` | the [`Pool`] of buffers a training step reuses |
@@ -32,6 +33,7 @@ mod fused;
 mod gemm;
 pub(crate) mod kernel;
 pub(crate) mod norm;
+pub(crate) mod pad;
 pub(crate) mod pool;
 pub(crate) mod relu;
 mod winograd;

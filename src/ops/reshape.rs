@@ -16,7 +16,8 @@
 use ndarray::{Axis, IxDyn, Slice};
 
 use crate::error::{Error, Result};
-use crate::tape::{Backward, GradArgs, Tape, Var};
+use crate::fast;
+use crate::tape::{Backward, GradArgs, Kernels, Tape, Var};
 use crate::tensor::{Pool, Tensor};
 
 /// A pooled copy of `x` with a new shape of the same size.
@@ -258,18 +259,42 @@ fn inside<'t>(
     view
 }
 
-struct Pad(Vec<(usize, usize)>);
+struct Pad {
+    pads: Vec<(usize, usize)>,
+    /// Which implementation the backward runs.
+    kernels: Kernels,
+}
 
 impl Backward for Pad {
     fn backward(&self, a: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        let mut dx = a.pool.to_overwrite(a.inputs[0].shape());
+        let planes = planes(self.kernels, a.inputs[0], &self.pads);
+        if let (Some((h, w, border)), Some(dys)) = (planes, a.dy.as_slice()) {
+            let dxs = dx.as_slice_mut().expect("pooled");
+            fast::pad::backward(dys, h, w, border, dxs);
+            return vec![Some(dx)];
+        }
         let mut view = a.dy.view();
-        for (axis, (&len, &(before, _))) in a.inputs[0].shape().iter().zip(&self.0).enumerate() {
+        for (axis, (&len, &(before, _))) in a.inputs[0].shape().iter().zip(&self.pads).enumerate() {
             view.slice_axis_inplace(Axis(axis), Slice::from(before..before + len));
         }
-        let mut dx = a.pool.to_overwrite(a.inputs[0].shape());
         dx.assign(&view);
         vec![Some(dx)]
     }
+}
+
+/// For the fast path: the planes' height and width and the border, when
+/// `x` is `[N, C, H, W]` in standard layout padded on its last two axes only.
+fn planes(
+    kernels: Kernels,
+    x: &Tensor,
+    pads: &[(usize, usize)],
+) -> Option<(usize, usize, fast::pad::Border)> {
+    let &[_, _, h, w] = x.shape() else {
+        return None;
+    };
+    let border = fast::pad::Border::of(pads)?;
+    (kernels != Kernels::Reference && x.is_standard_layout()).then_some((h, w, border))
 }
 
 impl Tape<'_> {
@@ -307,11 +332,25 @@ impl Tape<'_> {
 
     /// `x` inside a border of `value`: `pads[a] = (before, after)` along axis `a`.
     pub fn pad(&mut self, x: Var, pads: &[(usize, usize)], value: f32) -> Result<Var> {
+        let kernels = self.kernels();
         let y = self.compute(&[x], |v, pool| {
             let mut y = pool.to_overwrite(&padded_shape(v[0], pads)?);
-            pad_into(&mut y, v[0], pads, value);
+            match (
+                planes(kernels, v[0], pads),
+                v[0].as_slice(),
+                y.as_slice_mut(),
+            ) {
+                (Some((h, w, border)), Some(xs), Some(ys)) => {
+                    fast::pad::forward(xs, h, w, border, value, ys)
+                }
+                _ => pad_into(&mut y, v[0], pads, value),
+            }
             Ok(y)
         })?;
-        Ok(self.push(y, &[x], Box::new(Pad(pads.to_vec()))))
+        let rule = Pad {
+            pads: pads.to_vec(),
+            kernels,
+        };
+        Ok(self.push(y, &[x], Box::new(rule)))
     }
 }
