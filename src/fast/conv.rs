@@ -150,12 +150,14 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b` for one image.
+/// `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b` for one image; on the
+/// im2col path from `cols` if the image was unrolled already.
 #[allow(clippy::too_many_arguments)]
 fn forward_image(
     g: &ConvGeometry,
     u: &Unroll,
     x: &[f32],
+    cols: Option<&[f32]>,
     w: Strided<'_>,
     bs: &[f32],
     relu: bool,
@@ -171,8 +173,14 @@ fn forward_image(
     };
     match u {
         Unroll::Im2col => {
-            let cols = sized(&mut s.cols, k * p);
-            im2col(g, x, cols);
+            let cols = match cols {
+                Some(cols) => cols,
+                None => {
+                    let cols = sized(&mut s.cols, k * p);
+                    im2col(g, x, cols);
+                    cols
+                }
+            };
             // y[Cout, P] = W[Cout, K] · cols[K, P] + b
             matmul(m, p, k, w, rows(cols, p), y, p, ep);
         }
@@ -492,7 +500,7 @@ fn forward_on(
     let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
     let threads = rayon::current_num_threads();
     if !winograd && !columns && !pooled && g.n < threads && g.cout >= 2 * threads {
-        forward_split_channels(g, xs, ws, bs, relu, &mut y);
+        forward_split_channels(g, xs, ws, bs, relu, &mut y, pool);
         return Ok((y, None));
     }
     let mut pooled = pooled.then(|| {
@@ -556,7 +564,7 @@ fn forward_on(
         };
         tasks.for_each(|((y, x), out)| {
             let mut s = SCRATCH.take();
-            forward_image(g, &u, x, w, bs, relu, y, &mut s);
+            forward_image(g, &u, x, None, w, bs, relu, y, &mut s);
             SCRATCH.set(s);
             pool_planes(y, out);
         });
@@ -569,7 +577,7 @@ fn forward_on(
 
 /// The direct forward for fewer images than threads (one image, a saliency
 /// map of a large model): each image's output channels shared between the
-/// threads, each thread unrolling the image itself. Every output is the same
+/// threads. Every output is the same
 /// dot product as in [`forward_on`]'s path, only on another thread.
 fn forward_split_channels(
     g: &ConvGeometry,
@@ -578,13 +586,33 @@ fn forward_split_channels(
     bs: &[f32],
     relu: bool,
     y: &mut Tensor,
+    pool: &mut Pool,
 ) {
     let u = Unroll::for_geometry(g);
     let by_columns = kernel::reads_columns_of_a(u.columns(g));
-    let share = g.cout.div_ceil(rayon::current_num_threads());
+    let threads = rayon::current_num_threads();
+    let share = g.cout.div_ceil(threads);
     let (il, ol, p, k) = (g.image_len(), g.cout * g.p(), g.p(), g.k());
+    // On the im2col path the image is unrolled once, its channels shared
+    // between the threads, and every thread's product reads the columns.
+    let mut cols = match u {
+        Unroll::Im2col => pool.vec_to_overwrite(k * p),
+        Unroll::Shifted { .. } => Vec::new(),
+    };
     let ys = y.as_slice_mut().expect("a fresh tensor");
     for (y, x) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
+        if let Unroll::Im2col = u {
+            let (taps, plane) = (g.kh * g.kw, g.h * g.w);
+            let share_in = g.cin.div_ceil(threads);
+            cols.par_chunks_mut(share_in * taps * p)
+                .enumerate()
+                .for_each(|(t, cols)| {
+                    let (c0, m) = (t * share_in, cols.len() / (taps * p));
+                    let part = ConvGeometry { n: 1, cin: m, ..*g };
+                    im2col(&part, &x[c0 * plane..][..m * plane], cols);
+                });
+        }
+        let unrolled = (!cols.is_empty()).then_some(&cols[..]);
         y.par_chunks_mut(share * p).enumerate().for_each(|(i, y)| {
             let (c0, m) = (i * share, y.len() / p);
             let mut s = SCRATCH.take();
@@ -603,11 +631,12 @@ fn forward_split_channels(
                 }
                 false => rows(&ws[c0 * k..], k),
             };
-            forward_image(g, &u, x, w, &bs[c0..c0 + m], relu, y, &mut s);
+            forward_image(g, &u, x, unrolled, w, &bs[c0..c0 + m], relu, y, &mut s);
             s.w_share = wt;
             SCRATCH.set(s);
         });
     }
+    pool.give_vec(cols);
 }
 
 /// The input gradient alone for fewer images than threads (a saliency map of
