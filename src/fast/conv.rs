@@ -856,12 +856,16 @@ pub(crate) fn backward(
     };
     let dy = dy.as_slice().expect("gradients are contiguous");
 
+    // Images per task: fixed groups when their weight or bias gradients are
+    // summed (see `GROUP`); one image each when only dx is wanted, since
+    // each image's dx is its own.
+    let group_len = if want_dw || want_db { GROUP } else { 1 };
     // Each group's part of dWᵀ[K, Cout], side by side, from the pool:
     // kept from call to call rather than allocated each time.
     let part_len = if want_dw { k * g.cout } else { 0 };
     let mut parts = match part_len {
         0 => Vec::new(),
-        len => pool.vec_to_overwrite(g.n.div_ceil(GROUP).max(1) * len),
+        len => pool.vec_to_overwrite(g.n.div_ceil(group_len).max(1) * len),
     };
     if g.n == 0 {
         // No group to write the first part: dW is zero.
@@ -869,12 +873,12 @@ pub(crate) fn backward(
     }
     // Each group clears its own slice of dx, in parallel and in cache.
     let mut dx = wants[0].then(|| pool.to_overwrite(&[g.n, g.cin, g.h, g.w]));
-    let groups = g.n.div_ceil(GROUP);
+    let groups = g.n.div_ceil(group_len);
     let dx_groups: Vec<Option<&mut [f32]>> = match dx.as_mut() {
         Some(t) => t
             .as_slice_mut()
             .expect("pooled")
-            .chunks_mut(GROUP * il)
+            .chunks_mut(group_len * il)
             .map(Some)
             .collect(),
         None => (0..groups).map(|_| None).collect(),
@@ -886,9 +890,9 @@ pub(crate) fn backward(
         len => parts.chunks_mut(len).map(Some).collect(),
     };
     let partials: Vec<Vec<f32>> = dy
-        .par_chunks(GROUP * dy_len)
+        .par_chunks(group_len * dy_len)
         .enumerate()
-        .zip(xs.par_chunks(GROUP * il))
+        .zip(xs.par_chunks(group_len * il))
         .zip(dx_groups.into_par_iter())
         .zip(part_groups.into_par_iter())
         .map(|((((group, dy), x), mut dx), dwt)| {
@@ -905,7 +909,7 @@ pub(crate) fn backward(
                 let set = per.min(count - first);
                 for index in 0..set {
                     let i = first + index;
-                    let at = (group * GROUP + i) * dy_len;
+                    let at = (group * group_len + i) * dy_len;
                     let dy = &dy[i * dy_len..][..dy_len];
                     let dy = match pooled {
                         Some((yp, winners)) => ImageDy::Pooled {
@@ -923,7 +927,7 @@ pub(crate) fn backward(
                         dwt: want_dw.then_some(&mut dwt[..]),
                         db: want_db.then_some(&mut db[..]),
                     };
-                    let at_y = (group * GROUP + i) * g.cout * p;
+                    let at_y = (group * group_len + i) * g.cout * p;
                     let y = ys.map_or(&[][..], |ys| &ys[at_y..][..g.cout * p]);
                     let x = &x[i * il..][..il];
                     let slot = Slot { index, of: per };
