@@ -29,7 +29,7 @@ use ndarray::{Axis, IxDyn, Zip};
 
 use crate::error::Result;
 use crate::tape::{Backward, GradArgs, Tape, Var};
-use crate::tensor::{shape_error, Tensor};
+use crate::tensor::{shape_error, zip_map_into, Tensor};
 
 /// The shape two operands broadcast to, or an error naming both.
 pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
@@ -118,11 +118,7 @@ impl Backward for Binary {
         let (a, b, g) = (args.inputs[0], args.inputs[1], args.dy);
         if self.0 == BinaryOp::Add && a.shape() == g.shape() && b.shape() == g.shape() {
             // A residual sum passes the gradient to both sides unchanged.
-            let mut copy = || {
-                let mut d = args.pool.to_overwrite(g.shape());
-                d.assign(g);
-                d
-            };
+            let mut copy = || args.pool.copy_of(g);
             return vec![args.wants[0].then(&mut copy), args.wants[1].then(&mut copy)];
         }
         let full = g.raw_dim();
@@ -280,10 +276,16 @@ impl Tape<'_> {
             // the tape reuses from pass to pass.
             true => {
                 let mut y = pool.to_overwrite(v[0].shape());
-                Zip::from(&mut y)
-                    .and(v[0])
-                    .and(v[1])
-                    .for_each(|y, &a, &b| *y = op.apply(a, b));
+                match (v[0].as_slice(), v[1].as_slice()) {
+                    (Some(a), Some(b)) => {
+                        let ys = y.as_slice_mut().expect("pooled");
+                        zip_map_into(ys, a, b, |a, b| op.apply(a, b));
+                    }
+                    _ => Zip::from(&mut y)
+                        .and(v[0])
+                        .and(v[1])
+                        .for_each(|y, &a, &b| *y = op.apply(a, b)),
+                }
                 Ok(y)
             }
             false => binary_forward(op, v[0], v[1]),
