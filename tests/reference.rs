@@ -474,6 +474,22 @@ fn direct_and_im2col_convolutions_agree() {
     }
 }
 
+/// Two random images (seeded by `seed`), then, where the data is present, 4
+/// real CIFAR-10 test images and the first of them alone: fewer images than
+/// threads, so the fast paths share one image's channels between the
+/// threads.
+fn random_and_real_batches(seed: u64) -> Vec<(&'static str, Tensor)> {
+    let mut batches = vec![("random", random(&[2, 3, 17, 19], seed))];
+    if let Some(dir) = shared_data("cifar10/cifar-10-batches-bin") {
+        let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
+        let images = test.select(&(0..4).collect::<Vec<_>>()).unwrap().images();
+        let one = images.slice_axis(Axis(0), Slice::from(0..1)).to_owned();
+        batches.push(("CIFAR-10", images));
+        batches.push(("one CIFAR-10 image", one));
+    }
+    batches
+}
+
 /// The general convolution's route through `conv2d` (pad, then the fast
 /// 'valid' convolution) against its reference loops, forward and backward,
 /// on ResNet's strided and padded convolutions (7x7 stride 2 pad 3, 3x3
@@ -485,16 +501,7 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
     use salient::ops::{
         conv2d_general_reference, conv2d_general_reference_backward, Conv2dOptions,
     };
-    let mut batches = vec![("random", random(&[2, 3, 17, 19], 40))];
-    if let Some(dir) = shared_data("cifar10/cifar-10-batches-bin") {
-        let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
-        let images = test.select(&(0..4).collect::<Vec<_>>()).unwrap().images();
-        // One image: fewer images than threads, so the fast path shares
-        // each image's output channels between the threads.
-        let one = images.slice_axis(Axis(0), Slice::from(0..1)).to_owned();
-        batches.push(("CIFAR-10", images));
-        batches.push(("one CIFAR-10 image", one));
-    }
+    let batches = random_and_real_batches(40);
     let cases = [
         (7, (2, 2), (3, 3, 3, 3)),
         (3, (2, 2), (1, 1, 1, 1)),
@@ -571,14 +578,7 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
 /// ties there).
 #[test]
 fn batch_norm_and_padded_pooling_match_their_reference_on_real_images() {
-    let mut batches = vec![("random", random(&[2, 3, 17, 19], 80))];
-    if let Some(dir) = shared_data("cifar10/cifar-10-batches-bin") {
-        let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
-        let images = test.select(&(0..4).collect::<Vec<_>>()).unwrap().images();
-        let one = images.slice_axis(Axis(0), Slice::from(0..1)).to_owned();
-        batches.push(("CIFAR-10", images));
-        batches.push(("one CIFAR-10 image", one));
-    }
+    let batches = random_and_real_batches(80);
     let gamma = Tensor::from_shape_vec(vec![3], vec![1.5, 0.0, -0.7]).unwrap();
     let beta = Tensor::from_shape_vec(vec![3], vec![0.1, 0.25, -0.3]).unwrap();
     let mean = Tensor::from_shape_vec(vec![3], vec![0.5, 0.4, 0.45]).unwrap();
