@@ -577,8 +577,8 @@ fn forward_on(
 
 /// The direct forward for fewer images than threads (one image, a saliency
 /// map of a large model): each image's output channels shared between the
-/// threads. Every output is the same
-/// dot product as in [`forward_on`]'s path, only on another thread.
+/// threads. Every output is the same dot product as in [`forward_on`]'s
+/// path, only on another thread.
 fn forward_split_channels(
     g: &ConvGeometry,
     xs: &[f32],
