@@ -9,8 +9,14 @@ use clap::Parser;
 use salient::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    // A bug must still read as one line, not a backtrace.
+    // A bug must still read as one line, not a backtrace. Output read by a
+    // program that stopped reading (`salient predict ... | head`) is not a
+    // bug: `println!` finds the pipe closed, and salient ends as a C tool
+    // killed by SIGPIPE would, silently with status 128 + 13.
     std::panic::set_hook(Box::new(|info| {
+        if closed_stdout(info) {
+            std::process::exit(141);
+        }
         eprintln!("salient: internal error: {info}")
     }));
     let cli = match Cli::try_parse() {
@@ -48,4 +54,17 @@ fn one_line(message: &str) -> String {
         .next()
         .unwrap_or(message);
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a panic is `println!` failing on a closed pipe: the standard
+/// library's message, `failed printing to stdout: ` and the system's text for
+/// EPIPE (Rust never sets a locale, so it is the C locale's).
+fn closed_stdout(info: &std::panic::PanicHookInfo<'_>) -> bool {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
 }

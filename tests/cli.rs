@@ -872,6 +872,40 @@ fn checkpoints_are_reproducible_follow_the_umask_and_keep_symlinks() {
     assert!(link.file_type().is_symlink(), "--out replaced the symlink");
 }
 
+/// Output read by a program that stops reading (`salient ... | head`): no
+/// "internal error", and the status of a process ended by SIGPIPE (141).
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    let dir = tmp();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx/keras-cnn.onnx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_salient"))
+        .arg("import")
+        .arg(&model)
+        .args(["--out", "m.safetensors"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before salient prints its summary.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("internal error"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    // It stopped where it was: no checkpoint half written, no temporary file.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "m.safetensors")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let written = dir.path().join("m.safetensors");
+    if written.exists() {
+        assert!(salient::model::load_model(&written).is_ok());
+    }
+}
+
 /// A new user's path with a model of their own: an ONNX file from Keras
 /// imported, then explained with every method (the trust section included),
 /// evaluated and predicted from; a PyTorch ResNet given as `.onnx` directly.
