@@ -7,7 +7,8 @@
 //! functions: [`conv::forward`] and [`conv::backward`] for convolutions (with a
 //! ReLU and a 2x2 max pooling folded in), [`pool`] for pooling on its own,
 //! [`norm`] for batch normalisation at inference, [`pad`] for borders around
-//! image planes, and [`dense`] for dense layers. `fused.rs` adds one op of its own to the tape.
+//! image planes, and [`dense`] for dense layers. `fused.rs` adds one op of its
+//! own to the tape.
 //!
 //! | file | what it holds |
 //! | --- | --- |
