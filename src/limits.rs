@@ -87,6 +87,17 @@ impl Limits {
             .saturating_add(MAX_HEADER_BYTES + 8)
     }
 
+    /// All of a model file (`kind`: `a checkpoint`, `an ONNX model`) of at
+    /// most [`max_checkpoint_bytes`](Self::max_checkpoint_bytes), refused
+    /// before reading if larger.
+    pub(crate) fn read_model_file(&self, path: &std::path::Path, kind: &str) -> Result<Vec<u8>> {
+        let what = format!(
+            "{kind} of at most {} parameters",
+            thousands(self.max_params)
+        );
+        crate::fsutil::read_bounded(path, self.max_checkpoint_bytes(), &what)
+    }
+
     /// Bytes a data file (IDX, CIFAR-10 batch) may have, after decompression.
     pub fn max_data_file_bytes(&self) -> u64 {
         self.max_dataset_bytes.saturating_add(1 << 20)

@@ -117,15 +117,7 @@ const ARCHITECTURE_KEY: &str = "architecture";
 /// are the stored ones, each checked to be finite; nothing is initialised at
 /// random.
 pub fn load(path: &Path) -> Result<Sequential> {
-    let limits = Limits::current();
-    let bytes = fsutil::read_bounded(
-        path,
-        limits.max_checkpoint_bytes(),
-        &format!(
-            "a checkpoint of at most {} parameters",
-            thousands(limits.max_params)
-        ),
-    )?;
+    let bytes = Limits::current().read_model_file(path, "a checkpoint")?;
     load_bytes(&bytes, path)
 }
 
@@ -472,15 +464,7 @@ pub fn load_model(path: &Path) -> Result<Model> {
     {
         return crate::onnx::import(path).map(Model::Graph);
     }
-    let limits = Limits::current();
-    let bytes = fsutil::read_bounded(
-        path,
-        limits.max_checkpoint_bytes(),
-        &format!(
-            "a checkpoint of at most {} parameters",
-            thousands(limits.max_params)
-        ),
-    )?;
+    let bytes = Limits::current().read_model_file(path, "a checkpoint")?;
     let is_graph = SafeTensors::read_metadata(&bytes)
         .ok()
         .and_then(|(_, m)| m.metadata().as_ref().map(|m| m.contains_key(GRAPH_KEY)))

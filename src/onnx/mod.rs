@@ -51,7 +51,6 @@ use std::path::Path;
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::limits::{product, thousands, Limits, MAX_PARAMS_FLAG};
 use crate::model::graph::{Act, Graph, Op};
 use crate::ops::{AvgPool2dSpec, Conv2dOptions};
@@ -91,15 +90,7 @@ pub const SUPPORTED_OPERATORS: &[&str] = &[
 /// Reads the ONNX model at `path` as a [`Graph`]. The file may hold at most
 /// [`Limits::max_params`] weights (plus room for its structure).
 pub fn import(path: &Path) -> Result<Graph> {
-    let limits = Limits::current();
-    let bytes = fsutil::read_bounded(
-        path,
-        limits.max_checkpoint_bytes(),
-        &format!(
-            "an ONNX model of at most {} parameters",
-            thousands(limits.max_params)
-        ),
-    )?;
+    let bytes = Limits::current().read_model_file(path, "an ONNX model")?;
     import_bytes(&bytes, path)
 }
 

@@ -151,9 +151,8 @@ impl Backward for BatchNorm {
             // dx = γ / √(var + ε) · dy, into a buffer the tape reuses.
             let scale = scales(gamma, &var, self.eps);
             let mut dx = a.pool.to_overwrite(a.dy.shape());
-            if self.kernels != Kernels::Reference {
-                let (dys, dxs) = (a.dy.as_slice(), dx.as_slice_mut());
-                let (dys, dxs) = (dys.expect("contiguous"), dxs.expect("pooled"));
+            if let (true, Some(dys)) = (self.kernels != Kernels::Reference, a.dy.as_slice()) {
+                let dxs = dx.as_slice_mut().expect("pooled");
                 fast::norm::input_gradient(dys, s, &scale, dxs);
                 return vec![Some(dx), None, None, None, None];
             }
@@ -250,7 +249,7 @@ impl Tape<'_> {
             let (gamma, beta, mean, var) = (vec(v[1]), vec(v[2]), vec(v[3]), vec(v[4]));
             let mut y = pool.to_overwrite(v[0].shape());
             match (kernels, v[0].as_slice(), y.as_slice_mut()) {
-                (Kernels::Fast | Kernels::Winograd, Some(xs), Some(ys)) => {
+                (k, Some(xs), Some(ys)) if k != Kernels::Reference => {
                     let scale = scales(&gamma, &var, eps);
                     fast::norm::forward(xs, s, &mean, &scale, &beta, ys);
                 }
