@@ -315,3 +315,33 @@ fn any_function_on_the_tape_is_explained() {
     let e = attribute(&wrong, &x, Some(&[0]), Method::Vanilla, &Options::default()).unwrap_err();
     assert!(e.to_string().contains("expected [1, 2]"), "{e}");
 }
+
+/// The class scores alone (`predict_scores`, which runs each convolution with
+/// its batch normalisation and ReLU as one op) are bit for bit the scores of
+/// the same graph recorded op by op, as a saliency map's forward pass records
+/// it: torchvision's ResNet-18 on real CIFAR-10 images (4 at once, and one
+/// alone, whose convolutions share their channels between the threads).
+#[test]
+fn resnet18s_fused_scores_are_the_bits_of_its_ops_one_by_one() {
+    use salient::data::{self, DatasetKind, Split};
+    use salient::model::Classifier;
+    use salient::tensor::Pool;
+    let Some(dir) = shared_data("cifar10/cifar-10-batches-bin") else {
+        return;
+    };
+    let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
+    let model = Graph::resnet18([3, 32, 32], 10, 21).unwrap();
+    for n in [4, 1] {
+        let x = test.select(&(0..n).collect::<Vec<_>>()).unwrap().images();
+        let fused = model.predict_scores(&x, n, &mut Pool::new()).unwrap();
+        let mut tape = Tape::new();
+        let xv = tape.input(x.clone());
+        let (scores, _) = model.record_scores(&mut tape, xv, None).unwrap();
+        let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&fused),
+            bits(tape.value(scores).unwrap()),
+            "{n} images"
+        );
+    }
+}

@@ -569,6 +569,80 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
     }
 }
 
+/// A convolution with its batch normalisation and ReLU as one op, for the
+/// scores alone (`Tape::conv2d_inference`), gives the bits of the three fast
+/// ops one after the other: on random values and real CIFAR-10 images, on
+/// every route (pad + shifted rows, im2col in one band and in several, one
+/// image's channels shared between the threads), with and without each of
+/// the normalisation and the ReLU. The separate ops are held to their
+/// reference by the tests above.
+#[test]
+fn a_convolution_fused_with_its_batch_norm_and_relu_gives_the_same_bits_on_real_images() {
+    use salient::ops::norm::BatchNormVars;
+    use salient::ops::Conv2dOptions;
+    let batches = random_and_real_batches(90);
+    let cases = [
+        (3, (1, 1), (1, 1, 1, 1)),
+        (3, (1, 1), (0, 0, 0, 0)),
+        (7, (2, 2), (3, 3, 3, 3)),
+        (1, (2, 2), (0, 0, 0, 0)),
+    ];
+    for (what, x) in &batches {
+        // 6 channels: with a 7x7 kernel, 294 rows of columns; a 32x32 image's
+        // 256 outputs then take two bands of im2col.
+        let x = ndarray::concatenate![Axis(1), *x, x.mapv(|v| 1.0 - v)];
+        for (seed, &(k, stride, pads)) in cases.iter().enumerate() {
+            let options = Conv2dOptions {
+                stride,
+                pads,
+                ..Conv2dOptions::default()
+            };
+            let w = random(&[6, 6, k, k], 91 + seed as u64).mapv(|v| v * 0.3);
+            let b = random(&[6], 92 + seed as u64);
+            // A γ of 0 (a flat channel) and a negative one.
+            let gamma = Tensor::from_shape_vec(vec![6], vec![1.5, 0.0, -0.7, 1.0, 0.3, 2.0]);
+            let norm = [
+                gamma.unwrap(),
+                random(&[6], 93),
+                random(&[6], 94),
+                random(&[6], 95).mapv(|v| v.abs() + 0.1),
+            ];
+            for (with_norm, relu) in [(true, true), (true, false), (false, true)] {
+                let mut tape = Tape::inference();
+                let xv = tape.constant(x.clone());
+                let (wv, bv) = (tape.constant(w.clone()), tape.constant(b.clone()));
+                let [gamma, beta, mean, var] = norm.clone().map(|t| tape.constant(t));
+                let vars = BatchNormVars {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    eps: 1e-5,
+                };
+                let fused = tape
+                    .conv2d_inference((xv, wv, bv), options, with_norm.then_some(vars), relu)
+                    .unwrap();
+                let mut y = tape.conv2d_with(xv, wv, bv, options).unwrap();
+                if with_norm {
+                    y = tape.batch_norm(y, gamma, beta, mean, var, 1e-5).unwrap();
+                }
+                if relu {
+                    y = tape.relu(y).unwrap();
+                }
+                let bits = |v| {
+                    let t: &Tensor = tape.value(v).unwrap();
+                    t.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    bits(fused),
+                    bits(y),
+                    "{what}, {k}x{k} {options:?}, norm {with_norm}, relu {relu}"
+                );
+            }
+        }
+    }
+}
+
 /// ResNet's stem after its convolution, on the fast kernels and on the
 /// reference: inference batch norm, then a 3x3 stride-2 max pooling padded by
 /// a −∞ border; forward and input gradient, bit for bit (the fast paths

@@ -27,8 +27,8 @@
 use rayon::prelude::*;
 
 use super::kernel::{
-    self, matmul, matmul_add_at, matmul_keep, spread_rows, transpose, Epilogue, Gapped, Keep,
-    Shifted, Strided,
+    self, matmul, matmul_add_at, matmul_keep, spread_rows, transpose, Affine, Epilogue, Gapped,
+    Keep, Shifted, Strided,
 };
 use super::pool::{max_2x2_backward_winners, max_2x2_winners};
 use super::relu::apply_rows;
@@ -160,6 +160,7 @@ fn forward_image(
     cols: Option<&[f32]>,
     w: Strided<'_>,
     bs: &[f32],
+    affine: Option<Affine<'_>>,
     relu: bool,
     y: &mut [f32],
     s: &mut Scratch,
@@ -169,21 +170,25 @@ fn forward_image(
     let ep = Epilogue {
         accumulate: false,
         row_bias: Some(bs),
+        affine,
         relu,
     };
     match u {
-        Unroll::Im2col => {
-            let cols = match cols {
-                Some(cols) => cols,
-                None => {
-                    let cols = sized(&mut s.cols, k * p);
-                    im2col(g, x, cols);
-                    cols
+        // y[Cout, P] = W[Cout, K] · cols[K, P] + b
+        Unroll::Im2col => match cols {
+            Some(cols) => matmul(m, p, k, w, rows(cols, p), y, p, ep),
+            // A band of output pixels at a time, so that the band's columns
+            // are read back from the core's cache rather than from memory.
+            None => {
+                let band = band_len(m, k, p);
+                for q0 in (0..p).step_by(band) {
+                    let len = band.min(p - q0);
+                    let cols = sized(&mut s.cols, k * len);
+                    im2col_band(g, x, q0, cols);
+                    matmul(m, len, k, w, rows(cols, len), &mut y[q0..], p, ep);
                 }
-            };
-            // y[Cout, P] = W[Cout, K] · cols[K, P] + b
-            matmul(m, p, k, w, rows(cols, p), y, p, ep);
-        }
+            }
+        },
         Unroll::Shifted { offs, wide, .. } => {
             // y[Cout, P] = W[Cout, K] · X[K, wide] + b with row r of X =
             // x[offs[r]..], storing the first Wo of every W columns.
@@ -195,6 +200,75 @@ fn forward_image(
             matmul_keep(m, *wide, k, w, xs, y, p, ep, keep);
         }
     }
+}
+
+/// Values of im2col's columns per band (256 KB): a band written by
+/// [`im2col_band`] is still in the core's L2 cache when the product reads it.
+const BAND_VALUES: usize = 1 << 16;
+
+/// Output pixels per band for a product `W[m, k] · cols[k, p]`: whole
+/// 48-column panels of the kernel's tile, at least one. Each band reads all of
+/// `W` again, so only weights that stay in cache beside a band (a first
+/// layer's) are banded; larger ones take all `p` columns in one band.
+fn band_len(m: usize, k: usize, p: usize) -> usize {
+    if m * k > BAND_VALUES {
+        return p;
+    }
+    (BAND_VALUES / k.max(1) / 48 * 48).max(48).min(p)
+}
+
+/// Columns `q0 .. q0 + len` of [`im2col`]'s `cols[K, P]` (output pixels in
+/// row-major order), into `cols[K, len]`.
+fn im2col_band(g: &ConvGeometry, x: &[f32], q0: usize, cols: &mut [f32]) {
+    let len = cols.len() / g.k().max(1);
+    let plane_len = g.h * g.w;
+    for (r, row) in cols.chunks_exact_mut(len).enumerate() {
+        let (c, i, j) = (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw);
+        let plane = &x[c * plane_len..][..plane_len];
+        let valid = g.valid_cols(j);
+        // One output row's share of the band at a time.
+        let mut q = q0;
+        for out in split_at_rows(row, q0, g.wo) {
+            let (oy, ox0) = (q / g.wo, q % g.wo);
+            q += out.len();
+            let Some(y) = g.src_row(oy, i) else {
+                out.fill(0.0);
+                continue;
+            };
+            let src = &plane[y * g.w..][..g.w];
+            // The columns of this piece whose field lands in the image.
+            let lo = valid.start.clamp(ox0, ox0 + out.len());
+            let hi = valid.end.clamp(lo, ox0 + out.len());
+            out[..lo - ox0].fill(0.0);
+            out[hi - ox0..].fill(0.0);
+            if lo == hi {
+                continue;
+            }
+            // First input column read: ox·s + j − pad_left at ox = lo.
+            let x0 = lo * g.stride + j - g.pad_left;
+            let inside = &mut out[lo - ox0..hi - ox0];
+            let src = &src[x0..];
+            if g.stride == 1 {
+                inside.copy_from_slice(&src[..inside.len()]);
+            } else {
+                // Every stride-th value: the first of each whole group of
+                // `stride` (a form the compiler vectorises), and the last
+                // alone, since its group may run past the row's end.
+                let (head, last) = inside.split_at_mut(inside.len() - 1);
+                for (o, group) in head.iter_mut().zip(src.chunks_exact(g.stride)) {
+                    *o = group[0];
+                }
+                last[0] = src[head.len() * g.stride];
+            }
+        }
+    }
+}
+
+/// `row` (pixels `q0 ..` of a grid `wo` wide) cut where the grid's rows end.
+fn split_at_rows(row: &mut [f32], q0: usize, wo: usize) -> impl Iterator<Item = &mut [f32]> {
+    let first = (wo - q0 % wo).min(row.len());
+    let (head, rest) = row.split_at_mut(first);
+    std::iter::once(head).chain(rest.chunks_mut(wo))
 }
 
 /// What the backward of one image computes into.
@@ -416,7 +490,24 @@ pub(crate) fn forward(
     kernels: Kernels,
     pool: &mut Pool,
 ) -> Result<Tensor> {
-    Ok(forward_on(g, x, w, b, relu, false, kernels, pool)?.0)
+    Ok(forward_on(g, x, w, b, None, relu, false, kernels, pool)?.0)
+}
+
+/// [`forward`] followed by batch normalisation at inference (and a ReLU, if
+/// `relu`), taken as each output leaves the products: the bits of the three
+/// ops one after the other, without writing and reading the output between
+/// them. Never through Winograd's transforms.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_normalised(
+    g: &ConvGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    norm: Affine<'_>,
+    relu: bool,
+    pool: &mut Pool,
+) -> Result<Tensor> {
+    Ok(forward_on(g, x, w, b, Some(norm), relu, false, Kernels::Fast, pool)?.0)
 }
 
 /// Whether a zero-padded convolution of this `(kh, kw, stride, cin, cout)`
@@ -449,7 +540,7 @@ pub(crate) fn forward_pooled(
     kernels: Kernels,
     pool: &mut Pool,
 ) -> Result<(Tensor, Tensor, Vec<u8>)> {
-    let (y, pooled) = forward_on(g, x, w, b, relu, true, kernels, pool)?;
+    let (y, pooled) = forward_on(g, x, w, b, None, relu, true, kernels, pool)?;
     let (yp, winners) = pooled.expect("asked for the pooling");
     Ok((y, yp, winners))
 }
@@ -459,15 +550,17 @@ pub(crate) fn forward_pooled(
 type PooledForward = (Tensor, Vec<u8>);
 
 /// The forward, through Winograd's transforms where they apply, else the
-/// direct products. With `pooled`, also the output's 2x2 max pooling, taken
-/// image by image (a few images at a time with Winograd) while each image's
-/// output is still in the core's cache.
+/// direct products. With `affine`, the batch normalisation after the bias
+/// (then never Winograd). With `pooled`, also the output's 2x2 max pooling,
+/// taken image by image (a few images at a time with Winograd) while each
+/// image's output is still in the core's cache.
 #[allow(clippy::too_many_arguments)]
 fn forward_on(
     g: &ConvGeometry,
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
+    affine: Option<Affine<'_>>,
     relu: bool,
     pooled: bool,
     kernels: Kernels,
@@ -480,7 +573,7 @@ fn forward_on(
     );
     // Images per parallel task: one, or a set of Winograd's tiles.
     let tiling = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
-    let transforms = kernels == Kernels::Winograd;
+    let transforms = kernels == Kernels::Winograd && affine.is_none();
     let winograd = transforms
         && winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout)
         && tiling.addressable(g.image_len(), g.cout * g.p());
@@ -500,7 +593,7 @@ fn forward_on(
     let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
     let threads = rayon::current_num_threads();
     if !winograd && !columns && !pooled && g.n < threads && g.cout >= 2 * threads {
-        forward_split_channels(g, xs, ws, bs, relu, &mut y, pool);
+        forward_split_channels(g, xs, ws, bs, affine, relu, &mut y, pool);
         return Ok((y, None));
     }
     let mut pooled = pooled.then(|| {
@@ -564,7 +657,7 @@ fn forward_on(
         };
         tasks.for_each(|((y, x), out)| {
             let mut s = SCRATCH.take();
-            forward_image(g, &u, x, None, w, bs, relu, y, &mut s);
+            forward_image(g, &u, x, None, w, bs, affine, relu, y, &mut s);
             SCRATCH.set(s);
             pool_planes(y, out);
         });
@@ -579,11 +672,13 @@ fn forward_on(
 /// map of a large model): each image's output channels shared between the
 /// threads. Every output is the same dot product as in [`forward_on`]'s
 /// path, only on another thread.
+#[allow(clippy::too_many_arguments)]
 fn forward_split_channels(
     g: &ConvGeometry,
     xs: &[f32],
     ws: &[f32],
     bs: &[f32],
+    affine: Option<Affine<'_>>,
     relu: bool,
     y: &mut Tensor,
     pool: &mut Pool,
@@ -631,7 +726,19 @@ fn forward_split_channels(
                 }
                 false => rows(&ws[c0 * k..], k),
             };
-            forward_image(g, &u, x, unrolled, w, &bs[c0..c0 + m], relu, y, &mut s);
+            let affine = affine.map(|a| a.from(c0));
+            forward_image(
+                g,
+                &u,
+                x,
+                unrolled,
+                w,
+                &bs[c0..c0 + m],
+                affine,
+                relu,
+                y,
+                &mut s,
+            );
             s.w_share = wt;
             SCRATCH.set(s);
         });
@@ -982,4 +1089,46 @@ pub(crate) fn backward(
     });
     pool.give_vec(parts);
     [dx, dw, db]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Conv2dSpec, Padding};
+
+    /// Every band of every length is the same columns as the reference's
+    /// whole im2col, for strides 1 to 3, 'valid' and 'same' padding, and
+    /// kernels from 1x1 to 7x7 (wider than the image in one case).
+    #[test]
+    fn im2col_bands_are_the_reference_columns() {
+        for (h, w, k, stride, padding) in [
+            (7, 9, 3, 1, Padding::Same),
+            (11, 8, 7, 2, Padding::Same),
+            (10, 10, 3, 2, Padding::Valid),
+            (9, 13, 1, 2, Padding::Valid),
+            (6, 5, 5, 3, Padding::Same),
+            (4, 3, 5, 1, Padding::Same),
+        ] {
+            let cin = 2;
+            let spec = Conv2dSpec { stride, padding };
+            let g = ConvGeometry::new(&[1, cin, h, w], &[1, cin, k, k], &[1], spec).unwrap();
+            let x: Vec<f32> = (0..cin * h * w).map(|v| v as f32 + 1.0).collect();
+            let (kk, p) = (g.k(), g.p());
+            let mut whole = vec![f32::NAN; kk * p];
+            im2col(&g, &x, &mut whole);
+            for len in 1..=p {
+                for q0 in 0..=p - len {
+                    let mut band = vec![f32::NAN; kk * len];
+                    im2col_band(&g, &x, q0, &mut band);
+                    for r in 0..kk {
+                        assert_eq!(
+                            band[r * len..][..len],
+                            whole[r * p + q0..][..len],
+                            "{h}x{w}, {k}x{k}, stride {stride}, row {r}, columns {q0} + {len}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

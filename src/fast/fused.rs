@@ -1,4 +1,6 @@
-//! Convolution, its ReLU and a 2x2 max pooling as one op on the tape.
+//! Convolution, its ReLU and a 2x2 max pooling as one op on the tape; and,
+//! for the class scores alone, a convolution with its batch normalisation
+//! and ReLU as one op, and a max pooling with its −∞ border as one op.
 //!
 //! The op computes `max_pool2d(relu(conv2d(x, W, b)))`, exactly as the three
 //! ops of [`crate::ops`] recorded one after the other do (the reference twin
@@ -18,9 +20,11 @@
 //! methods that read no layer).
 
 use super::conv::{self, Dy, Inputs};
-use super::pool::backward_from_winners;
+use super::kernel::Affine;
+use super::pool::{self, backward_from_winners};
 use crate::error::Result;
-use crate::ops::{Conv2dSpec, ConvGeometry, MaxPool2dSpec};
+use crate::ops::norm::{inference_affine, BatchNormVars};
+use crate::ops::{Conv2dOptions, Conv2dSpec, ConvGeometry, MaxPool2dSpec};
 use crate::tape::{Backward, GradArgs, Kernels, Tape, Var};
 use crate::tensor::Tensor;
 
@@ -120,5 +124,89 @@ impl Tape<'_> {
             winners,
         };
         Ok(self.push(pooled, &[x, w, b], Box::new(rule)))
+    }
+}
+
+/// The rule of an op recorded only on tapes that keep no rules.
+struct NotRecorded;
+
+impl Backward for NotRecorded {
+    fn backward(&self, _: GradArgs<'_>) -> Vec<Option<Tensor>> {
+        unreachable!("recorded only on a tape that records no backward rules")
+    }
+}
+
+impl Tape<'_> {
+    /// `relu(batch_norm(conv2d_with(x, w, b, options)))`, without the batch
+    /// normalisation if `norm` is `None` and without the ReLU if `!relu`, for
+    /// the class scores alone: one op whose normalisation and ReLU are taken
+    /// as the convolution's outputs leave the products (the kernel's
+    /// epilogue), with the same bits as the ops one after the other, and
+    /// without writing and reading the convolution's output between them.
+    ///
+    /// Only on a tape that records nothing (a gradient would need the
+    /// convolution's own output) and with [`Kernels::Fast`]; otherwise, and
+    /// for convolutions `conv2d_with` runs on its general loops, the ops are
+    /// recorded one after the other.
+    pub fn conv2d_inference(
+        &mut self,
+        (x, w, b): (Var, Var, Var),
+        options: Conv2dOptions,
+        norm: Option<BatchNormVars>,
+        relu: bool,
+    ) -> Result<Var> {
+        let route = match (self.is_recording(), self.kernels()) {
+            (false, Kernels::Fast) => self.conv2d_route(x, w, options)?,
+            _ => None,
+        };
+        let Some((x, spec)) = route else {
+            let mut y = self.conv2d_with(x, w, b, options)?;
+            if let Some(n) = norm {
+                y = self.batch_norm(y, n.gamma, n.beta, n.mean, n.var, n.eps)?;
+            }
+            return if relu { self.relu(y) } else { Ok(y) };
+        };
+        let Some(n) = norm else {
+            return match relu {
+                true => self.conv2d_relu(x, w, b, spec),
+                false => self.conv2d(x, w, b, spec),
+            };
+        };
+        let inputs = [x, w, b, n.gamma, n.beta, n.mean, n.var];
+        let y = self.compute(&inputs, |v, pool| {
+            let g = ConvGeometry::new(v[0].shape(), v[1].shape(), v[2].shape(), spec)?;
+            let [mean, scale, shift] = inference_affine(g.cout, [v[3], v[4], v[5], v[6]], n.eps)?;
+            let affine = Affine {
+                mean: &mean,
+                scale: &scale,
+                shift: &shift,
+            };
+            conv::forward_normalised(&g, v[0], v[1], v[2], affine, relu, pool)
+        })?;
+        Ok(self.push(y, &inputs, Box::new(NotRecorded)))
+    }
+}
+
+impl Tape<'_> {
+    /// `max_pool2d(pad(x, pads, −∞), spec)` for the class scores alone: one op
+    /// that pads each plane in the core's cache rather than writing the
+    /// padded tensor, with the same bits as the two ops.
+    ///
+    /// Only on a tape that records nothing and with [`Kernels::Fast`];
+    /// otherwise the two ops are recorded one after the other.
+    pub fn max_pool2d_inference(
+        &mut self,
+        x: Var,
+        spec: MaxPool2dSpec,
+        (top, left, bottom, right): (usize, usize, usize, usize),
+    ) -> Result<Var> {
+        if self.is_recording() || self.kernels() != Kernels::Fast {
+            let border = [(0, 0), (0, 0), (top, bottom), (left, right)];
+            let padded = self.pad(x, &border, f32::NEG_INFINITY)?;
+            return self.max_pool2d(padded, spec);
+        }
+        let pads = (top, left, bottom, right);
+        let y = self.compute(&[x], |v, p| pool::forward_padded(v[0], spec, pads, p))?;
+        Ok(self.push(y, &[x], Box::new(NotRecorded)))
     }
 }

@@ -49,8 +49,38 @@ pub struct Epilogue<'a> {
     pub accumulate: bool,
     /// Add `bias[row]` to every element of a row.
     pub row_bias: Option<&'a [f32]>,
+    /// Then `(x − mean[row])·scale[row] + shift[row]`.
+    pub affine: Option<Affine<'a>>,
     /// Apply `max(·, 0)` last.
     pub relu: bool,
+}
+
+/// A per-row `(x − mean)·scale + shift`: batch normalisation at inference
+/// on a convolution's output channels, taken as the outputs leave the
+/// products. The same operations in the same order as the separate op
+/// (`fast::norm`), so the same bits.
+#[derive(Clone, Copy, Debug)]
+pub struct Affine<'a> {
+    pub mean: &'a [f32],
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+}
+
+impl<'a> Affine<'a> {
+    /// The rows from `i0` on.
+    pub fn from(self, i0: usize) -> Affine<'a> {
+        Affine {
+            mean: &self.mean[i0..],
+            scale: &self.scale[i0..],
+            shift: &self.shift[i0..],
+        }
+    }
+
+    /// The shortest of the three tables.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn rows(&self) -> usize {
+        self.mean.len().min(self.scale.len()).min(self.shift.len())
+    }
 }
 
 impl Epilogue<'_> {
@@ -58,14 +88,33 @@ impl Epilogue<'_> {
     pub const STORE: Epilogue<'static> = Epilogue {
         accumulate: false,
         row_bias: None,
+        affine: None,
         relu: false,
     };
     /// `C += A·B`.
     pub const ACCUMULATE: Epilogue<'static> = Epilogue {
         accumulate: true,
         row_bias: None,
+        affine: None,
         relu: false,
     };
+
+    /// The epilogue on one value `x` of row `i` (the product, plus `C`'s
+    /// value if accumulating): bias, affine, ReLU, in the tiles' order.
+    #[inline]
+    fn finish(&self, i: usize, mut x: f32) -> f32 {
+        if let Some(b) = self.row_bias {
+            x += b[i];
+        }
+        if let Some(a) = self.affine {
+            x = (x - a.mean[i]) * a.scale[i] + a.shift[i];
+        }
+        if self.relu && x < 0.0 {
+            0.0
+        } else {
+            x
+        }
+    }
 }
 
 /// A strided matrix operand: element `(i, j)` at `data[i * rs + j * cs]`.
@@ -257,6 +306,7 @@ pub fn matmul_par(
             };
             let ep = Epilogue {
                 row_bias: ep.row_bias.map(|bias| &bias[i0..]),
+                affine: ep.affine.map(|a| a.from(i0)),
                 ..ep
             };
             matmul(rows, n, k, a, b, c, c_rs, ep);
@@ -487,9 +537,7 @@ fn matmul_on(
                 .filter(|(j, _)| j % keep.row < keep.first)
             {
                 let at = out.row(i) + keep.packed(j);
-                let mut x = if ep.accumulate { c[at] + v } else { v };
-                x += ep.row_bias.map_or(0.0, |b| b[i]);
-                c[at] = if ep.relu && x < 0.0 { 0.0 } else { x };
+                c[at] = ep.finish(i, if ep.accumulate { c[at] + v } else { v });
             }
         }
         return;
@@ -530,6 +578,9 @@ fn matmul_tiled(
     if let Some(bias) = ep.row_bias {
         assert!(bias.len() >= m, "bias is too short");
     }
+    if let Some(affine) = ep.affine {
+        assert!(affine.rows() >= m, "affine is too short");
+    }
     // Blocks of KC steps keep the slice of B a tile streams (KC × NR values)
     // in cache; each block after the first accumulates onto the last, and the
     // bias and ReLU wait for the final block.
@@ -542,32 +593,36 @@ fn matmul_tiled(
         Operand::Strided(s) if s.rs == 1 && tail <= NARROW => n - tail,
         _ => n,
     };
-    for k0 in (0..k.max(1)).step_by(KC) {
-        let kc = KC.min(k - k0.min(k));
-        let last = k0 + KC >= k;
-        let block_ep = Epilogue {
-            accumulate: ep.accumulate || k0 > 0,
-            row_bias: if last { ep.row_bias } else { None },
-            relu: ep.relu && last,
-        };
-        let block = Block {
-            m,
-            n: tiled,
-            k0,
-            kc,
-            a,
-            b,
-            out,
-            ep: block_ep,
-            keep,
-        };
-        match shape {
-            TileShape::Wide => tiles::<8, 3>(&block, c),
-            TileShape::Narrow => tiles::<8, 2>(&block, c),
-            TileShape::Square => tiles::<6, 4>(&block, c),
-        }
-        if let (Operand::Strided(at), true) = (a, tiled < n) {
-            narrow_columns(&block, at, tiled..n, c);
+    let blocks: Vec<Block<'_>> = (0..k.max(1))
+        .step_by(KC)
+        .map(|k0| {
+            let last = k0 + KC >= k;
+            Block {
+                m,
+                n: tiled,
+                k0,
+                kc: KC.min(k - k0.min(k)),
+                a,
+                b,
+                out,
+                ep: Epilogue {
+                    accumulate: ep.accumulate || k0 > 0,
+                    row_bias: if last { ep.row_bias } else { None },
+                    affine: if last { ep.affine } else { None },
+                    relu: ep.relu && last,
+                },
+                keep,
+            }
+        })
+        .collect();
+    match shape {
+        TileShape::Wide => tiles::<8, 3>(&blocks, c),
+        TileShape::Narrow => tiles::<8, 2>(&blocks, c),
+        TileShape::Square => tiles::<6, 4>(&blocks, c),
+    }
+    if let (Operand::Strided(at), true) = (a, tiled < n) {
+        for block in &blocks {
+            narrow_columns(block, at, tiled..n, c);
         }
     }
 }
@@ -648,42 +703,42 @@ macro_rules! with_rows_of_b {
     };
 }
 
-/// Columns `0..blk.n` of one block of steps, tile by tile, in `R × 16·V` tiles.
+/// Columns `0..n` of a product, tile by tile in `R × 16·V` tiles, over its
+/// blocks of steps (`blks`, in order; they differ only in steps and epilogue).
 #[cfg(target_arch = "x86_64")]
-fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
+fn tiles<const R: usize, const V: usize>(blks: &[Block<'_>], c: &mut [f32]) {
     let Block {
         m,
         n,
-        k0,
-        kc,
         a,
         b,
         out,
-        ep,
         keep,
-    } = *blk;
+        ..
+    } = blks[0];
     let nr = 16 * V;
     // Per row block, where its R rows of A and of C start (rows past `m`
     // clamped to the last): worked out once, not once per tile.
-    let (a_base, walk) = match a {
-        Operand::Strided(s) => (s.data.as_ptr(), Walk::By(s.cs)),
-        Operand::Shifted(s) => (s.data.as_ptr(), Walk::By(1)),
-        Operand::Gapped(g) => (g.data.as_ptr(), Walk::At(&g.cols[k0..])),
+    let a_base = match a {
+        Operand::Strided(s) => s.data.as_ptr(),
+        Operand::Shifted(s) => s.data.as_ptr(),
+        Operand::Gapped(g) => g.data.as_ptr(),
     };
     let blocks: Vec<([usize; R], [usize; R])> = (0..m)
         .step_by(R)
         .map(|i| {
             let row = |r: usize| (i + r).min(m - 1);
             let a_offs = std::array::from_fn(|r| match a {
-                Operand::Strided(s) => row(r) * s.rs + k0 * s.cs,
-                Operand::Shifted(s) => s.offs[row(r)] + k0,
+                Operand::Strided(s) => row(r) * s.rs,
+                Operand::Shifted(s) => s.offs[row(r)],
                 Operand::Gapped(g) => g.offs[row(r)],
             });
             (a_offs, std::array::from_fn(|r| out.row(row(r))))
         })
         .collect();
-    // Panels of B outside, row blocks of A inside: one panel of B serves
-    // every row block while it is in L1.
+    // Panels of B outside, blocks of steps next, row blocks of A inside: one
+    // panel of B serves every row block while it is in L1, and the panel's
+    // columns of C stay in cache from one block of steps to the next.
     for j in (0..n).step_by(nr) {
         let cols = nr.min(n - j);
         // A narrow last panel runs a narrower tile: no FMAs on empty
@@ -696,62 +751,74 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
             Some(kp) => (Some(Kept::new(kept_lanes(kp, j, cols))), kp.packed(j)),
         };
         let compress = keep_lanes.is_some_and(|k| k.compress != 0);
-        for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
-            let i = q * R;
-            let rows = R.min(m - i);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512 is available (checked by the caller); its
-            // asserts show that every row < m, column < n and step < k
-            // addressed lies in the slices, and rows past `rows` are clamped
-            // to the last one.
-            unsafe {
-                let walk = match walk {
-                    Walk::By(d) => avx512::Walk::By(d),
-                    Walk::At(table) => avx512::Walk::At(table.as_ptr()),
-                };
-                let t = avx512::Tile {
-                    k: kc,
-                    a: a_offs.map(|o| a_base.add(o)),
-                    c: c_offs.map(|o| c.as_mut_ptr().add(o + c_col)),
-                    keep: keep_lanes,
-                    rows,
-                    cols,
-                    bias: ep.row_bias.map(|b| b.as_ptr().add(i)),
-                    accumulate: ep.accumulate,
-                    relu: ep.relu,
-                };
-                // One instantiation per kind of A walk, B rows, width and
-                // store (see `avx512::tile`).
-                macro_rules! width {
-                    ($rows_of_b:expr, $steps:expr, $compress:expr) => {
-                        match tile_vecs {
-                            1 => avx512::tile::<_, _, R, 1, $compress>(&t, $rows_of_b, $steps),
-                            2 if V >= 2 => {
-                                avx512::tile::<_, _, R, 2, $compress>(&t, $rows_of_b, $steps)
+        for &Block { k0, kc, ep, .. } in blks {
+            // Where step `k0` of each row of A is, and how to walk on from it.
+            let (a_k0, walk) = match a {
+                Operand::Strided(s) => (k0 * s.cs, Walk::By(s.cs)),
+                Operand::Shifted(_) => (k0, Walk::By(1)),
+                Operand::Gapped(g) => (0, Walk::At(&g.cols[k0..])),
+            };
+            for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
+                let i = q * R;
+                let rows = R.min(m - i);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX-512 is available (checked by the caller); its
+                // asserts show that every row < m, column < n and step < k
+                // addressed lies in the slices, and rows past `rows` are clamped
+                // to the last one.
+                unsafe {
+                    let walk = match walk {
+                        Walk::By(d) => avx512::Walk::By(d),
+                        Walk::At(table) => avx512::Walk::At(table.as_ptr()),
+                    };
+                    let t = avx512::Tile {
+                        k: kc,
+                        a: a_offs.map(|o| a_base.add(o + a_k0)),
+                        c: c_offs.map(|o| c.as_mut_ptr().add(o + c_col)),
+                        keep: keep_lanes,
+                        rows,
+                        cols,
+                        bias: ep.row_bias.map(|b| b.as_ptr().add(i)),
+                        affine: ep.affine.map(|a| {
+                            let a = a.from(i);
+                            [a.mean.as_ptr(), a.scale.as_ptr(), a.shift.as_ptr()]
+                        }),
+                        accumulate: ep.accumulate,
+                        relu: ep.relu,
+                    };
+                    // One instantiation per kind of A walk, B rows, width and
+                    // store (see `avx512::tile`).
+                    macro_rules! width {
+                        ($rows_of_b:expr, $steps:expr, $compress:expr) => {
+                            match tile_vecs {
+                                1 => avx512::tile::<_, _, R, 1, $compress>(&t, $rows_of_b, $steps),
+                                2 if V >= 2 => {
+                                    avx512::tile::<_, _, R, 2, $compress>(&t, $rows_of_b, $steps)
+                                }
+                                3 if V >= 3 => {
+                                    avx512::tile::<_, _, R, 3, $compress>(&t, $rows_of_b, $steps)
+                                }
+                                _ => avx512::tile::<_, _, R, V, $compress>(&t, $rows_of_b, $steps),
                             }
-                            3 if V >= 3 => {
-                                avx512::tile::<_, _, R, 3, $compress>(&t, $rows_of_b, $steps)
+                        };
+                        ($rows_of_b:expr, $steps:expr) => {
+                            if compress {
+                                width!($rows_of_b, $steps, true)
+                            } else {
+                                width!($rows_of_b, $steps, false)
                             }
-                            _ => avx512::tile::<_, _, R, V, $compress>(&t, $rows_of_b, $steps),
-                        }
-                    };
-                    ($rows_of_b:expr, $steps:expr) => {
-                        if compress {
-                            width!($rows_of_b, $steps, true)
-                        } else {
-                            width!($rows_of_b, $steps, false)
-                        }
-                    };
+                        };
+                    }
+                    macro_rules! run {
+                        ($rows_of_b:expr) => {
+                            match walk {
+                                avx512::Walk::By(d) => width!($rows_of_b, avx512::StepsBy(d)),
+                                avx512::Walk::At(p) => width!($rows_of_b, avx512::StepsAt(p)),
+                            }
+                        };
+                    }
+                    with_rows_of_b!(b, j, k0, run);
                 }
-                macro_rules! run {
-                    ($rows_of_b:expr) => {
-                        match walk {
-                            avx512::Walk::By(d) => width!($rows_of_b, avx512::StepsBy(d)),
-                            avx512::Walk::At(p) => width!($rows_of_b, avx512::StepsAt(p)),
-                        }
-                    };
-                }
-                with_rows_of_b!(b, j, k0, run);
             }
         }
     }
@@ -819,13 +886,11 @@ fn narrow_columns(blk: &Block<'_>, a: Strided<'_>, cols: std::ops::Range<usize>,
                 }
                 with_rows_of_b!(blk.b, j, blk.k0, run);
             }
-            // The tile's epilogue, in its order: accumulate, bias, ReLU.
+            // The tile's epilogue, in its order: accumulate, bias, affine, ReLU.
             for (r, &v) in vals[..rows].iter().enumerate() {
                 let i = i0 + r;
                 let at = blk.out.row(i) + c_col;
-                let mut x = if ep.accumulate { c[at] + v } else { v };
-                x += ep.row_bias.map_or(0.0, |b| b[i]);
-                c[at] = if ep.relu && x < 0.0 { 0.0 } else { x };
+                c[at] = ep.finish(i, if ep.accumulate { c[at] + v } else { v });
             }
         }
     }
@@ -974,14 +1039,10 @@ pub fn matmul_portable(
         col_stride: 1,
     };
     gemm(1.0, mat(a, m, k), mat(b, k, n), beta, out);
-    if ep.row_bias.is_some() || ep.relu {
+    if ep.row_bias.is_some() || ep.affine.is_some() || ep.relu {
         for i in 0..m {
-            let bias = ep.row_bias.map_or(0.0, |b| b[i]);
             for v in &mut c[i * c_rs..i * c_rs + n] {
-                *v += bias;
-                if ep.relu && *v < 0.0 {
-                    *v = 0.0;
-                }
+                *v = ep.finish(i, *v);
             }
         }
     }
@@ -1089,6 +1150,8 @@ mod avx512 {
         pub rows: usize,
         pub cols: usize,
         pub bias: Option<*const f32>,
+        /// Per row from the tile's first: mean, scale and shift.
+        pub affine: Option<[*const f32; 3]>,
         pub accumulate: bool,
         pub relu: bool,
         /// Store only these lanes of each vector, packed together.
@@ -1171,6 +1234,7 @@ mod avx512 {
             }
             let (acc, cp) = (acc[r], t.c[r]);
             let bias = t.bias.map(|b| _mm512_set1_ps(*b.add(r)));
+            let affine = t.affine.map(|a| a.map(|p| _mm512_set1_ps(*p.add(r))));
             for v in 0..V {
                 let at = cp.add(off[v]);
                 let mut x = acc[v];
@@ -1188,6 +1252,9 @@ mod avx512 {
                 }
                 if let Some(b) = bias {
                     x = _mm512_add_ps(x, b);
+                }
+                if let Some([mean, scale, shift]) = affine {
+                    x = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, mean), scale), shift);
                 }
                 x = _mm512_max_ps(floor, x);
                 if COMPRESS {
@@ -1410,6 +1477,7 @@ mod tests {
         let ep = Epilogue {
             accumulate: true,
             row_bias: Some(&bias),
+            affine: None,
             relu: true,
         };
         let (mut c1, mut c2) = (vec![0.5; m * n], vec![0.5; m * n]);
@@ -1516,6 +1584,7 @@ mod tests {
                 let ep = Epilogue {
                     accumulate: false,
                     row_bias: None,
+                    affine: None,
                     relu,
                 };
                 let (sa, sb) = (rows(&a, 1).into(), rows(&b, n).into());
@@ -1538,6 +1607,73 @@ mod tests {
 
     /// Keeping the first 3 of every 5 columns equals computing all and dropping,
     /// in one block of steps and in two (the second adding to kept values).
+    /// The affine epilogue (an inference batch normalisation taken as tiles
+    /// are stored) gives the bits of the formula applied to the stored
+    /// product, on full and partial tiles, a last panel taken column by
+    /// column, several blocks of steps, with and without the ReLU (a zero
+    /// scale makes a row flat; NaN stays NaN).
+    #[test]
+    fn the_affine_epilogue_is_the_formula_on_the_product() {
+        for &(m, n, k) in &[(9, 49, 20), (17, 50, 300), (8, 97, 7), (3, 193, 600)] {
+            let (mut a, b) = operands(m, n, k);
+            a[0] = f32::NAN;
+            let bias = pattern(m, 3, 7, 2.0);
+            let mean = pattern(m, 5, 9, 3.0);
+            let mut scale = pattern(m, 2, 5, 4.0);
+            scale[1] = 0.0;
+            let shift = pattern(m, 4, 11, 5.0);
+            // Column-major A (unit row stride): the last panel of 49 or 193
+            // columns then goes column by column.
+            let at = transposed(&a, m, k);
+            let a_ops = [
+                rows(&a, k),
+                Strided {
+                    data: &at,
+                    rs: 1,
+                    cs: m,
+                },
+            ];
+            for a_op in a_ops {
+                let mut plain = vec![0.0f32; m * n];
+                let ep = Epilogue {
+                    row_bias: Some(&bias),
+                    ..Epilogue::STORE
+                };
+                matmul(m, n, k, a_op, rows(&b, n), &mut plain, n, ep);
+                for relu in [false, true] {
+                    let affine = Affine {
+                        mean: &mean,
+                        scale: &scale,
+                        shift: &shift,
+                    };
+                    let ep = Epilogue {
+                        row_bias: Some(&bias),
+                        affine: Some(affine),
+                        relu,
+                        ..Epilogue::STORE
+                    };
+                    let mut got = vec![0.0f32; m * n];
+                    matmul(m, n, k, a_op, rows(&b, n), &mut got, n, ep);
+                    for (at, (&g, &p)) in got.iter().zip(&plain).enumerate() {
+                        let i = at / n;
+                        let x = (p - mean[i]) * scale[i] + shift[i];
+                        let want = if relu && x < 0.0 { 0.0 } else { x };
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
+                            "{m}x{n}x{k} at {at}, relu {relu}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `a[m, k]` stored column by column.
+    fn transposed(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+        (0..m * k).map(|i| a[(i % m) * k + i / m]).collect()
+    }
+
     #[test]
     fn keep_packs_the_first_columns_of_each_row() {
         for k in [11, KC + 12] {
@@ -1551,6 +1687,7 @@ mod tests {
         let ep = Epilogue {
             accumulate: false,
             row_bias: None,
+            affine: None,
             relu: true,
         };
         let (sa, sb) = (rows(&a, k), rows(&b, n));
@@ -1597,6 +1734,7 @@ mod tests {
             let ep = Epilogue {
                 accumulate: true,
                 row_bias: Some(&bias),
+                affine: None,
                 relu: true,
             };
             let keep = Keep { row: 7, first: 5 };
@@ -1657,6 +1795,7 @@ mod tests {
                 let ep = Epilogue {
                     accumulate: true,
                     row_bias: Some(&bias),
+                    affine: None,
                     relu: true,
                 };
                 path(m, n, k, rows(&a, k), rows(&b, n), &mut c, n, ep);

@@ -18,8 +18,22 @@ use crate::tensor::{as_slice, expect_rank, Tensor};
 
 /// Max-pools `x: [N, C, H, W]` into `y: [N, C, Ho, Wo]`.
 pub(crate) fn forward(x: &Tensor, spec: MaxPool2dSpec, pool: &mut Pool) -> Result<Tensor> {
+    forward_padded(x, spec, (0, 0, 0, 0), pool)
+}
+
+/// [`forward`] of `x` with a −∞ border `(top, left, bottom, right)`: the
+/// pooling of `pad(x, −∞)`, bit for bit, without writing the padded tensor
+/// (each plane is padded in a scratch buffer in the core's cache).
+pub(crate) fn forward_padded(
+    x: &Tensor,
+    spec: MaxPool2dSpec,
+    pads: (usize, usize, usize, usize),
+    pool: &mut Pool,
+) -> Result<Tensor> {
     let (n, c, h, w) = dims(x)?;
-    let (ho, wo) = spec.output_size(h, w)?;
+    let (top, left, bottom, right) = pads;
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    let (ho, wo) = spec.output_size(hp, wp)?;
     let xs = as_slice(x, "max_pool2d")?;
     let mut y = pool.to_overwrite(&[n, c, ho, wo]);
     let fast = kernel::available();
@@ -28,12 +42,23 @@ pub(crate) fn forward(x: &Tensor, spec: MaxPool2dSpec, pool: &mut Pool) -> Resul
         .par_chunks_mut(PLANES * ho * wo)
         .zip(xs.par_chunks(PLANES * h * w))
         .for_each(|(y, x)| {
-            let mut rows = Vec::new();
+            let (mut rows, mut padded) = (Vec::new(), Vec::new());
             for (y, x) in y.chunks_mut(ho * wo).zip(x.chunks(h * w)) {
+                let x = match pads {
+                    (0, 0, 0, 0) => x,
+                    _ => {
+                        padded.clear();
+                        padded.resize(hp * wp, f32::NEG_INFINITY);
+                        for (row, src) in padded[top * wp..].chunks_mut(wp).zip(x.chunks(w)) {
+                            row[left..left + w].copy_from_slice(src);
+                        }
+                        &padded[..]
+                    }
+                };
                 if spec == MaxPool2dSpec::square(2) {
-                    max_2x2(x, w, wo, y, fast);
+                    max_2x2(x, wp, wo, y, fast);
                 } else {
-                    max_plane(x, w, spec, y, &mut rows);
+                    max_plane(x, wp, spec, y, &mut rows);
                 }
             }
         });
@@ -619,6 +644,37 @@ mod tests {
                 let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&y), bits(&want_y), "{at}");
                 assert_eq!(dx, want_dx, "{at}");
+            }
+        }
+    }
+
+    /// A −∞ border taken plane by plane is the pooling of the padded tensor,
+    /// bit for bit (ties, signed zeros, NaNs, −∞ inside), for every border
+    /// up to 2 on each side, 3x3 stride 2 and 2x2 windows.
+    #[test]
+    fn a_padded_pooling_is_the_pooling_of_the_padded_planes() {
+        use crate::ops::pad_forward;
+        let palette = [0.0, -0.0, 1.0, f32::NAN, 2.0, f32::NEG_INFINITY, 2.0, 0.5];
+        let (h, w) = (7, 9);
+        let x: Vec<f32> = (0..3 * h * w)
+            .map(|i| palette[(i * 5 + i / 7) % 8])
+            .collect();
+        let xt = Tensor::from_shape_vec(vec![1, 3, h, w], x).unwrap();
+        let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for spec in [
+            MaxPool2dSpec::square(2),
+            MaxPool2dSpec {
+                pool: (3, 3),
+                stride: (2, 2),
+            },
+        ] {
+            for pads in (0..81).map(|i| (i % 3, i / 3 % 3, i / 9 % 3, i / 27)) {
+                let (t, l, b, r) = pads;
+                let border = [(0, 0), (0, 0), (t, b), (l, r)];
+                let padded = pad_forward(&xt, &border, f32::NEG_INFINITY).unwrap();
+                let want = forward(&padded, spec, &mut Pool::new()).unwrap();
+                let got = forward_padded(&xt, spec, pads, &mut Pool::new()).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{spec:?}, border {pads:?}");
             }
         }
     }

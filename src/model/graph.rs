@@ -25,6 +25,8 @@
 //! # Ok::<(), salient::Error>(())
 //! ```
 
+use std::collections::HashMap;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::layers::{glorot_uniform, mix, Activation, LayerSpec, Mode};
 use crate::limits::{product, thousands, Limits, MAX_PARAMS_FLAG};
 use crate::model::{check_values, Head, Sequential};
+use crate::ops::norm::BatchNormVars;
 use crate::ops::{broadcast_shape, AvgPool2dSpec, Conv2dOptions, MaxPool2dSpec, Padding};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -596,10 +599,35 @@ impl Graph {
         mode: Mode,
         head: Head,
     ) -> Result<GraphForward> {
+        self.run(tape, x, mode, head, false)
+    }
+
+    /// [`forward`](Graph::forward); with `fuse`, for the class scores alone
+    /// on a tape that records nothing, a convolution followed by batch
+    /// normalisation and/or a ReLU that read nothing else, and that nothing
+    /// else reads, runs as one op ([`Tape::conv2d_inference`]): the same
+    /// bits, in one pass. The nodes folded into it get its output as theirs.
+    fn run<'a>(
+        &'a self,
+        tape: &mut Tape<'a>,
+        x: Var,
+        mode: Mode,
+        head: Head,
+        fuse: bool,
+    ) -> Result<GraphForward> {
         let train = matches!(mode, Mode::Train { .. });
         let mut outputs: Vec<Var> = Vec::with_capacity(self.nodes.len());
         let last = self.nodes.len().saturating_sub(1);
+        let fuse = fuse && !train && !tape.is_recording();
+        let readers = if fuse { self.readers() } else { HashMap::new() };
+        // Nodes still to skip, folded into the convolution before them.
+        let mut folded = 0;
         for (i, node) in self.nodes.iter().enumerate() {
+            if folded > 0 {
+                folded -= 1;
+                outputs.push(*outputs.last().expect("the fused convolution's"));
+                continue;
+            }
             let ins: Vec<Var> = node
                 .inputs
                 .iter()
@@ -628,6 +656,16 @@ impl Graph {
             let y = match &node.op {
                 Op::Constant { .. } => param(0)?,
                 _ if ins.is_empty() => return Err(missing()),
+                &Op::Conv2D { options, .. } if fuse => {
+                    let (norm, relu) = self.folds_after(i, &readers);
+                    let norm = match norm {
+                        Some(j) => Some(self.batch_norm_vars(tape, j)?),
+                        None => None,
+                    };
+                    folded = usize::from(norm.is_some()) + usize::from(relu);
+                    let conv = (ins[0], param(0)?, param(1)?);
+                    tape.conv2d_inference(conv, options, norm, relu)?
+                }
                 &Op::Conv2D { options, .. } => {
                     tape.conv2d_with(ins[0], param(0)?, param(1)?, options)?
                 }
@@ -638,6 +676,9 @@ impl Graph {
                         true => tape.batch_norm_train(ins[0], gamma, beta, eps)?,
                         false => tape.batch_norm(ins[0], gamma, beta, param(2)?, param(3)?, eps)?,
                     }
+                }
+                &Op::MaxPool2D { pool, stride, pads } if fuse => {
+                    tape.max_pool2d_inference(ins[0], MaxPool2dSpec { pool, stride }, pads)?
                 }
                 &Op::MaxPool2D { pool, stride, pads } => {
                     let padded = match pads {
@@ -707,6 +748,54 @@ impl Graph {
             outputs.push(y);
         }
         Ok(GraphForward { input: x, outputs })
+    }
+}
+
+impl Graph {
+    /// How many times each node's output is read (by name; the input as
+    /// `input`).
+    fn readers(&self) -> HashMap<&str, usize> {
+        let mut readers = HashMap::new();
+        for name in self.nodes.iter().flat_map(|n| &n.inputs) {
+            *readers.entry(name.as_str()).or_insert(0) += 1;
+        }
+        readers
+    }
+
+    /// What node `i` (a convolution) can take into itself on the way to the
+    /// scores: the batch normalisation right after it (its index) and then a
+    /// ReLU, each the only reader of the node before it, reading only that.
+    fn folds_after(&self, i: usize, readers: &HashMap<&str, usize>) -> (Option<usize>, bool) {
+        let only_reader = |j: usize, of: usize| {
+            self.nodes.get(j).is_some_and(|n| {
+                n.inputs == [self.nodes[of].name.as_str()]
+                    && readers.get(self.nodes[of].name.as_str()) == Some(&1)
+            })
+        };
+        let norm = (only_reader(i + 1, i) && matches!(self.nodes[i + 1].op, Op::BatchNorm { .. }))
+            .then_some(i + 1);
+        let before = norm.unwrap_or(i);
+        let relu = only_reader(before + 1, before)
+            && matches!(self.nodes[before + 1].op, Op::Activation(Act::Relu));
+        (norm, relu)
+    }
+
+    /// Batch normalisation node `j`'s parameters as constants on `tape`.
+    fn batch_norm_vars<'a>(&'a self, tape: &mut Tape<'a>, j: usize) -> Result<BatchNormVars> {
+        let node = &self.nodes[j];
+        match (&node.op, &node.params[..]) {
+            (&Op::BatchNorm { eps }, [gamma, beta, mean, var, ..]) => Ok(BatchNormVars {
+                gamma: tape.constant_ref(gamma),
+                beta: tape.constant_ref(beta),
+                mean: tape.constant_ref(mean),
+                var: tape.constant_ref(var),
+                eps,
+            }),
+            _ => Err(Error::invalid(
+                "graph",
+                format!("node {:?}: parameters missing", node.name),
+            )),
+        }
     }
 }
 
@@ -867,7 +956,8 @@ impl crate::model::Classifier for Graph {
         x: Var,
         keep: Option<usize>,
     ) -> Result<(Var, Option<Var>)> {
-        let pass = self.forward(tape, x, Mode::Infer, Head::Linear)?;
+        // Only the scores are read when no layer is kept: layers may fuse.
+        let pass = self.run(tape, x, Mode::Infer, Head::Linear, keep.is_none())?;
         let kept = keep.and_then(|i| pass.outputs.get(i).copied());
         Ok((pass.last(), kept))
     }

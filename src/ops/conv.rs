@@ -829,34 +829,51 @@ impl Tape<'_> {
     /// padding directly, other padding after a [`pad`](Tape::pad));
     /// otherwise the reference loops.
     pub fn conv2d_with(&mut self, x: Var, w: Var, b: Var, options: Conv2dOptions) -> Result<Var> {
-        let (xs, ws) = (
-            self.value(x)?.shape().to_vec(),
-            self.value(w)?.shape().to_vec(),
-        );
-        if let (&[_, cin, h, wd], &[cout, _, kh, kw]) = (&xs[..], &ws[..]) {
-            if let Some(spec) = options.as_spec(h, wd, kh, kw) {
-                let geometry = (kh, kw, spec.stride, cin, cout);
-                if spec.padding == Padding::Valid
-                    || !fast::conv::pads_first(self.kernels(), geometry)
-                {
-                    return self.conv2d(x, w, b, spec);
-                }
-            }
-            // Any other zero padding: pad, then the 'valid' convolution, whose
-            // windows are then those of the padded definition.
-            let (t, l, bottom, r) = options.pads;
-            let valid = Conv2dOptions {
-                pads: (0, 0, 0, 0),
-                ..options
-            };
-            if let Some(spec) = valid.as_spec(h + t + bottom, wd + l + r, kh, kw) {
-                let padded = self.pad(x, &[(0, 0), (0, 0), (t, bottom), (l, r)], 0.0)?;
-                return self.conv2d(padded, w, b, spec);
-            }
+        if let Some((x, spec)) = self.conv2d_route(x, w, options)? {
+            return self.conv2d(x, w, b, spec);
         }
         let y = self.compute(&[x, w, b], |v, _| {
             conv2d_general_reference(v[0], v[1], v[2], options)
         })?;
         Ok(self.push(y, &[x, w, b], Box::new(Conv2dGeneral(options))))
+    }
+
+    /// How [`conv2d_with`](Tape::conv2d_with) runs a convolution on
+    /// [`conv2d`](Tape::conv2d): the input that reads (`x`, or `x` after a
+    /// recorded [`pad`](Tape::pad)) and its spec; `None` for the general
+    /// reference loops (a non-square stride, dilation, groups).
+    pub(crate) fn conv2d_route(
+        &mut self,
+        x: Var,
+        w: Var,
+        options: Conv2dOptions,
+    ) -> Result<Option<(Var, Conv2dSpec)>> {
+        let (xs, ws) = (
+            self.value(x)?.shape().to_vec(),
+            self.value(w)?.shape().to_vec(),
+        );
+        let (&[_, cin, h, wd], &[cout, _, kh, kw]) = (&xs[..], &ws[..]) else {
+            return Ok(None);
+        };
+        if let Some(spec) = options.as_spec(h, wd, kh, kw) {
+            let geometry = (kh, kw, spec.stride, cin, cout);
+            if spec.padding == Padding::Valid || !fast::conv::pads_first(self.kernels(), geometry) {
+                return Ok(Some((x, spec)));
+            }
+        }
+        // Any other zero padding: pad, then the 'valid' convolution, whose
+        // windows are then those of the padded definition.
+        let (t, l, bottom, r) = options.pads;
+        let valid = Conv2dOptions {
+            pads: (0, 0, 0, 0),
+            ..options
+        };
+        match valid.as_spec(h + t + bottom, wd + l + r, kh, kw) {
+            Some(spec) => {
+                let padded = self.pad(x, &[(0, 0), (0, 0), (t, bottom), (l, r)], 0.0)?;
+                Ok(Some((padded, spec)))
+            }
+            None => Ok(None),
+        }
     }
 }

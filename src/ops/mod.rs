@@ -29,9 +29,13 @@
 //! | `matmul` | `matmul.rs` | `Y = A·B` per batch element | `dA = dY·Bᵀ`, `dB = Aᵀ·dY` |
 //! | `permute`, `transpose`, `concat`, `slice`, `pad` | `reshape.rs` | values moved | the gradient moved back |
 //!
-//! One more op lives with the speed machinery, because it is one:
-//! `conv2d_max_pool2d` (`fast/fused.rs`), a convolution, its ReLU and a 2x2
-//! max pooling in one pass, equal to the three ops above one after another.
+//! A few more ops live with the speed machinery, because they are part of it
+//! (`fast/fused.rs`): `conv2d_max_pool2d`, a convolution, its ReLU and a 2x2
+//! max pooling in one pass, equal to the three ops above one after another;
+//! and, on a tape that records nothing (the class scores alone),
+//! `conv2d_inference` (a convolution with its batch normalisation and ReLU)
+//! and `max_pool2d_inference` (a max pooling with its −∞ border), the bits of
+//! the ops they stand for.
 
 pub mod activation;
 pub mod conv;

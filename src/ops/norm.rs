@@ -56,6 +56,35 @@ fn check_params(c: usize, params: &[(&str, &Tensor)]) -> Result<()> {
     Ok(())
 }
 
+/// Batch normalisation at inference, as [`Tape::batch_norm`] takes it: `γ`,
+/// `β`, the running mean and variance, and `ε`.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormVars {
+    pub gamma: Var,
+    pub beta: Var,
+    pub mean: Var,
+    pub var: Var,
+    pub eps: f32,
+}
+
+/// Inference's parameters for `c` channels, checked one per channel, from
+/// `[γ, β, μ, σ²]`: `[μ, scale, β]` with `scale = γ / √(σ² + ε)`, what
+/// [`fast::norm::forward`] and a convolution's normalised forward take.
+pub(crate) fn inference_affine(c: usize, v: [&Tensor; 4], eps: f32) -> Result<[Vec<f32>; 3]> {
+    check_params(
+        c,
+        &[
+            ("gamma", v[0]),
+            ("beta", v[1]),
+            ("mean", v[2]),
+            ("var", v[3]),
+        ],
+    )?;
+    let vec = |t: &Tensor| t.iter().copied().collect::<Vec<f32>>();
+    let (gamma, var) = (vec(v[0]), vec(v[3]));
+    Ok([vec(v[2]), scales(&gamma, &var, eps), vec(v[1])])
+}
+
 /// Per channel: the batch mean, the biased variance (what training
 /// normalises with) and the unbiased one (what a running average keeps).
 pub fn batch_statistics(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
@@ -250,7 +279,7 @@ impl Tape<'_> {
             let mut y = pool.to_overwrite(v[0].shape());
             match (kernels, v[0].as_slice(), y.as_slice_mut()) {
                 (k, Some(xs), Some(ys)) if k != Kernels::Reference => {
-                    let scale = scales(&gamma, &var, eps);
+                    let [mean, scale, beta] = inference_affine(c, [v[1], v[2], v[3], v[4]], eps)?;
                     fast::norm::forward(xs, s, &mean, &scale, &beta, ys);
                 }
                 _ => batch_norm_into(&mut y, v[0], &gamma, &beta, &mean, &var, eps)?,
