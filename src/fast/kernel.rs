@@ -736,31 +736,46 @@ fn tiles<const R: usize, const V: usize>(blks: &[Block<'_>], c: &mut [f32]) {
             (a_offs, std::array::from_fn(|r| out.row(row(r))))
         })
         .collect();
-    // Panels of B outside, blocks of steps next, row blocks of A inside: one
-    // panel of B serves every row block while it is in L1, and the panel's
-    // columns of C stay in cache from one block of steps to the next.
-    for j in (0..n).step_by(nr) {
-        let cols = nr.min(n - j);
-        // A narrow last panel runs a narrower tile: no FMAs on empty
-        // vectors (for 193 columns, the last panel holds just one).
-        let tile_vecs = cols.div_ceil(16);
-        // With `keep`, the lanes to store and where the tile's first kept
-        // column goes.
-        let (keep_lanes, c_col) = match keep {
-            None => (None, j),
-            Some(kp) => (Some(Kept::new(kept_lanes(kp, j, cols))), kp.packed(j)),
+    // Blocks of steps outside, panels of B next, row blocks of A inside: one
+    // panel of B serves every row block while it is in L1, and a block of A's
+    // steps stays in cache for every panel.
+    for (bi, &Block { k0, kc, ep, .. }) in blks.iter().enumerate() {
+        // Where step `k0` of each row of A is, and how to walk on from it.
+        let (a_k0, walk) = match a {
+            Operand::Strided(s) => (k0 * s.cs, Walk::By(s.cs)),
+            Operand::Shifted(_) => (k0, Walk::By(1)),
+            Operand::Gapped(g) => (0, Walk::At(&g.cols[k0..])),
         };
-        let compress = keep_lanes.is_some_and(|k| k.compress != 0);
-        for &Block { k0, kc, ep, .. } in blks {
-            // Where step `k0` of each row of A is, and how to walk on from it.
-            let (a_k0, walk) = match a {
-                Operand::Strided(s) => (k0 * s.cs, Walk::By(s.cs)),
-                Operand::Shifted(_) => (k0, Walk::By(1)),
-                Operand::Gapped(g) => (0, Walk::At(&g.cols[k0..])),
+        for j in (0..n).step_by(nr) {
+            let cols = nr.min(n - j);
+            // A narrow last panel runs a narrower tile: no FMAs on empty
+            // vectors (for 193 columns, the last panel holds just one).
+            let tile_vecs = cols.div_ceil(16);
+            // With `keep`, the lanes to store and where the tile's first kept
+            // column goes.
+            let (keep_lanes, c_col) = match keep {
+                None => (None, j),
+                Some(kp) => (Some(Kept::new(kept_lanes(kp, j, cols))), kp.packed(j)),
+            };
+            let compress = keep_lanes.is_some_and(|k| k.compress != 0);
+            // The part of B the kernel reads next: the next panel, or the
+            // first of the next block of steps.
+            let next = match (j + nr < n, blks.get(bi + 1)) {
+                (true, _) => Some((j + nr, k0, kc)),
+                (false, Some(nb)) => Some((0, nb.k0, nb.kc)),
+                (false, None) => None,
             };
             for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
                 let i = q * R;
                 let rows = R.min(m - i);
+                // Each tile asks for its share of those rows of B while it
+                // works: they come from memory, in more streams (one per
+                // row) than the hardware prefetcher follows.
+                if let Some((nj, nk0, nkc)) = next {
+                    let per = nkc.div_ceil(blocks.len());
+                    let steps = (q * per).min(nkc)..((q + 1) * per).min(nkc);
+                    prefetch_rows_of_b(b, nk0, steps, nj, nr.min(n - nj));
+                }
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX-512 is available (checked by the caller); its
                 // asserts show that every row < m, column < n and step < k
@@ -820,6 +835,32 @@ fn tiles<const R: usize, const V: usize>(blks: &[Block<'_>], c: &mut [f32]) {
                     with_rows_of_b!(b, j, k0, run);
                 }
             }
+        }
+    }
+}
+
+/// Asks for the cache lines of `B`'s rows `k0 + s` (for `s` in `steps`),
+/// columns `j .. j + cols`.
+#[cfg(target_arch = "x86_64")]
+fn prefetch_rows_of_b(
+    b: Operand<'_>,
+    k0: usize,
+    steps: std::ops::Range<usize>,
+    j: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for s in steps {
+        let row = match b {
+            Operand::Strided(b) => &b.data[(k0 + s) * b.rs + j..],
+            Operand::Shifted(b) => &b.data[b.offs[k0 + s] + j..],
+            Operand::Gapped(_) => return,
+        };
+        for at in (0..cols).step_by(16).chain([cols - 1]) {
+            // SAFETY: a prefetch reads nothing and cannot fault; the
+            // address is in the slice besides (`matmul_tiled` asserted that B
+            // holds every step and column).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(at) as *const i8) };
         }
     }
 }
