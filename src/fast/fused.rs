@@ -148,6 +148,28 @@ impl Tape<'_> {
     /// convolution's own output) and with [`Kernels::Fast`]; otherwise, and
     /// for convolutions `conv2d_with` runs on its general loops, the ops are
     /// recorded one after the other.
+    ///
+    /// ```
+    /// use salient::ops::{norm::BatchNormVars, Conv2dOptions};
+    /// use salient::{Tape, Tensor};
+    ///
+    /// let mut tape = Tape::inference();
+    /// let x = tape.constant(Tensor::from_elem(vec![1, 2, 5, 5], 0.5));
+    /// let w = tape.constant(Tensor::from_elem(vec![3, 2, 3, 3], 0.1));
+    /// let b = tape.constant(Tensor::zeros(vec![3]));
+    /// let [gamma, beta, mean, var] =
+    ///     [1.0, 0.0, 0.5, 1.0].map(|v| tape.constant(Tensor::from_elem(vec![3], v)));
+    /// let norm = BatchNormVars { gamma, beta, mean, var, eps: 1e-5 };
+    /// let same = Conv2dOptions { pads: (1, 1, 1, 1), ..Conv2dOptions::default() };
+    /// let y = tape.conv2d_inference((x, w, b), same, Some(norm), true)?;
+    ///
+    /// // The same bits as the three ops one after the other.
+    /// let z = tape.conv2d_with(x, w, b, same)?;
+    /// let z = tape.batch_norm(z, gamma, beta, mean, var, 1e-5)?;
+    /// let z = tape.relu(z)?;
+    /// assert_eq!(tape.value(y)?, tape.value(z)?);
+    /// # Ok::<(), salient::Error>(())
+    /// ```
     pub fn conv2d_inference(
         &mut self,
         (x, w, b): (Var, Var, Var),

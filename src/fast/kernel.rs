@@ -593,36 +593,33 @@ fn matmul_tiled(
         Operand::Strided(s) if s.rs == 1 && tail <= NARROW => n - tail,
         _ => n,
     };
-    let blocks: Vec<Block<'_>> = (0..k.max(1))
-        .step_by(KC)
-        .map(|k0| {
-            let last = k0 + KC >= k;
-            Block {
-                m,
-                n: tiled,
-                k0,
-                kc: KC.min(k - k0.min(k)),
-                a,
-                b,
-                out,
-                ep: Epilogue {
-                    accumulate: ep.accumulate || k0 > 0,
-                    row_bias: if last { ep.row_bias } else { None },
-                    affine: if last { ep.affine } else { None },
-                    relu: ep.relu && last,
-                },
-                keep,
-            }
-        })
-        .collect();
-    match shape {
-        TileShape::Wide => tiles::<8, 3>(&blocks, c),
-        TileShape::Narrow => tiles::<8, 2>(&blocks, c),
-        TileShape::Square => tiles::<6, 4>(&blocks, c),
-    }
-    if let (Operand::Strided(at), true) = (a, tiled < n) {
-        for block in &blocks {
-            narrow_columns(block, at, tiled..n, c);
+    for k0 in (0..k.max(1)).step_by(KC) {
+        let kc = KC.min(k - k0.min(k));
+        let last = k0 + KC >= k;
+        let block_ep = Epilogue {
+            accumulate: ep.accumulate || k0 > 0,
+            row_bias: if last { ep.row_bias } else { None },
+            affine: if last { ep.affine } else { None },
+            relu: ep.relu && last,
+        };
+        let block = Block {
+            m,
+            n: tiled,
+            k0,
+            kc,
+            a,
+            b,
+            out,
+            ep: block_ep,
+            keep,
+        };
+        match shape {
+            TileShape::Wide => tiles::<8, 3>(&block, c),
+            TileShape::Narrow => tiles::<8, 2>(&block, c),
+            TileShape::Square => tiles::<6, 4>(&block, c),
+        }
+        if let (Operand::Strided(at), true) = (a, tiled < n) {
+            narrow_columns(&block, at, tiled..n, c);
         }
     }
 }
@@ -703,164 +700,115 @@ macro_rules! with_rows_of_b {
     };
 }
 
-/// Columns `0..n` of a product, tile by tile in `R × 16·V` tiles, over its
-/// blocks of steps (`blks`, in order; they differ only in steps and epilogue).
+/// Columns `0..blk.n` of one block of steps, tile by tile, in `R × 16·V` tiles.
 #[cfg(target_arch = "x86_64")]
-fn tiles<const R: usize, const V: usize>(blks: &[Block<'_>], c: &mut [f32]) {
+fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
     let Block {
         m,
         n,
+        k0,
+        kc,
         a,
         b,
         out,
+        ep,
         keep,
-        ..
-    } = blks[0];
+    } = *blk;
     let nr = 16 * V;
     // Per row block, where its R rows of A and of C start (rows past `m`
     // clamped to the last): worked out once, not once per tile.
-    let a_base = match a {
-        Operand::Strided(s) => s.data.as_ptr(),
-        Operand::Shifted(s) => s.data.as_ptr(),
-        Operand::Gapped(g) => g.data.as_ptr(),
+    let (a_base, walk) = match a {
+        Operand::Strided(s) => (s.data.as_ptr(), Walk::By(s.cs)),
+        Operand::Shifted(s) => (s.data.as_ptr(), Walk::By(1)),
+        Operand::Gapped(g) => (g.data.as_ptr(), Walk::At(&g.cols[k0..])),
     };
     let blocks: Vec<([usize; R], [usize; R])> = (0..m)
         .step_by(R)
         .map(|i| {
             let row = |r: usize| (i + r).min(m - 1);
             let a_offs = std::array::from_fn(|r| match a {
-                Operand::Strided(s) => row(r) * s.rs,
-                Operand::Shifted(s) => s.offs[row(r)],
+                Operand::Strided(s) => row(r) * s.rs + k0 * s.cs,
+                Operand::Shifted(s) => s.offs[row(r)] + k0,
                 Operand::Gapped(g) => g.offs[row(r)],
             });
             (a_offs, std::array::from_fn(|r| out.row(row(r))))
         })
         .collect();
-    // Blocks of steps outside, panels of B next, row blocks of A inside: one
-    // panel of B serves every row block while it is in L1, and a block of A's
-    // steps stays in cache for every panel.
-    for (bi, &Block { k0, kc, ep, .. }) in blks.iter().enumerate() {
-        // Where step `k0` of each row of A is, and how to walk on from it.
-        let (a_k0, walk) = match a {
-            Operand::Strided(s) => (k0 * s.cs, Walk::By(s.cs)),
-            Operand::Shifted(_) => (k0, Walk::By(1)),
-            Operand::Gapped(g) => (0, Walk::At(&g.cols[k0..])),
+    // Panels of B outside, row blocks of A inside: one panel of B serves
+    // every row block while it is in L1.
+    for j in (0..n).step_by(nr) {
+        let cols = nr.min(n - j);
+        // A narrow last panel runs a narrower tile: no FMAs on empty
+        // vectors (for 193 columns, the last panel holds just one).
+        let tile_vecs = cols.div_ceil(16);
+        // With `keep`, the lanes to store and where the tile's first kept
+        // column goes.
+        let (keep_lanes, c_col) = match keep {
+            None => (None, j),
+            Some(kp) => (Some(Kept::new(kept_lanes(kp, j, cols))), kp.packed(j)),
         };
-        for j in (0..n).step_by(nr) {
-            let cols = nr.min(n - j);
-            // A narrow last panel runs a narrower tile: no FMAs on empty
-            // vectors (for 193 columns, the last panel holds just one).
-            let tile_vecs = cols.div_ceil(16);
-            // With `keep`, the lanes to store and where the tile's first kept
-            // column goes.
-            let (keep_lanes, c_col) = match keep {
-                None => (None, j),
-                Some(kp) => (Some(Kept::new(kept_lanes(kp, j, cols))), kp.packed(j)),
-            };
-            let compress = keep_lanes.is_some_and(|k| k.compress != 0);
-            // The part of B the kernel reads next: the next panel, or the
-            // first of the next block of steps.
-            let next = match (j + nr < n, blks.get(bi + 1)) {
-                (true, _) => Some((j + nr, k0, kc)),
-                (false, Some(nb)) => Some((0, nb.k0, nb.kc)),
-                (false, None) => None,
-            };
-            for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
-                let i = q * R;
-                let rows = R.min(m - i);
-                // Each tile asks for its share of those rows of B while it
-                // works: they come from memory, in more streams (one per
-                // row) than the hardware prefetcher follows.
-                if let Some((nj, nk0, nkc)) = next {
-                    let per = nkc.div_ceil(blocks.len());
-                    let steps = (q * per).min(nkc)..((q + 1) * per).min(nkc);
-                    prefetch_rows_of_b(b, nk0, steps, nj, nr.min(n - nj));
-                }
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX-512 is available (checked by the caller); its
-                // asserts show that every row < m, column < n and step < k
-                // addressed lies in the slices, and rows past `rows` are clamped
-                // to the last one.
-                unsafe {
-                    let walk = match walk {
-                        Walk::By(d) => avx512::Walk::By(d),
-                        Walk::At(table) => avx512::Walk::At(table.as_ptr()),
+        let compress = keep_lanes.is_some_and(|k| k.compress != 0);
+        for (q, (a_offs, c_offs)) in blocks.iter().enumerate() {
+            let i = q * R;
+            let rows = R.min(m - i);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512 is available (checked by the caller); its
+            // asserts show that every row < m, column < n and step < k
+            // addressed lies in the slices, and rows past `rows` are clamped
+            // to the last one.
+            unsafe {
+                let walk = match walk {
+                    Walk::By(d) => avx512::Walk::By(d),
+                    Walk::At(table) => avx512::Walk::At(table.as_ptr()),
+                };
+                let t = avx512::Tile {
+                    k: kc,
+                    a: a_offs.map(|o| a_base.add(o)),
+                    c: c_offs.map(|o| c.as_mut_ptr().add(o + c_col)),
+                    keep: keep_lanes,
+                    rows,
+                    cols,
+                    bias: ep.row_bias.map(|b| b.as_ptr().add(i)),
+                    affine: ep.affine.map(|a| {
+                        let a = a.from(i);
+                        [a.mean.as_ptr(), a.scale.as_ptr(), a.shift.as_ptr()]
+                    }),
+                    accumulate: ep.accumulate,
+                    relu: ep.relu,
+                };
+                // One instantiation per kind of A walk, B rows, width and
+                // store (see `avx512::tile`).
+                macro_rules! width {
+                    ($rows_of_b:expr, $steps:expr, $compress:expr) => {
+                        match tile_vecs {
+                            1 => avx512::tile::<_, _, R, 1, $compress>(&t, $rows_of_b, $steps),
+                            2 if V >= 2 => {
+                                avx512::tile::<_, _, R, 2, $compress>(&t, $rows_of_b, $steps)
+                            }
+                            3 if V >= 3 => {
+                                avx512::tile::<_, _, R, 3, $compress>(&t, $rows_of_b, $steps)
+                            }
+                            _ => avx512::tile::<_, _, R, V, $compress>(&t, $rows_of_b, $steps),
+                        }
                     };
-                    let t = avx512::Tile {
-                        k: kc,
-                        a: a_offs.map(|o| a_base.add(o + a_k0)),
-                        c: c_offs.map(|o| c.as_mut_ptr().add(o + c_col)),
-                        keep: keep_lanes,
-                        rows,
-                        cols,
-                        bias: ep.row_bias.map(|b| b.as_ptr().add(i)),
-                        affine: ep.affine.map(|a| {
-                            let a = a.from(i);
-                            [a.mean.as_ptr(), a.scale.as_ptr(), a.shift.as_ptr()]
-                        }),
-                        accumulate: ep.accumulate,
-                        relu: ep.relu,
+                    ($rows_of_b:expr, $steps:expr) => {
+                        if compress {
+                            width!($rows_of_b, $steps, true)
+                        } else {
+                            width!($rows_of_b, $steps, false)
+                        }
                     };
-                    // One instantiation per kind of A walk, B rows, width and
-                    // store (see `avx512::tile`).
-                    macro_rules! width {
-                        ($rows_of_b:expr, $steps:expr, $compress:expr) => {
-                            match tile_vecs {
-                                1 => avx512::tile::<_, _, R, 1, $compress>(&t, $rows_of_b, $steps),
-                                2 if V >= 2 => {
-                                    avx512::tile::<_, _, R, 2, $compress>(&t, $rows_of_b, $steps)
-                                }
-                                3 if V >= 3 => {
-                                    avx512::tile::<_, _, R, 3, $compress>(&t, $rows_of_b, $steps)
-                                }
-                                _ => avx512::tile::<_, _, R, V, $compress>(&t, $rows_of_b, $steps),
-                            }
-                        };
-                        ($rows_of_b:expr, $steps:expr) => {
-                            if compress {
-                                width!($rows_of_b, $steps, true)
-                            } else {
-                                width!($rows_of_b, $steps, false)
-                            }
-                        };
-                    }
-                    macro_rules! run {
-                        ($rows_of_b:expr) => {
-                            match walk {
-                                avx512::Walk::By(d) => width!($rows_of_b, avx512::StepsBy(d)),
-                                avx512::Walk::At(p) => width!($rows_of_b, avx512::StepsAt(p)),
-                            }
-                        };
-                    }
-                    with_rows_of_b!(b, j, k0, run);
                 }
+                macro_rules! run {
+                    ($rows_of_b:expr) => {
+                        match walk {
+                            avx512::Walk::By(d) => width!($rows_of_b, avx512::StepsBy(d)),
+                            avx512::Walk::At(p) => width!($rows_of_b, avx512::StepsAt(p)),
+                        }
+                    };
+                }
+                with_rows_of_b!(b, j, k0, run);
             }
-        }
-    }
-}
-
-/// Asks for the cache lines of `B`'s rows `k0 + s` (for `s` in `steps`),
-/// columns `j .. j + cols`.
-#[cfg(target_arch = "x86_64")]
-fn prefetch_rows_of_b(
-    b: Operand<'_>,
-    k0: usize,
-    steps: std::ops::Range<usize>,
-    j: usize,
-    cols: usize,
-) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    for s in steps {
-        let row = match b {
-            Operand::Strided(b) => &b.data[(k0 + s) * b.rs + j..],
-            Operand::Shifted(b) => &b.data[b.offs[k0 + s] + j..],
-            Operand::Gapped(_) => return,
-        };
-        for at in (0..cols).step_by(16).chain([cols - 1]) {
-            // SAFETY: a prefetch reads nothing and cannot fault; the
-            // address is in the slice besides (`matmul_tiled` asserted that B
-            // holds every step and column).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(at) as *const i8) };
         }
     }
 }
