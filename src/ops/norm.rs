@@ -119,7 +119,7 @@ pub fn batch_norm_forward(
     eps: f32,
 ) -> Result<Tensor> {
     let mut y = Tensor::zeros(x.raw_dim());
-    batch_norm_into(&mut y, x, gamma, beta, mean, var, eps)?;
+    normalise_into(&mut y, x, mean, &scales(gamma, var, eps), beta)?;
     Ok(y)
 }
 
@@ -132,18 +132,16 @@ fn scales(gamma: &[f32], var: &[f32], eps: f32) -> Vec<f32> {
         .collect()
 }
 
-/// [`batch_norm_forward`] into `y`, of `x`'s shape.
-fn batch_norm_into(
+/// `y = (x − μ_c)·scale_c + β_c` into `y`, of `x`'s shape: the reference
+/// forward with its scales worked out.
+fn normalise_into(
     y: &mut Tensor,
     x: &Tensor,
-    gamma: &[f32],
-    beta: &[f32],
     mean: &[f32],
-    var: &[f32],
-    eps: f32,
+    scale: &[f32],
+    beta: &[f32],
 ) -> Result<()> {
     let v = as_ncs(x)?;
-    let scale = scales(gamma, var, eps);
     let mut out = y
         .view_mut()
         .into_shape_with_order(v.dim())
@@ -265,24 +263,13 @@ impl Tape<'_> {
         let kernels = self.kernels();
         let y = self.compute(&[x, gamma, beta, mean, var], |v, pool| {
             let (_, c, s) = as_ncs(v[0])?.dim();
-            check_params(
-                c,
-                &[
-                    ("gamma", v[1]),
-                    ("beta", v[2]),
-                    ("mean", v[3]),
-                    ("var", v[4]),
-                ],
-            )?;
-            let vec = |t: &Tensor| t.iter().copied().collect::<Vec<f32>>();
-            let (gamma, beta, mean, var) = (vec(v[1]), vec(v[2]), vec(v[3]), vec(v[4]));
+            let [mean, scale, beta] = inference_affine(c, [v[1], v[2], v[3], v[4]], eps)?;
             let mut y = pool.to_overwrite(v[0].shape());
             match (kernels, v[0].as_slice(), y.as_slice_mut()) {
                 (k, Some(xs), Some(ys)) if k != Kernels::Reference => {
-                    let [mean, scale, beta] = inference_affine(c, [v[1], v[2], v[3], v[4]], eps)?;
                     fast::norm::forward(xs, s, &mean, &scale, &beta, ys);
                 }
-                _ => batch_norm_into(&mut y, v[0], &gamma, &beta, &mean, &var, eps)?,
+                _ => normalise_into(&mut y, v[0], &mean, &scale, &beta)?,
             }
             Ok(y)
         })?;
