@@ -22,7 +22,9 @@
 //! and every output is then the same chain of products wherever it sits.
 //!
 //! A fused ReLU is applied as output tiles are stored, and its backward rule
-//! ([`ReluRule`]) applied to `dy` image by image inside the backward.
+//! ([`ReluRule`]) applied to `dy` image by image inside the backward. For the
+//! class scores alone, an inference batch normalisation is applied there too,
+//! before the ReLU (see `fast::fused`).
 
 use rayon::prelude::*;
 
@@ -497,7 +499,6 @@ pub(crate) fn forward(
 /// `relu`), taken as each output leaves the products: the bits of the three
 /// ops one after the other, without writing and reading the output between
 /// them. Never through Winograd's transforms.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_normalised(
     g: &ConvGeometry,
     x: &Tensor,
