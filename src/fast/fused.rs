@@ -137,6 +137,12 @@ impl Backward for NotRecorded {
 }
 
 impl Tape<'_> {
+    /// Whether the ops for the class scores alone run as one: on a tape that
+    /// records nothing, with [`Kernels::Fast`].
+    fn scores_only(&self) -> bool {
+        !self.is_recording() && self.kernels() == Kernels::Fast
+    }
+
     /// `relu(batch_norm(conv2d_with(x, w, b, options)))`, without the batch
     /// normalisation if `norm` is `None` and without the ReLU if `!relu`, for
     /// the class scores alone: one op whose normalisation and ReLU are taken
@@ -177,9 +183,9 @@ impl Tape<'_> {
         norm: Option<BatchNormVars>,
         relu: bool,
     ) -> Result<Var> {
-        let route = match (self.is_recording(), self.kernels()) {
-            (false, Kernels::Fast) => self.conv2d_route(x, w, options)?,
-            _ => None,
+        let route = match self.scores_only() {
+            true => self.conv2d_route(x, w, options)?,
+            false => None,
         };
         let Some((x, spec)) = route else {
             let mut y = self.conv2d_with(x, w, b, options)?;
@@ -207,27 +213,30 @@ impl Tape<'_> {
         })?;
         Ok(self.push(y, &inputs, Box::new(NotRecorded)))
     }
-}
 
-impl Tape<'_> {
     /// `max_pool2d(pad(x, pads, −∞), spec)` for the class scores alone: one op
     /// that pads each plane in the core's cache rather than writing the
     /// padded tensor, with the same bits as the two ops.
     ///
     /// Only on a tape that records nothing and with [`Kernels::Fast`];
-    /// otherwise the two ops are recorded one after the other.
+    /// otherwise the two ops are recorded one after the other (the `pad`
+    /// only if there is a border).
     pub fn max_pool2d_inference(
         &mut self,
         x: Var,
         spec: MaxPool2dSpec,
-        (top, left, bottom, right): (usize, usize, usize, usize),
+        pads: (usize, usize, usize, usize),
     ) -> Result<Var> {
-        if self.is_recording() || self.kernels() != Kernels::Fast {
-            let border = [(0, 0), (0, 0), (top, bottom), (left, right)];
-            let padded = self.pad(x, &border, f32::NEG_INFINITY)?;
+        if !self.scores_only() {
+            let padded = match pads {
+                (0, 0, 0, 0) => x,
+                (top, left, bottom, right) => {
+                    let border = [(0, 0), (0, 0), (top, bottom), (left, right)];
+                    self.pad(x, &border, f32::NEG_INFINITY)?
+                }
+            };
             return self.max_pool2d(padded, spec);
         }
-        let pads = (top, left, bottom, right);
         let y = self.compute(&[x], |v, p| pool::forward_padded(v[0], spec, pads, p))?;
         Ok(self.push(y, &[x], Box::new(NotRecorded)))
     }

@@ -583,7 +583,7 @@ fn matmul_tiled(
     }
     // Blocks of KC steps keep the slice of B a tile streams (KC × NR values)
     // in cache; each block after the first accumulates onto the last, and the
-    // bias and ReLU wait for the final block.
+    // bias, affine and ReLU wait for the final block.
     let shape = tile_shape(n);
     // A last panel of a few columns goes column by column, when A's columns
     // are contiguous (see `narrow_columns`).
@@ -1594,8 +1594,6 @@ mod tests {
         }
     }
 
-    /// Keeping the first 3 of every 5 columns equals computing all and dropping,
-    /// in one block of steps and in two (the second adding to kept values).
     /// The affine epilogue (an inference batch normalisation taken as tiles
     /// are stored) gives the bits of the formula applied to the stored
     /// product, on full and partial tiles, a last panel taken column by
@@ -1613,7 +1611,8 @@ mod tests {
             let shift = pattern(m, 4, 11, 5.0);
             // Column-major A (unit row stride): the last panel of 49 or 193
             // columns then goes column by column.
-            let at = transposed(&a, m, k);
+            let mut at = vec![0.0f32; m * k];
+            transpose(&a, m, k, k, &mut at, m);
             let a_ops = [
                 rows(&a, k),
                 Strided {
@@ -1658,11 +1657,8 @@ mod tests {
         }
     }
 
-    /// `a[m, k]` stored column by column.
-    fn transposed(a: &[f32], m: usize, k: usize) -> Vec<f32> {
-        (0..m * k).map(|i| a[(i % m) * k + i / m]).collect()
-    }
-
+    /// Keeping the first 3 of every 5 columns equals computing all and dropping,
+    /// in one block of steps and in two (the second adding to kept values).
     #[test]
     fn keep_packs_the_first_columns_of_each_row() {
         for k in [11, KC + 12] {

@@ -49,17 +49,24 @@ pub(crate) fn forward(x: &[f32], h: usize, w: usize, border: Border, value: f32,
         .zip(x.par_chunks(planes * h * w))
         .for_each(|(y, x)| {
             for (y, x) in y.chunks_mut(hp * wp).zip(x.chunks(h * w)) {
-                let (above, rest) = y.split_at_mut(border.top * wp);
-                above.fill(value);
-                let (rows, below) = rest.split_at_mut(h * wp);
-                below.fill(value);
-                for (row, src) in rows.chunks_mut(wp).zip(x.chunks(w)) {
-                    row[..border.left].fill(value);
-                    row[border.left..border.left + w].copy_from_slice(src);
-                    row[border.left + w..].fill(value);
-                }
+                plane(x, w, border, value, y);
             }
         });
+}
+
+/// One plane `x` (`w` wide) inside `border` of `value`, into `y`.
+pub(crate) fn plane(x: &[f32], w: usize, border: Border, value: f32, y: &mut [f32]) {
+    let wp = w + border.left + border.right;
+    let h = x.len() / w.max(1);
+    let (above, rest) = y.split_at_mut(border.top * wp);
+    above.fill(value);
+    let (rows, below) = rest.split_at_mut(h * wp);
+    below.fill(value);
+    for (row, src) in rows.chunks_mut(wp).zip(x.chunks(w)) {
+        row[..border.left].fill(value);
+        row[border.left..border.left + w].copy_from_slice(src);
+        row[border.left + w..].fill(value);
+    }
 }
 
 /// The backward: `dx` = the inside of each plane of `dy` (the border's

@@ -32,6 +32,12 @@ pub(crate) fn forward_padded(
 ) -> Result<Tensor> {
     let (n, c, h, w) = dims(x)?;
     let (top, left, bottom, right) = pads;
+    let border = super::pad::Border {
+        top,
+        bottom,
+        left,
+        right,
+    };
     let (hp, wp) = (h + top + bottom, w + left + right);
     let (ho, wo) = spec.output_size(hp, wp)?;
     let xs = as_slice(x, "max_pool2d")?;
@@ -47,11 +53,8 @@ pub(crate) fn forward_padded(
                 let x = match pads {
                     (0, 0, 0, 0) => x,
                     _ => {
-                        padded.clear();
-                        padded.resize(hp * wp, f32::NEG_INFINITY);
-                        for (row, src) in padded[top * wp..].chunks_mut(wp).zip(x.chunks(w)) {
-                            row[left..left + w].copy_from_slice(src);
-                        }
+                        padded.resize(hp * wp, 0.0);
+                        super::pad::plane(x, w, border, f32::NEG_INFINITY, &mut padded);
                         &padded[..]
                     }
                 };

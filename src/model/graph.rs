@@ -677,17 +677,10 @@ impl Graph {
                         false => tape.batch_norm(ins[0], gamma, beta, param(2)?, param(3)?, eps)?,
                     }
                 }
-                &Op::MaxPool2D { pool, stride, pads } if fuse => {
-                    tape.max_pool2d_inference(ins[0], MaxPool2dSpec { pool, stride }, pads)?
-                }
+                // One op for the scores alone (any tape: it records the
+                // `pad` and the pooling where a gradient may be asked for).
                 &Op::MaxPool2D { pool, stride, pads } => {
-                    let padded = match pads {
-                        (0, 0, 0, 0) => ins[0],
-                        (t, l, b, r) => {
-                            tape.pad(ins[0], &[(0, 0), (0, 0), (t, b), (l, r)], f32::NEG_INFINITY)?
-                        }
-                    };
-                    tape.max_pool2d(padded, MaxPool2dSpec { pool, stride })?
+                    tape.max_pool2d_inference(ins[0], MaxPool2dSpec { pool, stride }, pads)?
                 }
                 &Op::AvgPool2D(spec) => tape.avg_pool2d(ins[0], spec)?,
                 Op::GlobalAvgPool2D => tape.global_avg_pool2d(ins[0])?,
