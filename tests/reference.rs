@@ -491,7 +491,8 @@ fn random_and_real_batches(seed: u64) -> Vec<(&'static str, Tensor)> {
 }
 
 /// The general convolution's route through `conv2d` (pad, then the fast
-/// 'valid' convolution) against its reference loops, forward and backward,
+/// 'valid' convolution; a stride of 2 split in phases on the AVX-512
+/// kernel) against its reference loops, forward and backward,
 /// on ResNet's strided and padded convolutions (7x7 stride 2 pad 3, 3x3
 /// stride 2 pad 1, 1x1 stride 2, 3x3 stride 1 pad 1) and on asymmetric padding: random shapes
 /// and real CIFAR-10 images, whose flat skies and saturated pixels give

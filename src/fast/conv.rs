@@ -10,6 +10,11 @@
 //! and col2im happens inside the kernel: each row of `Wᵀ·dy` is added onto
 //! the input at its shift as it leaves the registers.
 //!
+//! **Stride 2 in phases.** The forward of a stride-2 layer splits the padded
+//! image into its four phases (even or odd rows × even or odd columns); each
+//! tap then reads one phase at a shift, and the product runs on shifted rows
+//! again (see `Unroll::Phases`). Its backward unrolls with im2col.
+//!
 //! **Winograd** (only with [`Kernels::Winograd`]). A 3x3 stride-1 forward
 //! with 16 or more channels both ways goes through Winograd's minimal
 //! filtering, 36 multiplications per 4x4 block of outputs rather than 144: see
@@ -50,6 +55,12 @@ use crate::tensor::{as_slice, Tensor};
 ///   offset `i·W + j`: a shifted view. The `kw − 1` extra columns per row are
 ///   computed and dropped (18% more arithmetic for the tutorial's 13-wide second
 ///   layer), which costs less than writing and reading im2col's copy.
+/// - `Phases`: for stride 2, the forward alone. The padded image is split
+///   into its four phases (even or odd rows × even or odd columns), and
+///   then every tap `(i, j)` reads phase `(i mod 2, j mod 2)` at a shift of
+///   `(⌊i/2⌋, ⌊j/2⌋)`: shifted rows again, on a grid one phase wide. The
+///   split copies the image once, where im2col copies each value about
+///   `kh·kw/4` times. (The backward unrolls with im2col.)
 #[derive(Clone, Debug)]
 enum Unroll {
     Im2col,
@@ -70,6 +81,15 @@ enum Unroll {
         /// `offs` in that order.
         offs_dx: Vec<usize>,
     },
+    Phases {
+        /// Where row `(c, i, j)` reads the phases: phase `(c, i mod 2,
+        /// j mod 2)` from row `⌊i/2⌋` and column `⌊j/2⌋` on.
+        offs: Vec<usize>,
+        /// The phases' rows and columns: `(Ho + ⌊(kh − 1)/2⌋, Wo + ⌊(kw − 1)/2⌋)`.
+        size: (usize, usize),
+        /// Columns of the grid up to the last real output: `(Ho − 1)·Wq + Wo`.
+        wide: usize,
+    },
 }
 
 impl Unroll {
@@ -77,7 +97,7 @@ impl Unroll {
     /// output.
     fn columns(&self, g: &ConvGeometry) -> usize {
         match self {
-            Unroll::Shifted { wide, .. } => *wide,
+            Unroll::Shifted { wide, .. } | Unroll::Phases { wide, .. } => *wide,
             Unroll::Im2col => g.p(),
         }
     }
@@ -86,6 +106,38 @@ impl Unroll {
     /// AVX-512 kernel (the portable one copies shifted operands out).
     fn shifts(g: &ConvGeometry) -> bool {
         g.stride == 1 && g.unpadded() && kernel::available()
+    }
+
+    /// How the forward unrolls: as the backward does ([`Unroll::for_geometry`]),
+    /// but a stride of 2 in phases on the AVX-512 kernel.
+    fn for_forward(g: &ConvGeometry) -> Self {
+        if g.stride != 2 || !kernel::available() {
+            return Self::for_geometry(g);
+        }
+        let (hq, wq) = (g.ho + (g.kh - 1) / 2, g.wo + (g.kw - 1) / 2);
+        let phases = (g.kh.min(2), g.kw.min(2));
+        let mut offs = Vec::with_capacity(g.k());
+        for c in 0..g.cin {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let phase = (c * phases.0 + i % 2) * phases.1 + j % 2;
+                    offs.push(phase * hq * wq + i / 2 * wq + j / 2);
+                }
+            }
+        }
+        Unroll::Phases {
+            offs,
+            size: (hq, wq),
+            wide: (g.ho - 1) * wq + g.wo,
+        }
+    }
+
+    /// Values of the phases of one image ([`Unroll::Phases`]), else 0.
+    fn phases_len(&self, g: &ConvGeometry) -> usize {
+        match self {
+            Unroll::Phases { size, .. } => g.cin * g.kh.min(2) * g.kw.min(2) * size.0 * size.1,
+            _ => 0,
+        }
     }
 
     fn for_geometry(g: &ConvGeometry) -> Self {
@@ -200,6 +252,52 @@ fn forward_image(
                 first: g.wo,
             };
             matmul_keep(m, *wide, k, w, xs, y, p, ep, keep);
+        }
+        Unroll::Phases { offs, size, wide } => {
+            // The same on the phases, split here unless given.
+            let planes = match cols {
+                Some(planes) => planes,
+                None => {
+                    let planes = sized(&mut s.cols, u.phases_len(g));
+                    split_phases(g, *size, x, planes);
+                    planes
+                }
+            };
+            let xs = Shifted { data: planes, offs };
+            let keep = Keep {
+                row: size.1,
+                first: g.wo,
+            };
+            matmul_keep(m, *wide, k, w, xs, y, p, ep, keep);
+        }
+    }
+}
+
+/// The phases of one zero-padded image for [`Unroll::Phases`]: plane
+/// `(c, a, b)` (`a < min(kh, 2)`, `b < min(kw, 2)`) holds the padded
+/// image's values at rows `2r + a` and columns `2q + b`, `size` of them.
+fn split_phases(g: &ConvGeometry, (hq, wq): (usize, usize), x: &[f32], planes: &mut [f32]) {
+    let (na, nb) = (g.kh.min(2), g.kw.min(2));
+    for (q, plane) in planes.chunks_exact_mut(hq * wq).enumerate() {
+        let (c, a, b) = (q / (na * nb), q / nb % na, q % nb);
+        let image = &x[c * g.h * g.w..][..g.h * g.w];
+        // Columns 2q + b − pad_left inside the image: q in lo..hi.
+        let lo = g.pad_left.saturating_sub(b).div_ceil(2).min(wq);
+        let hi = (g.w + g.pad_left - b).div_ceil(2).clamp(lo, wq);
+        for (r, row) in plane.chunks_exact_mut(wq).enumerate() {
+            let Some(y) = (2 * r + a).checked_sub(g.pad_top).filter(|&y| y < g.h) else {
+                row.fill(0.0);
+                continue;
+            };
+            row[..lo].fill(0.0);
+            row[hi..].fill(0.0);
+            if lo == hi {
+                continue;
+            }
+            let src = &image[y * g.w + 2 * lo + b - g.pad_left..];
+            for (o, v) in row[lo..hi].iter_mut().zip(src.iter().step_by(2)) {
+                *o = *v;
+            }
         }
     }
 }
@@ -471,6 +569,7 @@ fn backward_image(
                 matmul_add_at(k, wide, g.cout, wt, rows(dz, wide), dx, offs_dx);
             }
         }
+        Unroll::Phases { .. } => unreachable!("the backward unrolls with im2col (for_geometry)"),
     }
 }
 
@@ -650,7 +749,7 @@ fn forward_on(
         });
         pool.give_vec(u);
     } else {
-        let u = Unroll::for_geometry(g);
+        let u = Unroll::for_forward(g);
         let wt = kernel::reads_columns_of_a(u.columns(g)).then(|| transposed_weights(g, ws, pool));
         let w = match &wt {
             Some(wt) => rows_of_wt(g, wt),
@@ -684,7 +783,7 @@ fn forward_split_channels(
     y: &mut Tensor,
     pool: &mut Pool,
 ) {
-    let u = Unroll::for_geometry(g);
+    let u = Unroll::for_forward(g);
     let by_columns = kernel::reads_columns_of_a(u.columns(g));
     let threads = rayon::current_num_threads();
     let share = g.cout.div_ceil(threads);
@@ -693,6 +792,7 @@ fn forward_split_channels(
     // between the threads, and every thread's product reads the columns.
     let mut cols = match u {
         Unroll::Im2col => pool.vec_to_overwrite(k * p),
+        Unroll::Phases { .. } => pool.vec_to_overwrite(u.phases_len(g)),
         Unroll::Shifted { .. } => Vec::new(),
     };
     let ys = y.as_slice_mut().expect("a fresh tensor");
@@ -707,6 +807,9 @@ fn forward_split_channels(
                     let part = ConvGeometry { n: 1, cin: m, ..*g };
                     im2col(&part, &x[c0 * plane..][..m * plane], cols);
                 });
+        }
+        if let Unroll::Phases { size, .. } = u {
+            split_phases(g, size, x, &mut cols);
         }
         let unrolled = (!cols.is_empty()).then_some(&cols[..]);
         y.par_chunks_mut(share * p).enumerate().for_each(|(i, y)| {
@@ -793,6 +896,9 @@ fn input_gradient_split_channels(
                             }
                         }
                         Unroll::Im2col => dst.copy_from_slice(src),
+                        Unroll::Phases { .. } => {
+                            unreachable!("the backward unrolls with for_geometry")
+                        }
                     }
                 }
                 dx.fill(0.0);
@@ -913,6 +1019,7 @@ pub(crate) fn backward(
                 && tiling_dx.addressable(g.cout * wide, il)
         }
         Unroll::Im2col => false,
+        Unroll::Phases { .. } => unreachable!("the backward unrolls with for_geometry"),
     };
     if let Dy::Full(dy) = &dy {
         let threads = rayon::current_num_threads();
@@ -1096,6 +1203,53 @@ pub(crate) fn backward(
 mod tests {
     use super::*;
     use crate::ops::{Conv2dSpec, Padding};
+
+    /// Every real output's value in every shifted row of the phases is the
+    /// reference's im2col column: strides of 2, 'valid' and 'same' padding
+    /// (odd padding too), kernels 1x1 to 7x7 and 2x2, odd and even sizes.
+    #[test]
+    fn phases_read_the_reference_columns() {
+        for (h, w, kh, kw, padding) in [
+            (7, 9, 3, 3, Padding::Same),
+            (8, 8, 3, 3, Padding::Same),
+            (11, 8, 7, 7, Padding::Same),
+            (10, 10, 3, 3, Padding::Valid),
+            (9, 13, 1, 1, Padding::Valid),
+            (6, 5, 2, 2, Padding::Same),
+            (6, 7, 2, 3, Padding::Valid),
+            (4, 3, 5, 5, Padding::Same),
+        ] {
+            let cin = 2;
+            let spec = Conv2dSpec { stride: 2, padding };
+            let g = ConvGeometry::new(&[1, cin, h, w], &[1, cin, kh, kw], &[1], spec).unwrap();
+            let x: Vec<f32> = (0..cin * h * w).map(|v| v as f32 + 1.0).collect();
+            let (k, p) = (g.k(), g.p());
+            let mut whole = vec![f32::NAN; k * p];
+            im2col(&g, &x, &mut whole);
+            let u = Unroll::for_forward(&g);
+            let Unroll::Phases { offs, size, wide } = &u else {
+                assert!(
+                    !kernel::available(),
+                    "stride 2 goes in phases on the kernel"
+                );
+                continue;
+            };
+            let (size, wide) = (*size, *wide);
+            let mut planes = vec![f32::NAN; u.phases_len(&g)];
+            split_phases(&g, size, &x, &mut planes);
+            for (r, &o) in offs.iter().enumerate() {
+                // The product reads `wide` values from each row's offset.
+                assert!(o + wide <= planes.len(), "row {r} runs past the phases");
+                for (oy, ox) in (0..g.ho).flat_map(|oy| (0..g.wo).map(move |ox| (oy, ox))) {
+                    assert_eq!(
+                        planes[o + oy * size.1 + ox],
+                        whole[r * p + oy * g.wo + ox],
+                        "{h}x{w}, {kh}x{kw}, {padding:?}, row {r}, output ({oy}, {ox})"
+                    );
+                }
+            }
+        }
+    }
 
     /// Every band of every length is the same columns as the reference's
     /// whole im2col, for strides 1 to 3, 'valid' and 'same' padding, and

@@ -23,7 +23,8 @@
 
 /// A multiple of every tile's rows (8 and 6): where to split a product's rows.
 const ROWS: usize = 24;
-/// Steps of `k` per block, so that the rows of `B` a tile streams stay in cache.
+/// Steps of `k` per block, so that the rows of `B` a tile streams stay in
+/// cache (for a [`Strided`] `B`; a [`Shifted`] one runs in one block).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub const KC: usize = 288;
 
@@ -593,9 +594,16 @@ fn matmul_tiled(
         Operand::Strided(s) if s.rs == 1 && tail <= NARROW => n - tail,
         _ => n,
     };
-    for k0 in (0..k.max(1)).step_by(KC) {
-        let kc = KC.min(k - k0.min(k));
-        let last = k0 + KC >= k;
+    // A shifted B's rows are windows of one image, which stays in cache
+    // whatever the block: its products take every step in one block, and
+    // write C once.
+    let steps = match b {
+        Operand::Shifted(_) => k.max(1),
+        _ => KC,
+    };
+    for k0 in (0..k.max(1)).step_by(steps) {
+        let kc = steps.min(k - k0.min(k));
+        let last = k0 + steps >= k;
         let block_ep = Epilogue {
             accumulate: ep.accumulate || k0 > 0,
             row_bias: if last { ep.row_bias } else { None },
