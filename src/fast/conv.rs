@@ -1204,6 +1204,22 @@ mod tests {
     use super::*;
     use crate::ops::{Conv2dSpec, Padding};
 
+    /// A two-channel `h × w` image of distinct values, its geometry under
+    /// `spec` with a `kh × kw` kernel, and the reference's im2col columns of it.
+    fn image_and_columns(
+        h: usize,
+        w: usize,
+        (kh, kw): (usize, usize),
+        spec: Conv2dSpec,
+    ) -> (ConvGeometry, Vec<f32>, Vec<f32>) {
+        let cin = 2;
+        let g = ConvGeometry::new(&[1, cin, h, w], &[1, cin, kh, kw], &[1], spec).unwrap();
+        let x: Vec<f32> = (0..cin * h * w).map(|v| v as f32 + 1.0).collect();
+        let mut whole = vec![f32::NAN; g.k() * g.p()];
+        im2col(&g, &x, &mut whole);
+        (g, x, whole)
+    }
+
     /// Every real output's value in every shifted row of the phases is the
     /// reference's im2col column: strides of 2, 'valid' and 'same' padding
     /// (odd padding too), kernels 1x1 to 7x7 and 2x2, odd and even sizes.
@@ -1219,13 +1235,9 @@ mod tests {
             (6, 7, 2, 3, Padding::Valid),
             (4, 3, 5, 5, Padding::Same),
         ] {
-            let cin = 2;
             let spec = Conv2dSpec { stride: 2, padding };
-            let g = ConvGeometry::new(&[1, cin, h, w], &[1, cin, kh, kw], &[1], spec).unwrap();
-            let x: Vec<f32> = (0..cin * h * w).map(|v| v as f32 + 1.0).collect();
-            let (k, p) = (g.k(), g.p());
-            let mut whole = vec![f32::NAN; k * p];
-            im2col(&g, &x, &mut whole);
+            let (g, x, whole) = image_and_columns(h, w, (kh, kw), spec);
+            let p = g.p();
             let u = Unroll::for_forward(&g);
             let Unroll::Phases { offs, size, wide } = &u else {
                 assert!(
@@ -1264,13 +1276,9 @@ mod tests {
             (6, 5, 5, 3, Padding::Same),
             (4, 3, 5, 1, Padding::Same),
         ] {
-            let cin = 2;
             let spec = Conv2dSpec { stride, padding };
-            let g = ConvGeometry::new(&[1, cin, h, w], &[1, cin, k, k], &[1], spec).unwrap();
-            let x: Vec<f32> = (0..cin * h * w).map(|v| v as f32 + 1.0).collect();
+            let (g, x, whole) = image_and_columns(h, w, (k, k), spec);
             let (kk, p) = (g.k(), g.p());
-            let mut whole = vec![f32::NAN; kk * p];
-            im2col(&g, &x, &mut whole);
             for len in 1..=p {
                 for q0 in 0..=p - len {
                     let mut band = vec![f32::NAN; kk * len];
