@@ -570,27 +570,38 @@ fn padded_and_strided_convolutions_match_their_reference_on_real_images() {
     }
 }
 
-/// A convolution with its batch normalisation and ReLU as one op, for the
-/// scores alone (`Tape::conv2d_inference`), gives the bits of the three fast
-/// ops one after the other: on random values and real CIFAR-10 images, on
-/// every route (pad + shifted rows, im2col in one band and in several, one
-/// image's channels shared between the threads), with and without each of
-/// the normalisation and the ReLU. The separate ops are held to their
-/// reference by the tests above.
+/// A convolution with its batch normalisation, a residual and its ReLU as
+/// one op, for the scores alone (`Tape::conv2d_inference`), gives the bits of
+/// the fast ops one after the other, recorded on a tape that records nothing
+/// and on one that records (where a padded stride-1 convolution pads first
+/// and reads shifted rows of the padded tensor, where the others pad in
+/// cache): on random values and real CIFAR-10 images, on every route (the
+/// image padded in cache, shifted rows, stride 2 in phases, im2col for
+/// stride 3, one image's channels shared between the threads), with and
+/// without each of the normalisation, the residual and the ReLU. The
+/// separate ops are held to their reference by the tests above.
 #[test]
-fn a_convolution_fused_with_its_batch_norm_and_relu_gives_the_same_bits_on_real_images() {
-    use salient::ops::norm::BatchNormVars;
+fn a_convolution_fused_with_its_batch_norm_residual_and_relu_gives_the_same_bits_on_real_images() {
+    use salient::ops::norm::{AfterConv, BatchNormVars};
     use salient::ops::Conv2dOptions;
     let batches = random_and_real_batches(90);
     let cases = [
         (3, (1, 1), (1, 1, 1, 1)),
         (3, (1, 1), (0, 0, 0, 0)),
         (7, (2, 2), (3, 3, 3, 3)),
+        (3, (2, 2), (1, 1, 1, 1)),
         (1, (2, 2), (0, 0, 0, 0)),
+        (3, (3, 3), (1, 1, 1, 1)),
+    ];
+    let folds = [
+        (true, false, true),
+        (true, false, false),
+        (false, false, true),
+        (true, true, true),
+        (true, true, false),
+        (false, true, true),
     ];
     for (what, x) in &batches {
-        // 6 channels: with a 7x7 kernel, 294 rows of columns; a 32x32 image's
-        // 256 outputs then take two bands of im2col.
         let x = ndarray::concatenate![Axis(1), *x, x.mapv(|v| 1.0 - v)];
         for (seed, &(k, stride, pads)) in cases.iter().enumerate() {
             let options = Conv2dOptions {
@@ -608,37 +619,54 @@ fn a_convolution_fused_with_its_batch_norm_and_relu_gives_the_same_bits_on_real_
                 random(&[6], 94),
                 random(&[6], 95).mapv(|v| v.abs() + 0.1),
             ];
-            for (with_norm, relu) in [(true, true), (true, false), (false, true)] {
-                let mut tape = Tape::inference();
-                let xv = tape.constant(x.clone());
-                let (wv, bv) = (tape.constant(w.clone()), tape.constant(b.clone()));
-                let [gamma, beta, mean, var] = norm.clone().map(|t| tape.constant(t));
-                let vars = BatchNormVars {
-                    gamma,
-                    beta,
-                    mean,
-                    var,
-                    eps: 1e-5,
-                };
-                let fused = tape
-                    .conv2d_inference((xv, wv, bv), options, with_norm.then_some(vars), relu)
-                    .unwrap();
-                let mut y = tape.conv2d_with(xv, wv, bv, options).unwrap();
-                if with_norm {
-                    y = tape.batch_norm(y, gamma, beta, mean, var, 1e-5).unwrap();
-                }
-                if relu {
-                    y = tape.relu(y).unwrap();
-                }
-                let bits = |v| {
-                    let t: &Tensor = tape.value(v).unwrap();
+            for (with_norm, with_residual, relu) in folds {
+                let ops_on = |mut tape: Tape<'static>, fused: bool| {
+                    let xv = tape.input(x.clone());
+                    let (wv, bv) = (tape.constant(w.clone()), tape.constant(b.clone()));
+                    let [gamma, beta, mean, var] = norm.clone().map(|t| tape.constant(t));
+                    let shape = tape.value(xv).unwrap().shape().to_vec();
+                    let (ho, wo) = (
+                        (shape[2] + pads.0 + pads.2 - k) / stride.0 + 1,
+                        (shape[3] + pads.1 + pads.3 - k) / stride.1 + 1,
+                    );
+                    let residual = random(&[shape[0], 6, ho, wo], 96 + seed as u64);
+                    let rv = tape.constant(residual);
+                    let after = AfterConv {
+                        norm: with_norm.then_some(BatchNormVars {
+                            gamma,
+                            beta,
+                            mean,
+                            var,
+                            eps: 1e-5,
+                        }),
+                        residual: with_residual.then_some(rv),
+                        relu,
+                    };
+                    let y = match fused {
+                        true => tape.conv2d_inference((xv, wv, bv), options, after).unwrap(),
+                        false => {
+                            let mut y = tape.conv2d_with(xv, wv, bv, options).unwrap();
+                            if with_norm {
+                                y = tape.batch_norm(y, gamma, beta, mean, var, 1e-5).unwrap();
+                            }
+                            if with_residual {
+                                y = tape.add(y, rv).unwrap();
+                            }
+                            if relu {
+                                y = tape.relu(y).unwrap();
+                            }
+                            y
+                        }
+                    };
+                    let t: &Tensor = tape.value(y).unwrap();
                     t.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                 };
-                assert_eq!(
-                    bits(fused),
-                    bits(y),
-                    "{what}, {k}x{k} {options:?}, norm {with_norm}, relu {relu}"
+                let fused = ops_on(Tape::inference(), true);
+                let at = format!(
+                    "{what}, {k}x{k} {options:?}, norm {with_norm}, residual {with_residual}, relu {relu}"
                 );
+                assert_eq!(fused, ops_on(Tape::inference(), false), "{at}");
+                assert_eq!(fused, ops_on(Tape::new(), false), "{at}, recorded");
             }
         }
     }

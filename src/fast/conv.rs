@@ -13,7 +13,8 @@
 //! **Stride 2 in phases.** The forward of a stride-2 layer splits the padded
 //! image into its four phases (even or odd rows × even or odd columns); each
 //! tap then reads one phase at a shift, and the product runs on shifted rows
-//! again (see `Unroll::Phases`). Its backward unrolls with im2col.
+//! again (see `Unroll::Phases`). A padded stride-1 forward reads its one
+//! phase, the padded image. Their backward unrolls with im2col.
 //!
 //! **Winograd** (only with [`Kernels::Winograd`]). A 3x3 stride-1 forward
 //! with 16 or more channels both ways goes through Winograd's minimal
@@ -55,12 +56,14 @@ use crate::tensor::{as_slice, Tensor};
 ///   offset `i·W + j`: a shifted view. The `kw − 1` extra columns per row are
 ///   computed and dropped (18% more arithmetic for the tutorial's 13-wide second
 ///   layer), which costs less than writing and reading im2col's copy.
-/// - `Phases`: for stride 2, the forward alone. The padded image is split
-///   into its four phases (even or odd rows × even or odd columns), and
-///   then every tap `(i, j)` reads phase `(i mod 2, j mod 2)` at a shift of
-///   `(⌊i/2⌋, ⌊j/2⌋)`: shifted rows again, on a grid one phase wide. The
-///   split copies the image once, where im2col copies each value about
-///   `kh·kw/4` times. (The backward unrolls with im2col.)
+/// - `Phases`: for stride 2, and for stride 1 with padding, the forward
+///   alone. The padded image is split into its four phases (even or odd
+///   rows × even or odd columns), and then every tap `(i, j)` reads phase
+///   `(i mod 2, j mod 2)` at a shift of `(⌊i/2⌋, ⌊j/2⌋)`: shifted rows
+///   again, on a grid one phase wide. The split copies the image once, where
+///   im2col copies each value about `kh·kw/4` times. With a stride of 1 the
+///   one phase is the padded image, copied in the core's cache rather than
+///   written whole by a `pad` first. (The backward unrolls with im2col.)
 #[derive(Clone, Debug)]
 enum Unroll {
     Im2col,
@@ -82,10 +85,10 @@ enum Unroll {
         offs_dx: Vec<usize>,
     },
     Phases {
-        /// Where row `(c, i, j)` reads the phases: phase `(c, i mod 2,
-        /// j mod 2)` from row `⌊i/2⌋` and column `⌊j/2⌋` on.
+        /// Where row `(c, i, j)` reads the phases: phase `(c, i mod s,
+        /// j mod s)` from row `⌊i/s⌋` and column `⌊j/s⌋` on, for stride `s`.
         offs: Vec<usize>,
-        /// The phases' rows and columns: `(Ho + ⌊(kh − 1)/2⌋, Wo + ⌊(kw − 1)/2⌋)`.
+        /// The phases' rows and columns: `(Ho + ⌊(kh − 1)/s⌋, Wo + ⌊(kw − 1)/s⌋)`.
         size: (usize, usize),
         /// Columns of the grid up to the last real output: `(Ho − 1)·Wq + Wo`.
         wide: usize,
@@ -109,19 +112,21 @@ impl Unroll {
     }
 
     /// How the forward unrolls: as the backward does ([`Unroll::for_geometry`]),
-    /// but a stride of 2 in phases on the AVX-512 kernel.
+    /// but on the AVX-512 kernel a stride of 2 in phases, and a padded
+    /// stride of 1 on its one phase (the padded image, copied in cache).
     fn for_forward(g: &ConvGeometry) -> Self {
-        if g.stride != 2 || !kernel::available() {
+        let s = g.stride;
+        if !kernel::available() || s > 2 || (s == 1 && g.unpadded()) {
             return Self::for_geometry(g);
         }
-        let (hq, wq) = (g.ho + (g.kh - 1) / 2, g.wo + (g.kw - 1) / 2);
-        let phases = (g.kh.min(2), g.kw.min(2));
+        let (hq, wq) = (g.ho + (g.kh - 1) / s, g.wo + (g.kw - 1) / s);
+        let (pa, pb) = phases(g);
         let mut offs = Vec::with_capacity(g.k());
         for c in 0..g.cin {
             for i in 0..g.kh {
                 for j in 0..g.kw {
-                    let phase = (c * phases.0 + i % 2) * phases.1 + j % 2;
-                    offs.push(phase * hq * wq + i / 2 * wq + j / 2);
+                    let phase = (c * pa + i % s) * pb + j % s;
+                    offs.push(phase * hq * wq + i / s * wq + j / s);
                 }
             }
         }
@@ -135,7 +140,7 @@ impl Unroll {
     /// Values of the phases of one image ([`Unroll::Phases`]), else 0.
     fn phases_len(&self, g: &ConvGeometry) -> usize {
         match self {
-            Unroll::Phases { size, .. } => g.cin * g.kh.min(2) * g.kw.min(2) * size.0 * size.1,
+            Unroll::Phases { size, .. } => g.cin * phases(g).0 * phases(g).1 * size.0 * size.1,
             _ => 0,
         }
     }
@@ -204,29 +209,20 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b` for one image; on the
-/// im2col path from `cols` if the image was unrolled already.
-#[allow(clippy::too_many_arguments)]
+/// `y[Cout, P] = W[Cout, K] · unrolled(x)[K, P] + b`, then `ep`'s
+/// epilogue, for one image; on the im2col path from `cols` if the image was
+/// unrolled already.
 fn forward_image(
     g: &ConvGeometry,
     u: &Unroll,
-    x: &[f32],
-    cols: Option<&[f32]>,
+    (x, cols): (&[f32], Option<&[f32]>),
     w: Strided<'_>,
-    bs: &[f32],
-    affine: Option<Affine<'_>>,
-    relu: bool,
+    ep: Epilogue<'_>,
     y: &mut [f32],
     s: &mut Scratch,
 ) {
-    // The output channels computed: all, or a share of them (`bs`'s).
-    let (k, p, m) = (g.k(), g.p(), bs.len());
-    let ep = Epilogue {
-        accumulate: false,
-        row_bias: Some(bs),
-        affine,
-        relu,
-    };
+    // The output channels computed: all, or a share of them (the bias's).
+    let (k, p, m) = (g.k(), g.p(), ep.row_bias.map_or(g.cout, <[f32]>::len));
     match u {
         // y[Cout, P] = W[Cout, K] · cols[K, P] + b
         Unroll::Im2col => match cols {
@@ -239,6 +235,10 @@ fn forward_image(
                     let len = band.min(p - q0);
                     let cols = sized(&mut s.cols, k * len);
                     im2col_band(g, x, q0, cols);
+                    let ep = Epilogue {
+                        residual: ep.residual.map(|r| &r[q0..]),
+                        ..ep
+                    };
                     matmul(m, len, k, w, rows(cols, len), &mut y[q0..], p, ep);
                 }
             }
@@ -273,19 +273,25 @@ fn forward_image(
     }
 }
 
+/// The phases per axis of a forward in [`Unroll::Phases`]: `min(k, s)`
+/// (one, the padded image itself, for a stride of 1).
+fn phases(g: &ConvGeometry) -> (usize, usize) {
+    (g.kh.min(g.stride), g.kw.min(g.stride))
+}
+
 /// The phases of one zero-padded image for [`Unroll::Phases`]: plane
-/// `(c, a, b)` (`a < min(kh, 2)`, `b < min(kw, 2)`) holds the padded
-/// image's values at rows `2r + a` and columns `2q + b`, `size` of them.
+/// `(c, a, b)` (`a`, `b` below [`phases`]) holds the padded image's values
+/// at rows `s·r + a` and columns `s·q + b`, `size` of them.
 fn split_phases(g: &ConvGeometry, (hq, wq): (usize, usize), x: &[f32], planes: &mut [f32]) {
-    let (na, nb) = (g.kh.min(2), g.kw.min(2));
+    let ((na, nb), s) = (phases(g), g.stride);
     for (q, plane) in planes.chunks_exact_mut(hq * wq).enumerate() {
         let (c, a, b) = (q / (na * nb), q / nb % na, q % nb);
         let image = &x[c * g.h * g.w..][..g.h * g.w];
-        // Columns 2q + b − pad_left inside the image: q in lo..hi.
-        let lo = g.pad_left.saturating_sub(b).div_ceil(2).min(wq);
-        let hi = (g.w + g.pad_left - b).div_ceil(2).clamp(lo, wq);
+        // Columns s·q + b − pad_left inside the image: q in lo..hi.
+        let lo = g.pad_left.saturating_sub(b).div_ceil(s).min(wq);
+        let hi = (g.w + g.pad_left - b).div_ceil(s).clamp(lo, wq);
         for (r, row) in plane.chunks_exact_mut(wq).enumerate() {
-            let Some(y) = (2 * r + a).checked_sub(g.pad_top).filter(|&y| y < g.h) else {
+            let Some(y) = (s * r + a).checked_sub(g.pad_top).filter(|&y| y < g.h) else {
                 row.fill(0.0);
                 continue;
             };
@@ -294,9 +300,14 @@ fn split_phases(g: &ConvGeometry, (hq, wq): (usize, usize), x: &[f32], planes: &
             if lo == hi {
                 continue;
             }
-            let src = &image[y * g.w + 2 * lo + b - g.pad_left..];
-            for (o, v) in row[lo..hi].iter_mut().zip(src.iter().step_by(2)) {
-                *o = *v;
+            let src = &image[y * g.w + s * lo + b - g.pad_left..];
+            match s {
+                1 => row[lo..hi].copy_from_slice(&src[..hi - lo]),
+                _ => {
+                    for (o, v) in row[lo..hi].iter_mut().zip(src.iter().step_by(s)) {
+                        *o = *v;
+                    }
+                }
             }
         }
     }
@@ -591,33 +602,70 @@ pub(crate) fn forward(
     kernels: Kernels,
     pool: &mut Pool,
 ) -> Result<Tensor> {
-    Ok(forward_on(g, x, w, b, None, relu, false, kernels, pool)?.0)
+    let after = After {
+        relu,
+        ..After::default()
+    };
+    Ok(forward_on(g, x, w, b, after, false, kernels, pool)?.0)
 }
 
-/// [`forward`] followed by batch normalisation at inference (and a ReLU, if
-/// `relu`), taken as each output leaves the products: the bits of the three
-/// ops one after the other, without writing and reading the output between
-/// them. Never through Winograd's transforms.
-pub(crate) fn forward_normalised(
+/// What a forward takes as its outputs leave the products, after the bias and
+/// in this order: a batch normalisation at inference, a residual connection's
+/// other input (added), a ReLU.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct After<'a> {
+    pub norm: Option<Affine<'a>>,
+    /// Of the output's shape.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl<'a> After<'a> {
+    /// The kernel's epilogue for a product whose rows are output channels
+    /// `c0..` of `bs` and whose output starts at `at` in the whole output.
+    fn epilogue(self, bs: &'a [f32], c0: usize, at: usize) -> Epilogue<'a> {
+        Epilogue {
+            accumulate: false,
+            row_bias: Some(&bs[c0..]),
+            affine: self.norm.map(|a| a.from(c0)),
+            residual: self.residual.map(|r| &r[at..]),
+            relu: self.relu,
+        }
+    }
+}
+
+/// [`forward`] followed by `after`: the bits of the ops one after the other,
+/// without writing and reading the output between them. Never through
+/// Winograd's transforms.
+pub(crate) fn forward_then(
     g: &ConvGeometry,
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    norm: Affine<'_>,
-    relu: bool,
+    after: After<'_>,
     pool: &mut Pool,
 ) -> Result<Tensor> {
-    Ok(forward_on(g, x, w, b, Some(norm), relu, false, Kernels::Fast, pool)?.0)
+    if let Some(r) = after.residual {
+        assert_eq!(r.len(), g.n * g.cout * g.p(), "the residual's length");
+    }
+    Ok(forward_on(g, x, w, b, after, false, Kernels::Fast, pool)?.0)
 }
 
 /// Whether a zero-padded convolution of this `(kh, kw, stride, cin, cout)`
-/// runs faster as an explicit `pad` followed by the unpadded one: with stride
-/// 1 the unpadded path reads shifted rows of the image where the padded one
-/// copies every receptive field (im2col), forward and backward. Winograd's
+/// runs faster as an explicit `pad` followed by the unpadded one: with
+/// stride 1, when its backward will run (on a `recording` tape), as the
+/// unpadded backward reads shifted rows of the image where the padded one
+/// copies every receptive field (im2col). The padded forward alone reads
+/// the image padded in the core's cache (`Unroll::Phases`). Winograd's
 /// transforms take their padding themselves.
-pub(crate) fn pads_first(kernels: Kernels, (kh, kw, stride, cin, cout): Shape5) -> bool {
+pub(crate) fn pads_first(
+    kernels: Kernels,
+    recording: bool,
+    (kh, kw, stride, cin, cout): Shape5,
+) -> bool {
     // The shifted path's own conditions, but for the padding (see `Unroll`).
     kernels != Kernels::Reference
+        && recording
         && stride == 1
         && kernel::available()
         && !(kernels == Kernels::Winograd && winograd::applies(kh, kw, stride, cin, cout))
@@ -640,7 +688,11 @@ pub(crate) fn forward_pooled(
     kernels: Kernels,
     pool: &mut Pool,
 ) -> Result<(Tensor, Tensor, Vec<u8>)> {
-    let (y, pooled) = forward_on(g, x, w, b, None, relu, true, kernels, pool)?;
+    let after = After {
+        relu,
+        ..After::default()
+    };
+    let (y, pooled) = forward_on(g, x, w, b, after, true, kernels, pool)?;
     let (yp, winners) = pooled.expect("asked for the pooling");
     Ok((y, yp, winners))
 }
@@ -650,8 +702,8 @@ pub(crate) fn forward_pooled(
 type PooledForward = (Tensor, Vec<u8>);
 
 /// The forward, through Winograd's transforms where they apply, else the
-/// direct products. With `affine`, the batch normalisation after the bias
-/// (then never Winograd). With `pooled`, also the output's 2x2 max pooling,
+/// direct products, then `after` (with a normalisation or a residual, never
+/// Winograd). With `pooled`, also the output's 2x2 max pooling,
 /// taken image by image (a few images at a time with Winograd) while each
 /// image's output is still in the core's cache.
 #[allow(clippy::too_many_arguments)]
@@ -660,12 +712,12 @@ fn forward_on(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    affine: Option<Affine<'_>>,
-    relu: bool,
+    after: After<'_>,
     pooled: bool,
     kernels: Kernels,
     pool: &mut Pool,
 ) -> Result<(Tensor, Option<PooledForward>)> {
+    let relu = after.relu;
     let (xs, ws, bs) = (
         as_slice(x, "conv2d")?,
         as_slice(w, "conv2d")?,
@@ -673,7 +725,8 @@ fn forward_on(
     );
     // Images per parallel task: one, or a set of Winograd's tiles.
     let tiling = winograd::Tiling::new(g.pad_top, g.pad_left, g.ho, g.wo);
-    let transforms = kernels == Kernels::Winograd && affine.is_none();
+    let transforms =
+        kernels == Kernels::Winograd && after.norm.is_none() && after.residual.is_none();
     let winograd = transforms
         && winograd::applies(g.kh, g.kw, g.stride, g.cin, g.cout)
         && tiling.addressable(g.image_len(), g.cout * g.p());
@@ -693,7 +746,7 @@ fn forward_on(
     let mut y = pool.to_overwrite(&[g.n, g.cout, g.ho, g.wo]);
     let threads = rayon::current_num_threads();
     if !winograd && !columns && !pooled && g.n < threads && g.cout >= 2 * threads {
-        forward_split_channels(g, xs, ws, bs, affine, relu, &mut y, pool);
+        forward_split_channels(g, xs, ws, bs, after, &mut y, pool);
         return Ok((y, None));
     }
     let mut pooled = pooled.then(|| {
@@ -755,9 +808,10 @@ fn forward_on(
             Some(wt) => rows_of_wt(g, wt),
             None => rows(ws, g.k()),
         };
-        tasks.for_each(|((y, x), out)| {
+        tasks.enumerate().for_each(|(i, ((y, x), out))| {
             let mut s = SCRATCH.take();
-            forward_image(g, &u, x, None, w, bs, affine, relu, y, &mut s);
+            let ep = after.epilogue(bs, 0, i * ol);
+            forward_image(g, &u, (x, None), w, ep, y, &mut s);
             SCRATCH.set(s);
             pool_planes(y, out);
         });
@@ -778,8 +832,7 @@ fn forward_split_channels(
     xs: &[f32],
     ws: &[f32],
     bs: &[f32],
-    affine: Option<Affine<'_>>,
-    relu: bool,
+    after: After<'_>,
     y: &mut Tensor,
     pool: &mut Pool,
 ) {
@@ -796,7 +849,7 @@ fn forward_split_channels(
         Unroll::Shifted { .. } => Vec::new(),
     };
     let ys = y.as_slice_mut().expect("a fresh tensor");
-    for (y, x) in ys.chunks_mut(ol).zip(xs.chunks(il)) {
+    for (n, (y, x)) in ys.chunks_mut(ol).zip(xs.chunks(il)).enumerate() {
         if let Unroll::Im2col = u {
             let (taps, plane) = (g.kh * g.kw, g.h * g.w);
             let share_in = g.cin.div_ceil(threads);
@@ -809,7 +862,16 @@ fn forward_split_channels(
                 });
         }
         if let Unroll::Phases { size, .. } = u {
-            split_phases(g, size, x, &mut cols);
+            // Each thread splits a share of the channels.
+            let (plane, per) = (g.h * g.w, u.phases_len(g) / g.cin);
+            let share_in = g.cin.div_ceil(threads);
+            cols.par_chunks_mut(share_in * per)
+                .enumerate()
+                .for_each(|(t, planes)| {
+                    let (c0, m) = (t * share_in, planes.len() / per);
+                    let part = ConvGeometry { n: 1, cin: m, ..*g };
+                    split_phases(&part, size, &x[c0 * plane..][..m * plane], planes);
+                });
         }
         let unrolled = (!cols.is_empty()).then_some(&cols[..]);
         y.par_chunks_mut(share * p).enumerate().for_each(|(i, y)| {
@@ -830,19 +892,8 @@ fn forward_split_channels(
                 }
                 false => rows(&ws[c0 * k..], k),
             };
-            let affine = affine.map(|a| a.from(c0));
-            forward_image(
-                g,
-                &u,
-                x,
-                unrolled,
-                w,
-                &bs[c0..c0 + m],
-                affine,
-                relu,
-                y,
-                &mut s,
-            );
+            let ep = after.epilogue(&bs[..c0 + m], c0, n * ol + c0 * p);
+            forward_image(g, &u, (x, unrolled), w, ep, y, &mut s);
             s.w_share = wt;
             SCRATCH.set(s);
         });
@@ -1222,27 +1273,32 @@ mod tests {
 
     /// Every real output's value in every shifted row of the phases is the
     /// reference's im2col column: strides of 2, 'valid' and 'same' padding
-    /// (odd padding too), kernels 1x1 to 7x7 and 2x2, odd and even sizes.
+    /// (odd padding too), and padded strides of 1 (one phase, the padded
+    /// image); kernels 1x1 to 7x7 and 2x2, odd and even sizes.
     #[test]
     fn phases_read_the_reference_columns() {
-        for (h, w, kh, kw, padding) in [
-            (7, 9, 3, 3, Padding::Same),
-            (8, 8, 3, 3, Padding::Same),
-            (11, 8, 7, 7, Padding::Same),
-            (10, 10, 3, 3, Padding::Valid),
-            (9, 13, 1, 1, Padding::Valid),
-            (6, 5, 2, 2, Padding::Same),
-            (6, 7, 2, 3, Padding::Valid),
-            (4, 3, 5, 5, Padding::Same),
+        for (h, w, kh, kw, stride, padding) in [
+            (7, 9, 3, 3, 2, Padding::Same),
+            (8, 8, 3, 3, 2, Padding::Same),
+            (11, 8, 7, 7, 2, Padding::Same),
+            (10, 10, 3, 3, 2, Padding::Valid),
+            (9, 13, 1, 1, 2, Padding::Valid),
+            (6, 5, 2, 2, 2, Padding::Same),
+            (6, 7, 2, 3, 2, Padding::Valid),
+            (4, 3, 5, 5, 2, Padding::Same),
+            (7, 9, 3, 3, 1, Padding::Same),
+            (6, 5, 2, 2, 1, Padding::Same),
+            (5, 8, 2, 3, 1, Padding::Same),
+            (4, 3, 5, 5, 1, Padding::Same),
         ] {
-            let spec = Conv2dSpec { stride: 2, padding };
+            let spec = Conv2dSpec { stride, padding };
             let (g, x, whole) = image_and_columns(h, w, (kh, kw), spec);
             let p = g.p();
             let u = Unroll::for_forward(&g);
             let Unroll::Phases { offs, size, wide } = &u else {
                 assert!(
                     !kernel::available(),
-                    "stride 2 goes in phases on the kernel"
+                    "padded or strided forwards go in phases on the kernel"
                 );
                 continue;
             };
@@ -1256,7 +1312,7 @@ mod tests {
                     assert_eq!(
                         planes[o + oy * size.1 + ox],
                         whole[r * p + oy * g.wo + ox],
-                        "{h}x{w}, {kh}x{kw}, {padding:?}, row {r}, output ({oy}, {ox})"
+                        "{h}x{w}, {kh}x{kw}/{stride}, {padding:?}, row {r}, output ({oy}, {ox})"
                     );
                 }
             }

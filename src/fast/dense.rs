@@ -20,6 +20,9 @@ fn rows(data: &[f32], cols: usize) -> Strided<'_> {
 /// The forward computation, `y = x·Wᵀ + b`, into a pooled buffer.
 pub(crate) fn forward(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Result<Tensor> {
     let (n, fan_in, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    if n <= FEW {
+        return forward_few(x, w, b, pool);
+    }
     let mut y = pool.to_overwrite(&[n, out]);
     // Start from the bias in every row, then accumulate x·Wᵀ onto it (β = 1).
     y.axis_iter_mut(Axis(0)).for_each(|mut row| row.assign(b));
@@ -42,6 +45,37 @@ pub(crate) fn forward(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Re
         Epilogue::ACCUMULATE,
     );
     pool.give(wt);
+    Ok(y)
+}
+
+/// The most rows [`forward_few`] takes.
+const FEW: usize = 16;
+
+/// [`forward`] for a few rows (the class scores of a few images), as
+/// `yᵀ[out, N] = W[out, in] · xᵀ[in, N] + b`: `W` is read as it lies, where
+/// the product over the rows of `x` lays out `Wᵀ` first, which for a few rows
+/// takes longer than the product itself. Each output is the same chain of
+/// products from the same start (its bias), so the same bits.
+fn forward_few(x: &Tensor, w: &Tensor, b: &Tensor, pool: &mut Pool) -> Result<Tensor> {
+    let (n, fan_in, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+    let (xs, ws, bs) = (
+        as_slice(x, "dense")?,
+        as_slice(w, "dense")?,
+        as_slice(b, "dense")?,
+    );
+    let mut xt = pool.vec_to_overwrite(fan_in * n);
+    transpose(xs, n, fan_in, fan_in, &mut xt, n);
+    // Each row of yᵀ starts from its bias, then x·Wᵀ accumulates onto it.
+    let mut yt = pool.vec_to_overwrite(out * n);
+    for (row, &bias) in yt.chunks_mut(n.max(1)).zip(bs) {
+        row.fill(bias);
+    }
+    let (wr, xr) = (rows(ws, fan_in), rows(&xt, n));
+    matmul_par(out, n, fan_in, wr, xr, &mut yt, n, Epilogue::ACCUMULATE);
+    let mut y = pool.to_overwrite(&[n, out]);
+    transpose(&yt, out, n, n, y.as_slice_mut().expect("pooled"), out);
+    pool.give_vec(xt);
+    pool.give_vec(yt);
     Ok(y)
 }
 

@@ -1,6 +1,7 @@
 //! Convolution, its ReLU and a 2x2 max pooling as one op on the tape; and,
-//! for the class scores alone, a convolution with its batch normalisation
-//! and ReLU as one op, and a max pooling with its −∞ border as one op.
+//! for the class scores alone, a convolution with its batch normalisation,
+//! a residual sum and a ReLU as one op, and a max pooling with its −∞ border
+//! as one op.
 //!
 //! The op computes `max_pool2d(relu(conv2d(x, W, b)))`, exactly as the three
 //! ops of [`crate::ops`] recorded one after the other do (the reference twin
@@ -19,14 +20,14 @@
 //! only where nobody asks for that output's gradient (training; saliency
 //! methods that read no layer).
 
-use super::conv::{self, Dy, Inputs};
+use super::conv::{self, After, Dy, Inputs};
 use super::kernel::Affine;
 use super::pool::{self, backward_from_winners};
 use crate::error::Result;
-use crate::ops::norm::{inference_affine, BatchNormVars};
+use crate::ops::norm::{inference_affine, AfterConv};
 use crate::ops::{Conv2dOptions, Conv2dSpec, ConvGeometry, MaxPool2dSpec};
 use crate::tape::{Backward, GradArgs, Kernels, Tape, Var};
-use crate::tensor::Tensor;
+use crate::tensor::{as_slice, Tensor};
 
 struct ConvReluPool {
     g: ConvGeometry,
@@ -143,35 +144,40 @@ impl Tape<'_> {
         !self.is_recording() && self.kernels() == Kernels::Fast
     }
 
-    /// `relu(batch_norm(conv2d_with(x, w, b, options)))`, without the batch
-    /// normalisation if `norm` is `None` and without the ReLU if `!relu`, for
-    /// the class scores alone: one op whose normalisation and ReLU are taken
-    /// as the convolution's outputs leave the products (the kernel's
-    /// epilogue), with the same bits as the ops one after the other, and
-    /// without writing and reading the convolution's output between them.
+    /// `relu(batch_norm(conv2d_with(x, w, b, options)) + residual)`, with
+    /// each of the three only if `after` asks for it, for the class scores
+    /// alone: one op whose normalisation, residual and ReLU are taken as the
+    /// convolution's outputs leave the products (the kernel's epilogue), with
+    /// the same bits as the ops one after the other, and without writing and
+    /// reading the convolution's output between them.
     ///
     /// Only on a tape that records nothing (a gradient would need the
     /// convolution's own output) and with [`Kernels::Fast`]; otherwise, and
-    /// for convolutions `conv2d_with` runs on its general loops, the ops are
-    /// recorded one after the other.
+    /// for convolutions `conv2d_with` runs on its general loops or a
+    /// residual not of the output's shape, the ops are recorded one after
+    /// the other.
     ///
     /// ```
-    /// use salient::ops::{norm::BatchNormVars, Conv2dOptions};
+    /// use salient::ops::norm::{AfterConv, BatchNormVars};
+    /// use salient::ops::Conv2dOptions;
     /// use salient::{Tape, Tensor};
     ///
     /// let mut tape = Tape::inference();
     /// let x = tape.constant(Tensor::from_elem(vec![1, 2, 5, 5], 0.5));
     /// let w = tape.constant(Tensor::from_elem(vec![3, 2, 3, 3], 0.1));
     /// let b = tape.constant(Tensor::zeros(vec![3]));
+    /// let identity = tape.constant(Tensor::from_elem(vec![1, 3, 5, 5], -0.25));
     /// let [gamma, beta, mean, var] =
     ///     [1.0, 0.0, 0.5, 1.0].map(|v| tape.constant(Tensor::from_elem(vec![3], v)));
     /// let norm = BatchNormVars { gamma, beta, mean, var, eps: 1e-5 };
     /// let same = Conv2dOptions { pads: (1, 1, 1, 1), ..Conv2dOptions::default() };
-    /// let y = tape.conv2d_inference((x, w, b), same, Some(norm), true)?;
+    /// let after = AfterConv { norm: Some(norm), residual: Some(identity), relu: true };
+    /// let y = tape.conv2d_inference((x, w, b), same, after)?;
     ///
-    /// // The same bits as the three ops one after the other.
+    /// // The same bits as the four ops one after the other.
     /// let z = tape.conv2d_with(x, w, b, same)?;
     /// let z = tape.batch_norm(z, gamma, beta, mean, var, 1e-5)?;
+    /// let z = tape.add(z, identity)?;
     /// let z = tape.relu(z)?;
     /// assert_eq!(tape.value(y)?, tape.value(z)?);
     /// # Ok::<(), salient::Error>(())
@@ -180,36 +186,69 @@ impl Tape<'_> {
         &mut self,
         (x, w, b): (Var, Var, Var),
         options: Conv2dOptions,
-        norm: Option<BatchNormVars>,
-        relu: bool,
+        after: AfterConv,
     ) -> Result<Var> {
         let route = match self.scores_only() {
             true => self.conv2d_route(x, w, options)?,
             false => None,
         };
-        let Some((x, spec)) = route else {
+        let geometry = match route {
+            Some((xr, spec)) => {
+                let shape = |v: Var| self.value(v).map(|t| t.shape().to_vec());
+                let g = ConvGeometry::new(&shape(xr)?, &shape(w)?, &shape(b)?, spec)?;
+                let out = [g.n, g.cout, g.ho, g.wo];
+                match after.residual {
+                    Some(r) if shape(r)? != out => None,
+                    _ => Some((xr, spec)),
+                }
+            }
+            None => None,
+        };
+        let Some((x, spec)) = geometry else {
             let mut y = self.conv2d_with(x, w, b, options)?;
-            if let Some(n) = norm {
+            if let Some(n) = after.norm {
                 y = self.batch_norm(y, n.gamma, n.beta, n.mean, n.var, n.eps)?;
             }
-            return if relu { self.relu(y) } else { Ok(y) };
+            if let Some(r) = after.residual {
+                y = self.add(y, r)?;
+            }
+            return if after.relu { self.relu(y) } else { Ok(y) };
         };
-        let Some(n) = norm else {
-            return match relu {
-                true => self.conv2d_relu(x, w, b, spec),
-                false => self.conv2d(x, w, b, spec),
-            };
+        let (norm, residual) = match (after.norm, after.residual) {
+            (None, None) => {
+                return match after.relu {
+                    true => self.conv2d_relu(x, w, b, spec),
+                    false => self.conv2d(x, w, b, spec),
+                };
+            }
+            (norm, residual) => (norm, residual),
         };
-        let inputs = [x, w, b, n.gamma, n.beta, n.mean, n.var];
+        let mut inputs = vec![x, w, b];
+        inputs.extend(
+            norm.map(|n| [n.gamma, n.beta, n.mean, n.var])
+                .into_iter()
+                .flatten(),
+        );
+        inputs.extend(residual);
         let y = self.compute(&inputs, |v, pool| {
             let g = ConvGeometry::new(v[0].shape(), v[1].shape(), v[2].shape(), spec)?;
-            let [mean, scale, shift] = inference_affine(g.cout, [v[3], v[4], v[5], v[6]], n.eps)?;
-            let affine = Affine {
-                mean: &mean,
-                scale: &scale,
-                shift: &shift,
+            let tables = match norm {
+                Some(n) => Some(inference_affine(g.cout, [v[3], v[4], v[5], v[6]], n.eps)?),
+                None => None,
             };
-            conv::forward_normalised(&g, v[0], v[1], v[2], affine, relu, pool)
+            let norm = tables
+                .as_ref()
+                .map(|[mean, scale, shift]| Affine { mean, scale, shift });
+            let residual = match residual {
+                Some(_) => Some(as_slice(v[v.len() - 1], "conv2d_inference")?),
+                None => None,
+            };
+            let after = After {
+                norm,
+                residual,
+                relu: after.relu,
+            };
+            conv::forward_then(&g, v[0], v[1], v[2], after, pool)
         })?;
         Ok(self.push(y, &inputs, Box::new(NotRecorded)))
     }

@@ -52,6 +52,9 @@ pub struct Epilogue<'a> {
     pub row_bias: Option<&'a [f32]>,
     /// Then `(x − mean[row])·scale[row] + shift[row]`.
     pub affine: Option<Affine<'a>>,
+    /// Then add `residual[at]`, `at` being the element's index in `C`'s
+    /// slice: a residual connection (`C` rows at offsets excluded).
+    pub residual: Option<&'a [f32]>,
     /// Apply `max(·, 0)` last.
     pub relu: bool,
 }
@@ -91,6 +94,7 @@ impl Epilogue<'_> {
         row_bias: None,
         affine: None,
         relu: false,
+        residual: None,
     };
     /// `C += A·B`.
     pub const ACCUMULATE: Epilogue<'static> = Epilogue {
@@ -98,17 +102,22 @@ impl Epilogue<'_> {
         row_bias: None,
         affine: None,
         relu: false,
+        residual: None,
     };
 
-    /// The epilogue on one value `x` of row `i` (the product, plus `C`'s
-    /// value if accumulating): bias, affine, ReLU, in the tiles' order.
+    /// The epilogue on one value `x` of row `i`, at `C[at]` (the product,
+    /// plus `C`'s value if accumulating): bias, affine, residual, ReLU, in
+    /// the tiles' order.
     #[inline]
-    fn finish(&self, i: usize, mut x: f32) -> f32 {
+    fn finish(&self, i: usize, at: usize, mut x: f32) -> f32 {
         if let Some(b) = self.row_bias {
             x += b[i];
         }
         if let Some(a) = self.affine {
             x = (x - a.mean[i]) * a.scale[i] + a.shift[i];
+        }
+        if let Some(r) = self.residual {
+            x += r[at];
         }
         if self.relu && x < 0.0 {
             0.0
@@ -308,6 +317,7 @@ pub fn matmul_par(
             let ep = Epilogue {
                 row_bias: ep.row_bias.map(|bias| &bias[i0..]),
                 affine: ep.affine.map(|a| a.from(i0)),
+                residual: ep.residual.map(|r| &r[i0 * c_rs..]),
                 ..ep
             };
             matmul(rows, n, k, a, b, c, c_rs, ep);
@@ -538,7 +548,7 @@ fn matmul_on(
                 .filter(|(j, _)| j % keep.row < keep.first)
             {
                 let at = out.row(i) + keep.packed(j);
-                c[at] = ep.finish(i, if ep.accumulate { c[at] + v } else { v });
+                c[at] = ep.finish(i, at, if ep.accumulate { c[at] + v } else { v });
             }
         }
         return;
@@ -582,6 +592,13 @@ fn matmul_tiled(
     if let Some(affine) = ep.affine {
         assert!(affine.rows() >= m, "affine is too short");
     }
+    if let Some(residual) = ep.residual {
+        assert!(matches!(out, Out::Rows(_)), "a residual needs rows of C");
+        assert!(
+            stored == 0 || last_row + stored - 1 < residual.len(),
+            "the residual is too short"
+        );
+    }
     // Blocks of KC steps keep the slice of B a tile streams (KC × NR values)
     // in cache; each block after the first accumulates onto the last, and the
     // bias, affine and ReLU wait for the final block.
@@ -609,6 +626,7 @@ fn matmul_tiled(
             row_bias: if last { ep.row_bias } else { None },
             affine: if last { ep.affine } else { None },
             relu: ep.relu && last,
+            residual: if last { ep.residual } else { None },
         };
         let block = Block {
             m,
@@ -781,6 +799,9 @@ fn tiles<const R: usize, const V: usize>(blk: &Block<'_>, c: &mut [f32]) {
                         let a = a.from(i);
                         [a.mean.as_ptr(), a.scale.as_ptr(), a.shift.as_ptr()]
                     }),
+                    residual: ep
+                        .residual
+                        .map(|r| c_offs.map(|o| r.as_ptr().add(o + c_col))),
                     accumulate: ep.accumulate,
                     relu: ep.relu,
                 };
@@ -887,7 +908,7 @@ fn narrow_columns(blk: &Block<'_>, a: Strided<'_>, cols: std::ops::Range<usize>,
             for (r, &v) in vals[..rows].iter().enumerate() {
                 let i = i0 + r;
                 let at = blk.out.row(i) + c_col;
-                c[at] = ep.finish(i, if ep.accumulate { c[at] + v } else { v });
+                c[at] = ep.finish(i, at, if ep.accumulate { c[at] + v } else { v });
             }
         }
     }
@@ -1036,10 +1057,11 @@ pub fn matmul_portable(
         col_stride: 1,
     };
     gemm(1.0, mat(a, m, k), mat(b, k, n), beta, out);
-    if ep.row_bias.is_some() || ep.affine.is_some() || ep.relu {
+    if ep.row_bias.is_some() || ep.affine.is_some() || ep.residual.is_some() || ep.relu {
         for i in 0..m {
-            for v in &mut c[i * c_rs..i * c_rs + n] {
-                *v = ep.finish(i, *v);
+            let row = i * c_rs;
+            for (at, v) in c[row..row + n].iter_mut().enumerate() {
+                *v = ep.finish(i, row + at, *v);
             }
         }
     }
@@ -1149,6 +1171,8 @@ mod avx512 {
         pub bias: Option<*const f32>,
         /// Per row from the tile's first: mean, scale and shift.
         pub affine: Option<[*const f32; 3]>,
+        /// Where each row's residual starts, laid out as `C`.
+        pub residual: Option<[*const f32; R]>,
         pub accumulate: bool,
         pub relu: bool,
         /// Store only these lanes of each vector, packed together.
@@ -1162,7 +1186,8 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available. `t.a[r] + a_steps.at(s)` for `s < k`, `b.row(s) + j`
     /// for `j < cols`, `t.c[r] + j` for `r < rows` (for `j` below the
-    /// number of kept lanes, with `keep`), and `bias + r` must all be in bounds.
+    /// number of kept lanes, with `keep`; the same for `t.residual[r] + j`),
+    /// and `bias + r` must all be in bounds.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile<
         B: BRows,
@@ -1204,8 +1229,9 @@ mod avx512 {
         } else {
             steps::<B, A, R, V, false>(&mut acc, t.k, &a, b, a_steps, masks);
         }
-        // The store: accumulate, bias, ReLU, then write each row's vectors,
-        // with `keep` only the kept lanes, packed one vector after another.
+        // The store: accumulate, bias, affine, residual, ReLU, then write
+        // each row's vectors, with `keep` only the kept lanes, packed one
+        // vector after another.
         // Written out here with constant bounds, so that `acc` stays in its
         // registers (a helper taking the accumulators as an array, by value
         // or by reference, would keep them in a stack copy).
@@ -1252,6 +1278,18 @@ mod avx512 {
                 }
                 if let Some([mean, scale, shift]) = affine {
                     x = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, mean), scale), shift);
+                }
+                if let Some(res) = t.residual {
+                    // Laid out as C: its kept lanes spread back out too.
+                    let at = res[r].add(off[v]);
+                    x = _mm512_add_ps(
+                        x,
+                        if COMPRESS {
+                            _mm512_maskz_expandloadu_ps(mask(kept, v), at)
+                        } else {
+                            _mm512_maskz_loadu_ps(mask(stored, v), at)
+                        },
+                    );
                 }
                 x = _mm512_max_ps(floor, x);
                 if COMPRESS {
@@ -1476,6 +1514,7 @@ mod tests {
             row_bias: Some(&bias),
             affine: None,
             relu: true,
+            residual: None,
         };
         let (mut c1, mut c2) = (vec![0.5; m * n], vec![0.5; m * n]);
         matmul(m, n, k, sa, sb, &mut c1, n, ep);
@@ -1583,6 +1622,7 @@ mod tests {
                     row_bias: None,
                     affine: None,
                     relu,
+                    residual: None,
                 };
                 let (sa, sb) = (rows(&a, 1).into(), rows(&b, n).into());
                 for keep in [None, Some(Keep { row: 7, first: 5 })] {
@@ -1682,6 +1722,7 @@ mod tests {
             row_bias: None,
             affine: None,
             relu: true,
+            residual: None,
         };
         let (sa, sb) = (rows(&a, k), rows(&b, n));
         matmul_portable(m, n, k, sa, sb, &mut full, n, ep);
@@ -1729,6 +1770,7 @@ mod tests {
                 row_bias: Some(&bias),
                 affine: None,
                 relu: true,
+                residual: None,
             };
             let keep = Keep { row: 7, first: 5 };
             let kept = keep.packed(n);
@@ -1790,6 +1832,7 @@ mod tests {
                     row_bias: Some(&bias),
                     affine: None,
                     relu: true,
+                    residual: None,
                 };
                 path(m, n, k, rows(&a, k), rows(&b, n), &mut c, n, ep);
                 for i in 0..m {

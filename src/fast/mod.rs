@@ -9,8 +9,9 @@
 //! [`norm`] for batch normalisation at inference, [`pad`] for borders around
 //! image planes, and [`dense`] for dense layers. `fused.rs` adds ops of its
 //! own to the tape: a convolution with its ReLU and 2x2 pooling, and, for the
-//! class scores alone, a convolution with its batch normalisation and ReLU and
-//! a max pooling with its border, each equal to the ops it stands for.
+//! class scores alone, a convolution with its batch normalisation, residual
+//! sum and ReLU and a max pooling with its border, each equal to the ops it
+//! stands for.
 //!
 //! | file | what it holds |
 //! | --- | --- |
@@ -23,7 +24,7 @@
 //! | `norm.rs` | batch normalisation at inference, on every thread |
 //! | `pad.rs` | a border around image planes, and its backward, on every thread |
 //! | `relu.rs` | the ReLU rules in vector code |
-//! | `fused.rs` | convolution + ReLU + 2x2 max pooling as one op; for the scores alone, convolution + batch norm + ReLU, and a padded max pooling |
+//! | `fused.rs` | convolution + ReLU + 2x2 max pooling as one op; for the scores alone, convolution + batch norm + residual + ReLU, and a padded max pooling |
 //! | `workspace.rs` | the [`Pool`] of buffers a training step reuses |
 //!
 //! **The portable path.** Everything here also runs without AVX-512. To test

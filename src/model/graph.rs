@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::layers::{glorot_uniform, mix, Activation, LayerSpec, Mode};
 use crate::limits::{product, thousands, Limits, MAX_PARAMS_FLAG};
 use crate::model::{check_values, Head, Sequential};
-use crate::ops::norm::BatchNormVars;
+use crate::ops::norm::{AfterConv, BatchNormVars};
 use crate::ops::{broadcast_shape, AvgPool2dSpec, Conv2dOptions, MaxPool2dSpec, Padding};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -604,9 +604,10 @@ impl Graph {
 
     /// [`forward`](Graph::forward); with `fuse`, for the class scores alone
     /// on a tape that records nothing, a convolution followed by batch
-    /// normalisation and/or a ReLU that read nothing else, and that nothing
-    /// else reads, runs as one op ([`Tape::conv2d_inference`]): the same
-    /// bits, in one pass. The nodes folded into it get its output as theirs.
+    /// normalisation, a residual `Add` and/or a ReLU (each reading the node
+    /// before it, and read by nothing else) runs as one op
+    /// ([`Tape::conv2d_inference`]): the same bits, in one pass. The nodes
+    /// folded into it get its output as theirs.
     fn run<'a>(
         &'a self,
         tape: &mut Tape<'a>,
@@ -657,14 +658,22 @@ impl Graph {
                 Op::Constant { .. } => param(0)?,
                 _ if ins.is_empty() => return Err(missing()),
                 &Op::Conv2D { options, .. } if fuse => {
-                    let (norm, relu) = self.folds_after(i, &readers);
-                    let norm = match norm {
-                        Some(j) => Some(self.batch_norm_vars(tape, j)?),
-                        None => None,
+                    let folds = self.folds_after(i, &readers);
+                    let after = AfterConv {
+                        norm: match folds.norm {
+                            Some(j) => Some(self.batch_norm_vars(tape, j)?),
+                            None => None,
+                        },
+                        residual: match folds.residual {
+                            Some("input") => Some(x),
+                            Some(name) => Some(outputs[self.node_index(name)?]),
+                            None => None,
+                        },
+                        relu: folds.relu,
                     };
-                    folded = usize::from(norm.is_some()) + usize::from(relu);
+                    folded = folds.nodes;
                     let conv = (ins[0], param(0)?, param(1)?);
-                    tape.conv2d_inference(conv, options, norm, relu)?
+                    tape.conv2d_inference(conv, options, after)?
                 }
                 &Op::Conv2D { options, .. } => {
                     tape.conv2d_with(ins[0], param(0)?, param(1)?, options)?
@@ -744,6 +753,18 @@ impl Graph {
     }
 }
 
+/// The nodes a convolution takes into itself for the scores alone (see
+/// `Graph::folds_after`).
+struct Folds<'g> {
+    /// The batch normalisation's index.
+    norm: Option<usize>,
+    /// The residual's name.
+    residual: Option<&'g str>,
+    relu: bool,
+    /// How many nodes after the convolution these are.
+    nodes: usize,
+}
+
 impl Graph {
     /// How many times each node's output is read (by name; the input as
     /// `input`).
@@ -756,21 +777,52 @@ impl Graph {
     }
 
     /// What node `i` (a convolution) can take into itself on the way to the
-    /// scores: the batch normalisation right after it (its index) and then a
-    /// ReLU, each the only reader of the node before it, reading only that.
-    fn folds_after(&self, i: usize, readers: &HashMap<&str, usize>) -> (Option<usize>, bool) {
+    /// scores, in this order, each reading the node before it and read by
+    /// nothing else: the batch normalisation right after it, an `Add` of it
+    /// and one other input computed before node `i` (a residual connection),
+    /// a ReLU.
+    fn folds_after<'g>(&'g self, i: usize, readers: &HashMap<&str, usize>) -> Folds<'g> {
         let only_reader = |j: usize, of: usize| {
-            self.nodes.get(j).is_some_and(|n| {
-                n.inputs == [self.nodes[of].name.as_str()]
-                    && readers.get(self.nodes[of].name.as_str()) == Some(&1)
-            })
+            let of = self.nodes[of].name.as_str();
+            readers.get(of) == Some(&1)
+                && self
+                    .nodes
+                    .get(j)
+                    .is_some_and(|n| n.inputs.iter().any(|r| r == of))
         };
-        let norm = (only_reader(i + 1, i) && matches!(self.nodes[i + 1].op, Op::BatchNorm { .. }))
-            .then_some(i + 1);
-        let before = norm.unwrap_or(i);
-        let relu = only_reader(before + 1, before)
-            && matches!(self.nodes[before + 1].op, Op::Activation(Act::Relu));
-        (norm, relu)
+        let alone = |j: usize| self.nodes[j].inputs.len() == 1;
+        let mut last = i;
+        let norm = (only_reader(i + 1, i)
+            && alone(i + 1)
+            && matches!(self.nodes[i + 1].op, Op::BatchNorm { .. }))
+        .then_some(i + 1);
+        last = norm.unwrap_or(last);
+        // The Add's other input, computed before node i.
+        let earlier = |name: &str| name == "input" || self.node_index(name).is_ok_and(|k| k < i);
+        let residual = match self.nodes.get(last + 1) {
+            Some(add)
+                if matches!(add.op, Op::Add)
+                    && add.inputs.len() == 2
+                    && only_reader(last + 1, last) =>
+            {
+                let me = self.nodes[last].name.as_str();
+                let other = add.inputs.iter().find(|r| r.as_str() != me);
+                other.filter(|o| earlier(o)).map(String::as_str)
+            }
+            _ => None,
+        };
+        if residual.is_some() {
+            last += 1;
+        }
+        let relu = only_reader(last + 1, last)
+            && alone(last + 1)
+            && matches!(self.nodes[last + 1].op, Op::Activation(Act::Relu));
+        Folds {
+            norm,
+            residual,
+            relu,
+            nodes: last + usize::from(relu) - i,
+        }
     }
 
     /// Batch normalisation node `j`'s parameters as constants on `tape`.

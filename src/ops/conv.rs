@@ -857,7 +857,8 @@ impl Tape<'_> {
         };
         if let Some(spec) = options.as_spec(h, wd, kh, kw) {
             let geometry = (kh, kw, spec.stride, cin, cout);
-            if spec.padding == Padding::Valid || !fast::conv::pads_first(self.kernels(), geometry) {
+            let pads_first = fast::conv::pads_first(self.kernels(), self.is_recording(), geometry);
+            if spec.padding == Padding::Valid || !pads_first {
                 return Ok(Some((x, spec)));
             }
         }

@@ -33,9 +33,9 @@
 //! (`fast/fused.rs`): `conv2d_max_pool2d`, a convolution, its ReLU and a 2x2
 //! max pooling in one pass, equal to the three ops above one after another;
 //! and, on a tape that records nothing (the class scores alone),
-//! `conv2d_inference` (a convolution with its batch normalisation and ReLU)
-//! and `max_pool2d_inference` (a max pooling with its −∞ border), the bits of
-//! the ops they stand for.
+//! `conv2d_inference` (a convolution with its batch normalisation, residual
+//! sum and ReLU) and `max_pool2d_inference` (a max pooling with its −∞
+//! border), the bits of the ops they stand for.
 
 pub mod activation;
 pub mod conv;

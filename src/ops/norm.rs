@@ -67,6 +67,17 @@ pub struct BatchNormVars {
     pub eps: f32,
 }
 
+/// What [`Tape::conv2d_inference`] takes after its convolution, in this
+/// order: a batch normalisation at inference, a residual connection's other
+/// input (added; of the output's shape), a ReLU. ResNet's basic block ends
+/// `relu(bn(conv(x)) + identity)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AfterConv {
+    pub norm: Option<BatchNormVars>,
+    pub residual: Option<Var>,
+    pub relu: bool,
+}
+
 /// Inference's parameters for `c` channels, checked one per channel, from
 /// `[γ, β, μ, σ²]`: `[μ, scale, β]` with `scale = γ / √(σ² + ε)`, what
 /// [`fast::norm::forward`] and a convolution's normalised forward take.
