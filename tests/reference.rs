@@ -711,3 +711,52 @@ fn batch_norm_and_padded_pooling_match_their_reference_on_real_images() {
         assert_eq!(bits(&dx_fast), bits(&dx_ref), "{what}: input gradient");
     }
 }
+
+/// The dense layer on real CIFAR-10 images flattened (3072 features, with
+/// flat skies and saturated pixels) and on random ones: a product of a few
+/// rows (up to 16, where `W` is read as it lies) and of many (17, where
+/// `Wᵀ` is laid out first) against the reference, within 1e-5 of the
+/// largest output (f32 sums of 3072 products taken in another order); and
+/// the few rows' bits are the many rows' (each output the same chain of
+/// products from its bias), on the AVX-512 kernel and on the portable path.
+#[test]
+fn the_dense_layer_on_few_rows_and_many_matches_its_reference_on_real_images() {
+    use salient::ops::dense::dense_reference;
+    let images = match shared_data("cifar10/cifar-10-batches-bin") {
+        Some(dir) => {
+            let test = data::load(DatasetKind::Cifar10, &dir, Split::Test).unwrap();
+            let batch = test.select(&(0..17).collect::<Vec<_>>()).unwrap().images();
+            vec![("CIFAR-10", batch)]
+        }
+        None => Vec::new(),
+    };
+    let random_batch = random(&[17, 3, 32, 32], 97);
+    for (what, x) in images.into_iter().chain([("random", random_batch)]) {
+        let x = x.into_shape_with_order(vec![17, 3072]).unwrap();
+        let w = random(&[100, 3072], 98).mapv(|v| v * 0.05);
+        let b = random(&[100], 99);
+        let dense = |x: &Tensor| {
+            let mut tape = Tape::inference();
+            let (xv, wv, bv) = (
+                tape.constant(x.clone()),
+                tape.constant(w.clone()),
+                tape.constant(b.clone()),
+            );
+            let y = tape.dense(xv, wv, bv).unwrap();
+            tape.value(y).unwrap().clone()
+        };
+        let many = dense(&x);
+        let few_rows = x.slice_axis(Axis(0), Slice::from(0..16)).to_owned();
+        let few = dense(&few_rows);
+        let want = dense_reference(&x, &w, &b).unwrap();
+        let want_few = want.slice_axis(Axis(0), Slice::from(0..16)).to_owned();
+        assert!(relative_difference(&many, &want) < 1e-5, "{what}: 17 rows");
+        assert!(
+            relative_difference(&few, &want_few) < 1e-5,
+            "{what}: 16 rows"
+        );
+        let many_16 = many.slice_axis(Axis(0), Slice::from(0..16)).to_owned();
+        let bits = |t: &Tensor| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&few), bits(&many_16), "{what}: 16 rows against 17");
+    }
+}
