@@ -214,15 +214,17 @@ impl Tape<'_> {
             }
             return if after.relu { self.relu(y) } else { Ok(y) };
         };
-        let (norm, residual) = match (after.norm, after.residual) {
-            (None, None) => {
-                return match after.relu {
-                    true => self.conv2d_relu(x, w, b, spec),
-                    false => self.conv2d(x, w, b, spec),
-                };
-            }
-            (norm, residual) => (norm, residual),
-        };
+        let AfterConv {
+            norm,
+            residual,
+            relu,
+        } = after;
+        if norm.is_none() && residual.is_none() {
+            return match relu {
+                true => self.conv2d_relu(x, w, b, spec),
+                false => self.conv2d(x, w, b, spec),
+            };
+        }
         let mut inputs = vec![x, w, b];
         inputs.extend(
             norm.map(|n| [n.gamma, n.beta, n.mean, n.var])
@@ -246,7 +248,7 @@ impl Tape<'_> {
             let after = After {
                 norm,
                 residual,
-                relu: after.relu,
+                relu,
             };
             conv::forward_then(&g, v[0], v[1], v[2], after, pool)
         })?;

@@ -791,12 +791,11 @@ impl Graph {
                     .is_some_and(|n| n.inputs.iter().any(|r| r == of))
         };
         let alone = |j: usize| self.nodes[j].inputs.len() == 1;
-        let mut last = i;
         let norm = (only_reader(i + 1, i)
             && alone(i + 1)
             && matches!(self.nodes[i + 1].op, Op::BatchNorm { .. }))
         .then_some(i + 1);
-        last = norm.unwrap_or(last);
+        let mut last = norm.unwrap_or(i);
         // The Add's other input, computed before node i.
         let earlier = |name: &str| name == "input" || self.node_index(name).is_ok_and(|k| k < i);
         let residual = match self.nodes.get(last + 1) {
