@@ -841,8 +841,9 @@ fn forward_split_channels(
     let threads = rayon::current_num_threads();
     let share = g.cout.div_ceil(threads);
     let (il, ol, p, k) = (g.image_len(), g.cout * g.p(), g.p(), g.k());
-    // On the im2col path the image is unrolled once, its channels shared
-    // between the threads, and every thread's product reads the columns.
+    // On the im2col and phases paths the image is unrolled once, its
+    // channels shared between the threads, and every thread's product reads
+    // the columns (or phases).
     let mut cols = match u {
         Unroll::Im2col => pool.vec_to_overwrite(k * p),
         Unroll::Phases { .. } => pool.vec_to_overwrite(u.phases_len(g)),
@@ -850,27 +851,22 @@ fn forward_split_channels(
     };
     let ys = y.as_slice_mut().expect("a fresh tensor");
     for (n, (y, x)) in ys.chunks_mut(ol).zip(xs.chunks(il)).enumerate() {
-        if let Unroll::Im2col = u {
-            let (taps, plane) = (g.kh * g.kw, g.h * g.w);
-            let share_in = g.cin.div_ceil(threads);
-            cols.par_chunks_mut(share_in * taps * p)
-                .enumerate()
-                .for_each(|(t, cols)| {
-                    let (c0, m) = (t * share_in, cols.len() / (taps * p));
-                    let part = ConvGeometry { n: 1, cin: m, ..*g };
-                    im2col(&part, &x[c0 * plane..][..m * plane], cols);
-                });
-        }
-        if let Unroll::Phases { size, .. } = u {
-            // Each thread splits a share of the channels.
-            let (plane, per) = (g.h * g.w, u.phases_len(g) / g.cin);
+        // The image unrolled (im2col) or split into phases once, each thread
+        // taking a share of the input channels.
+        if !cols.is_empty() {
+            let (plane, per) = (g.h * g.w, cols.len() / g.cin);
             let share_in = g.cin.div_ceil(threads);
             cols.par_chunks_mut(share_in * per)
                 .enumerate()
-                .for_each(|(t, planes)| {
-                    let (c0, m) = (t * share_in, planes.len() / per);
+                .for_each(|(t, cols)| {
+                    let (c0, m) = (t * share_in, cols.len() / per);
                     let part = ConvGeometry { n: 1, cin: m, ..*g };
-                    split_phases(&part, size, &x[c0 * plane..][..m * plane], planes);
+                    let x = &x[c0 * plane..][..m * plane];
+                    match u {
+                        Unroll::Im2col => im2col(&part, x, cols),
+                        Unroll::Phases { size, .. } => split_phases(&part, size, x, cols),
+                        Unroll::Shifted { .. } => unreachable!("shifted rows are not copied"),
+                    }
                 });
         }
         let unrolled = (!cols.is_empty()).then_some(&cols[..]);
